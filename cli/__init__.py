@@ -1,0 +1,1 @@
+"""Command-line interface of talk3d (Typer): flags -> config -> library call, no logic here."""

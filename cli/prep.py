@@ -1,0 +1,13 @@
+"""`talk3d prep`: placeholder until its issue lands."""
+
+from __future__ import annotations
+
+from cli.common import cli_command
+
+
+@cli_command
+def command() -> None:
+    """Not implemented yet."""
+    from talk3d.errors import UserError
+
+    raise UserError("'talk3d prep' is not implemented yet")

@@ -1,0 +1,257 @@
+"""The prepared-dataset format: one module owns reading, writing and validating it.
+
+A dataset is a folder::
+
+    manifest.json      Manifest below (format version, source, fps, sizes, intrinsics, split...)
+    frames/000000.jpg  cropped square RGB frames at ``size`` (JPEG quality 95)
+    masks/000000.png   uint8 labels: 0 background, 1 torso/neck/clothes, 2 head (face + hair)
+    background.png     static background plate at ``size`` (inpainted where never seen)
+    landmarks.npy      (N, 478, 3) float32: x, y in pixels at ``size``, z in pixels (mediapipe
+                       relative depth scaled like x; smaller = closer to the camera)
+    landmark_valid.npy (N,) bool: the face was detected in that frame (else interpolated)
+    poses.npy          (N, 4, 4) float32 camera-to-world in canonical head space
+                       (conventions in :mod:`talk3d.camera`)
+    canonical_landmarks.npy (478, 3) float32 the video's canonical shape in world units
+    audio.wav          16 kHz mono PCM16
+    audio_feats.npy    (T, 80) float16 log-mel at ``audio_feature_rate`` Hz (100 Hz)
+    phonemes.npy       optional (T, P) float16 phoneme posteriors at the same rate
+    blink.npy          (N,) float32 eye closure in [0, 1]
+    preview.png        contact sheet; poses.png yaw/pitch/roll plot
+
+Frames ``[0, train_end)`` are for training and ``[train_end, N)`` are held out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from talk3d.errors import DatasetError
+from talk3d.io import read_json, read_npy, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+NUM_LANDMARKS = 478
+MASK_BACKGROUND, MASK_TORSO, MASK_HEAD = 0, 1, 2
+
+# Files every complete dataset has (phonemes.npy is optional).
+REQUIRED_FILES = (
+    "background.png", "landmarks.npy", "landmark_valid.npy", "poses.npy",
+    "canonical_landmarks.npy", "audio.wav", "audio_feats.npy", "blink.npy",
+)
+
+
+@dataclass
+class Manifest:
+    """Metadata of a prepared dataset (``manifest.json``)."""
+
+    num_frames: int
+    """Number of frames ``N`` after frame-rate normalisation."""
+    fps: float
+    """Frame rate of the dataset (frames are resampled to it)."""
+    size: int
+    """Side of the square working resolution in pixels."""
+    intrinsics: list[list[float]]
+    """Normalised 3x3 intrinsics shared by all frames (see :mod:`talk3d.camera`)."""
+    train_end: int
+    """Frames ``[0, train_end)`` train; ``[train_end, num_frames)`` are held out."""
+    source: str = ""
+    """Path of the source video as given to prep."""
+    source_sha256: str = ""
+    """SHA-256 of the source video file."""
+    source_size: list[int] = field(default_factory=lambda: [0, 0])
+    """Width, height of the decoded source (after rotation metadata and downscaling)."""
+    crop_box: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """Square crop ``[x0, y0, side]`` in source pixels, fixed for the whole video."""
+    audio_sample_rate: int = 16000
+    """Sample rate of ``audio.wav``."""
+    audio_feature_rate: float = 100.0
+    """Rows per second of ``audio_feats.npy`` (and ``phonemes.npy``)."""
+    audio_feature_dim: int = 80
+    """Columns of ``audio_feats.npy``."""
+    has_phonemes: bool = False
+    """Whether ``phonemes.npy`` exists."""
+    scene_scale: float = 1.0
+    """Pixels (at ``size``) per canonical unit at the mean camera distance (for reference)."""
+    camera_distance: float = 0.0
+    """Mean camera distance from the head centre, canonical units."""
+    frames_format: str = "jpg"
+    """Extension of the files in ``frames/``."""
+    prep_settings: dict[str, Any] = field(default_factory=dict)
+    """The settings prep ran with (for reproducibility)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Figures measured by prep (tracking rate, reprojection error, jitter...)."""
+    format_version: int = FORMAT_VERSION
+    """Version of this format; readers refuse other versions."""
+
+    @property
+    def val_frames(self) -> range:
+        return range(self.train_end, self.num_frames)
+
+    @property
+    def train_frames(self) -> range:
+        return range(0, self.train_end)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def frame_name(index: int, ext: str = "jpg") -> str:
+    """File name of frame ``index`` (``000123.jpg``)."""
+    return f"{index:06d}.{ext}"
+
+
+def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically."""
+    write_json(Path(root) / MANIFEST, manifest.to_dict())
+
+
+def read_manifest(root: str | os.PathLike) -> Manifest:
+    """Read and version-check ``manifest.json``; raise :class:`DatasetError` with a fix."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder '{root}' does not exist: run 'talk3d prep VIDEO -o {root}' first")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"'{root}' is not a prepared dataset (no {MANIFEST}): run 'talk3d prep VIDEO -o {root}'")
+    try:
+        data = read_json(path)
+    except ValueError as exc:
+        raise DatasetError(f"'{path}' is not valid JSON ({exc}): re-run 'talk3d prep' with --force") from exc
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetError(
+            f"dataset '{root}' has format version {version}, this talk3d reads version {FORMAT_VERSION}: "
+            f"re-run 'talk3d prep' with --force to rebuild it"
+        )
+    try:
+        return Manifest.from_dict(data)
+    except TypeError as exc:
+        raise DatasetError(f"'{path}' is missing fields ({exc}): re-run 'talk3d prep' with --force") from exc
+
+
+def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manifest:
+    """Check that a dataset is complete and consistent; return its manifest.
+
+    Raises:
+        DatasetError: naming the first missing or inconsistent file.
+    """
+    root = Path(root)
+    manifest = manifest or read_manifest(root)
+    fix = "re-run 'talk3d prep' on the source video (it resumes) or with --force"
+    for name in REQUIRED_FILES:
+        if not (root / name).is_file():
+            raise DatasetError(f"dataset '{root}' is incomplete: {name} is missing; {fix}")
+    n = manifest.num_frames
+    for sub, ext in (("frames", manifest.frames_format), ("masks", "png")):
+        for i in (0, n - 1):
+            if not (root / sub / frame_name(i, ext)).is_file():
+                raise DatasetError(f"dataset '{root}' is incomplete: {sub}/{frame_name(i, ext)} is missing; {fix}")
+    expected = {
+        "landmarks.npy": (n, NUM_LANDMARKS, 3),
+        "landmark_valid.npy": (n,),
+        "poses.npy": (n, 4, 4),
+        "blink.npy": (n,),
+        "canonical_landmarks.npy": (NUM_LANDMARKS, 3),
+    }
+    for name, shape in expected.items():
+        got = read_npy(root / name, mmap=True).shape
+        if tuple(got) != shape:
+            raise DatasetError(f"dataset '{root}': {name} has shape {tuple(got)}, expected {shape}; {fix}")
+    feats = read_npy(root / "audio_feats.npy", mmap=True)
+    if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim:
+        raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {fix}")
+    if not 0 < manifest.train_end < n:
+        raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}); {fix}")
+    return manifest
+
+
+class TalkingHeadDataset:
+    """Read access to a validated dataset; per-frame images are loaded lazily.
+
+    Arrays (landmarks, poses, audio features) are memory-mapped, images are read on demand
+    with a small LRU cache, so memory does not grow with video length.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_frames: int = 64):
+        self.root = Path(root)
+        self.manifest = validate(self.root)
+        self._read_image = functools.lru_cache(maxsize=cache_frames)(self._read_image_uncached)
+
+    def __len__(self) -> int:
+        return self.manifest.num_frames
+
+    # --- per-frame images -------------------------------------------------------------
+    def frame(self, index: int) -> np.ndarray:
+        """RGB frame ``(H, W, 3)`` uint8."""
+        return self._read_image(f"frames/{frame_name(index, self.manifest.frames_format)}")
+
+    def mask(self, index: int) -> np.ndarray:
+        """Label mask ``(H, W)`` uint8 (0 background, 1 torso, 2 head)."""
+        return self._read_image(f"masks/{frame_name(index, 'png')}")
+
+    def background(self) -> np.ndarray:
+        """Background plate ``(H, W, 3)`` uint8."""
+        return self._read_image("background.png")
+
+    def _read_image_uncached(self, rel: str) -> np.ndarray:
+        from PIL import Image
+
+        path = self.root / rel
+        if not path.is_file():
+            raise DatasetError(f"dataset '{self.root}' is incomplete: {rel} is missing")
+        with Image.open(path) as im:
+            return np.asarray(im)
+
+    # --- arrays ---------------------------------------------------------------------
+    @functools.cached_property
+    def landmarks(self) -> np.ndarray:
+        """``(N, 478, 3)`` float32 image-space landmarks."""
+        return read_npy(self.root / "landmarks.npy", mmap=True)
+
+    @functools.cached_property
+    def landmark_valid(self) -> np.ndarray:
+        """``(N,)`` bool: landmarks were detected (not interpolated)."""
+        return read_npy(self.root / "landmark_valid.npy")
+
+    @functools.cached_property
+    def poses(self) -> np.ndarray:
+        """``(N, 4, 4)`` float32 camera-to-world."""
+        return read_npy(self.root / "poses.npy")
+
+    @functools.cached_property
+    def canonical_landmarks(self) -> np.ndarray:
+        """``(478, 3)`` float32 canonical landmark shape in world units."""
+        return read_npy(self.root / "canonical_landmarks.npy")
+
+    @functools.cached_property
+    def blink(self) -> np.ndarray:
+        """``(N,)`` float32 eye closure in [0, 1]."""
+        return read_npy(self.root / "blink.npy")
+
+    @functools.cached_property
+    def audio_feats(self) -> np.ndarray:
+        """``(T, D)`` float16 log-mel features at ``manifest.audio_feature_rate`` Hz."""
+        return read_npy(self.root / "audio_feats.npy", mmap=True)
+
+    @functools.cached_property
+    def phonemes(self) -> np.ndarray | None:
+        """``(T, P)`` phoneme posteriors, or ``None`` when prep did not compute them."""
+        path = self.root / "phonemes.npy"
+        return read_npy(path, mmap=True) if path.is_file() else None
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """``(3, 3)`` float32 normalised intrinsics."""
+        return np.asarray(self.manifest.intrinsics, dtype=np.float32)

@@ -1,0 +1,162 @@
+"""Media I/O through the ffmpeg binary bundled by imageio-ffmpeg (offline, H.264 + AAC).
+
+Every ffmpeg call takes an argument list (never a shell string) and its return code is
+checked; outputs are written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import wave
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from talk3d.errors import UserError
+from talk3d.io import atomic_path
+
+AUDIO_RATE = 16000
+
+
+def ffmpeg_exe() -> str:
+    """Path of the bundled ffmpeg binary."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run ffmpeg with ``args``; raise :class:`UserError` naming ``what`` on failure."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else f"exit code {proc.returncode}"
+        raise UserError(f"{what} failed: {last}")
+    return proc
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE) -> np.ndarray:
+    """Decode any audio (or a video's audio track) to mono float32 at ``sample_rate``.
+
+    Returns:
+        ``(num_samples,)`` float32 in [-1, 1].
+    Raises:
+        UserError: the file is missing, unreadable or has no audio stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"audio file '{path}' does not exist")
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+           "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        reason = detail[-1] if detail else f"ffmpeg exit code {proc.returncode}"
+        if any("does not contain any stream" in d or "Output file #0 does not contain" in d for d in detail):
+            reason = "it has no audio stream"
+        raise UserError(f"cannot read audio from '{path}': {reason}; give a wav/mp3/m4a file or a video with sound")
+    audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    if audio.size == 0:
+        raise UserError(f"'{path}' contains no audio samples; give a file with sound")
+    return audio
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = AUDIO_RATE) -> None:
+    """Write mono float audio in [-1, 1] as 16-bit PCM WAV, atomically."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264 mp4, optionally muxing an audio track (AAC).
+
+    Use as a context manager; the file appears at ``path`` only when the writer closes
+    without error (atomic rename)::
+
+        with VideoWriter("out.mp4", fps=25, audio="speech.wav") as vw:
+            for frame in frames:          # (H, W, 3) uint8
+                vw.write(frame)
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, audio: str | os.PathLike | None = None,
+                 quality: int = 18, audio_bitrate: str = "128k"):
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.audio = Path(audio) if audio is not None else None
+        self.crf = int(quality)
+        self.audio_bitrate = audio_bitrate
+        self.frames_written = 0
+        self._proc: subprocess.Popen | None = None
+        self._ctx = None
+        self._tmp: Path | None = None
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> VideoWriter:
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        return self
+
+    def _start(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps}",
+                "-i", "-"]
+        if self.audio is not None:
+            args += ["-i", str(self.audio)]
+        args += ["-map", "0:v:0"]
+        if self.audio is not None:
+            args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ac", "1"]
+        # even sizes for yuv420p; movflags for progressive playback
+        pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+        args += ["-vf", pad, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.crf),
+                 "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one ``(H, W, 3)`` uint8 RGB frame."""
+        frame = np.ascontiguousarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+        if self._proc is None:
+            self._start(frame.shape[0], frame.shape[1])
+        elif frame.shape[:2] != self._size:
+            raise ValueError(f"frame size changed from {self._size} to {frame.shape[:2]}")
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(frame.tobytes())
+        self.frames_written += 1
+
+    def write_all(self, frames: Iterable[np.ndarray]) -> None:
+        for f in frames:
+            self.write(f)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._ctx is not None
+        err = None
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            rc = self._proc.wait()
+            if rc != 0 and exc_type is None:
+                err = UserError(f"writing video '{self.path}' failed: {stderr.strip().splitlines()[-1:] or rc}")
+        elif exc_type is None:
+            err = UserError(f"no frames were written to '{self.path}'")
+        if exc_type is None and err is not None:
+            self._ctx.__exit__(type(err), err, None)
+            raise err
+        self._ctx.__exit__(exc_type, exc, tb)
+
+
+def probe_duration(path: str | os.PathLike) -> float:
+    """Container duration in seconds, read from ffmpeg's header report."""
+    import imageio_ffmpeg
+
+    _, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return float(secs)

@@ -1,0 +1,1 @@
+"""The avatar model: identity triplane, deltaplane U-Net, volume renderer, super-resolution."""

@@ -1,0 +1,57 @@
+"""Volume-rendering primitives with one dispatch point.
+
+The renderer calls :func:`sample_triplane` and :func:`composite_rays` only. Which
+implementation runs is decided here, in :func:`select_impl`:
+
+* ``"torch"``: the pure-torch twin in :mod:`talk3d.ops.reference` (CPU and GPU).
+* ``"cuda"``: fused kernels from ``cuda_ext`` (built lazily on first CUDA use).
+* ``"auto"`` (default): CUDA kernels for CUDA tensors when they build, else the twin.
+
+The environment variable ``TALK3D_RENDER_IMPL`` (``auto|torch|cuda``) overrides the default.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from talk3d.ops.reference import PLANE_AXES, composite_rays_ref, sample_triplane_ref
+
+__all__ = ["PLANE_AXES", "composite_rays", "sample_triplane", "select_impl"]
+
+_VALID = ("auto", "torch", "cuda")
+
+
+def select_impl(tensor: torch.Tensor, impl: str | None = None) -> str:
+    """Return ``"torch"`` or ``"cuda"`` for an input tensor and a requested implementation."""
+    impl = (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
+    if impl not in _VALID:
+        raise ValueError(f"render implementation must be one of {_VALID}, got {impl!r}")
+    if impl == "torch" or not tensor.is_cuda:
+        return "torch"
+    try:
+        from cuda_ext import kernels_available
+    except ImportError:
+        return "torch"
+    return "cuda" if kernels_available(strict=(impl == "cuda")) else "torch"
+
+
+def sample_triplane(planes: torch.Tensor, points: torch.Tensor, reduce: str = "sum",
+                    impl: str | None = None) -> torch.Tensor:
+    """Sample triplane features at points; see :func:`sample_triplane_ref` for shapes."""
+    if select_impl(planes, impl) == "cuda":
+        from cuda_ext import sample_triplane_cuda
+
+        return sample_triplane_cuda(planes, points, reduce)
+    return sample_triplane_ref(planes, points, reduce)
+
+
+def composite_rays(sigmas: torch.Tensor, features: torch.Tensor, t_vals: torch.Tensor,
+                   deltas: torch.Tensor, impl: str | None = None) -> dict[str, torch.Tensor]:
+    """Alpha-composite ray samples; see :func:`composite_rays_ref` for shapes."""
+    if select_impl(sigmas, impl) == "cuda":
+        from cuda_ext import composite_rays_cuda
+
+        return composite_rays_cuda(sigmas, features, t_vals, deltas)
+    return composite_rays_ref(sigmas, features, t_vals, deltas)
