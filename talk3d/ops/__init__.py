@@ -7,7 +7,10 @@ implementation runs is decided here, in :func:`select_impl`:
 * ``"cuda"``: fused kernels from ``cuda_ext`` (built lazily on first CUDA use).
 * ``"auto"`` (default): CUDA kernels for CUDA tensors when they build, else the twin.
 
-The environment variable ``TALK3D_RENDER_IMPL`` (``auto|torch|cuda``) overrides the default.
+The environment variable ``TALK3D_RENDER_IMPL`` (``auto|torch|cuda``) overrides the default;
+an explicit ``impl=`` argument overrides the variable. ``cuda`` that cannot be honoured (CPU
+tensors, no GPU, no compiler, failed build) raises a one-line :class:`UserError`; ``auto``
+falls back to the twin with a one-line warning (once). See docs/cuda.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 
 import torch
 
+from talk3d.errors import UserError
 from talk3d.ops.reference import PLANE_AXES, composite_rays_ref, sample_triplane_ref
 
 __all__ = ["PLANE_AXES", "composite_rays", "sample_triplane", "select_impl"]
@@ -24,15 +28,32 @@ _VALID = ("auto", "torch", "cuda")
 
 
 def select_impl(tensor: torch.Tensor, impl: str | None = None) -> str:
-    """Return ``"torch"`` or ``"cuda"`` for an input tensor and a requested implementation."""
+    """Return ``"torch"`` or ``"cuda"`` for an input tensor and a requested implementation.
+
+    * ``"torch"``: always the twin.
+    * ``"auto"``: the CUDA kernels for float32/float16/bfloat16 CUDA tensors when they build
+      (a failed build warns once and falls back); the twin for CPU or float64 tensors.
+    * ``"cuda"``: the CUDA kernels or a :class:`~talk3d.errors.UserError` saying why not
+      (CPU tensors, no CUDA, no compiler, failed build); float64 is computed in float32.
+    """
     impl = (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
     if impl not in _VALID:
         raise ValueError(f"render implementation must be one of {_VALID}, got {impl!r}")
-    if impl == "torch" or not tensor.is_cuda:
+    if impl == "torch":
+        return "torch"
+    if impl == "cuda" and not tensor.is_cuda:
+        raise UserError(
+            f"TALK3D_RENDER_IMPL=cuda needs CUDA tensors, got a {tensor.device.type} tensor; "
+            "run on a GPU (--device cuda) or set TALK3D_RENDER_IMPL=auto"
+        )
+    if not tensor.is_cuda or (impl == "auto" and tensor.dtype == torch.float64):
         return "torch"
     try:
         from cuda_ext import kernels_available
-    except ImportError:
+    except ImportError as exc:
+        if impl == "cuda":
+            raise UserError(f"TALK3D_RENDER_IMPL=cuda but cuda_ext cannot be imported ({exc}); "
+                            "reinstall talk3d or set TALK3D_RENDER_IMPL=auto") from exc
         return "torch"
     return "cuda" if kernels_available(strict=(impl == "cuda")) else "torch"
 
