@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmark runner: machine description, medians of nested figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, Python/torch versions and the CUDA device (if any)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts/lists as ``{"a.b.0.c": value}`` (booleans skipped)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}{i}."))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix[:-1]] = float(obj)
+    return out
+
+
+def median_figures(runs: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per numeric leaf over repeated runs: ``{"median": m, "values": [...]}``."""
+    flat = [flatten(r) for r in runs]
+    keys: list[str] = []
+    for f in flat:
+        keys += [k for k in f if k not in keys]
+    out = {}
+    for k in keys:
+        vals = [f[k] for f in flat if k in f]
+        out[k] = {"median": statistics.median(vals), "values": vals}
+    return out

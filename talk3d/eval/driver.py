@@ -1,0 +1,133 @@
+"""Rendering adapter: the only place where eval touches the model.
+
+:class:`RunDriver` loads a fitted run and renders frames for given audio features, eye
+closure and tracked poses, optionally orbited by an extra yaw/pitch. Everything else in
+:mod:`talk3d.eval` sees only numpy frames, so the suites can be tested with a stand-in
+driver (any object with the same attributes and :meth:`RunDriver.render`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talk3d.camera import orbit
+
+
+@dataclass
+class Rendered:
+    """One batch of rendered frames."""
+
+    rgb: np.ndarray
+    """``(B, H, W, 3)`` uint8 final images."""
+    depth: np.ndarray
+    """``(B, h, w)`` float32 expected ray distance (neural resolution)."""
+    alpha: np.ndarray
+    """``(B, h, w)`` float32 accumulated opacity."""
+
+
+class RunDriver:
+    """Render a fitted run (``talk3d.fit.checkpoint.load_run``) frame by frame.
+
+    Attributes:
+        size: output side in pixels (the dataset's working resolution).
+        fps, poses ``(N, 4, 4)``, blink ``(N,)``, audio_feats ``(T, D)`` or None,
+        feature_rate, intrinsics ``(3, 3)``, dataset_dir, manifest, step, device.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        from talk3d.fit.checkpoint import load_run
+
+        self.run = load_run(run_dir, device)
+        self.device = torch.device(device)
+        m = self.run.manifest
+        self.manifest = m
+        self.size = int(m.size)
+        self.fps = float(m.fps)
+        self.poses = np.asarray(self.run.poses, dtype=np.float32)
+        self.blink = np.asarray(self.run.blink, dtype=np.float32)
+        self.feature_rate = float(m.audio_feature_rate)
+        self.intrinsics = np.asarray(m.intrinsics, dtype=np.float32)
+        self.dataset_dir = Path(self.run.dataset_dir)
+        self.step = int(self.run.step)
+        feats = self.run.audio_feats
+        if feats is None and (self.dataset_dir / "audio_feats.npy").is_file():
+            from talk3d.io import read_npy
+
+            feats = read_npy(self.dataset_dir / "audio_feats.npy")
+        self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
+
+    def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,
+               yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4) -> Iterator[Rendered]:
+        """Render frames ``frame_indices`` of a driving sequence.
+
+        Args:
+            audio_feats: ``(T, D)`` features at :attr:`feature_rate` Hz of the driving audio.
+            blink: ``(N,)`` eye closure per sequence frame.
+            poses: ``(N, 4, 4)`` tracked camera-to-world per sequence frame (the conditioning
+                pose; the rendering camera is this orbited by ``yaw``/``pitch``).
+            frame_indices: ``(F,)`` sequence frames to render (index the audio timeline at fps).
+            yaw, pitch: extra camera rotation about the head centre in degrees.
+            batch_size: frames per forward pass.
+        Yields:
+            :class:`Rendered` batches in order.
+        """
+        from talk3d.model.conditioning import conditioning_for
+
+        idx = np.asarray(frame_indices, dtype=np.int64)
+        k = torch.from_numpy(self.intrinsics).to(self.device)
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start:start + batch_size]
+            cond = conditioning_for(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
+                                    sel)
+            cond = {name: v.to(self.device) for name, v in cond.items()}
+            c2w = torch.from_numpy(np.asarray(poses, dtype=np.float32)[sel]).to(self.device)
+            if yaw or pitch:
+                c2w = orbit(c2w, yaw, pitch)
+            with torch.inference_mode():
+                out = self.run.avatar(c2w, k.expand(len(sel), 3, 3), cond, out_size=self.size)
+            rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            yield Rendered(rgb=rgb, depth=out["depth"][:, 0].float().cpu().numpy(),
+                           alpha=out["alpha"][:, 0].float().cpu().numpy())
+
+
+    def driving_sequence(self, audio_path: str | os.PathLike, max_seconds: float) -> DrivingSequence:
+        """New audio driving the avatar exactly as ``talk3d render`` does (defaults: tracked
+        head motion and blinks of the training clip, ping-ponged)."""
+        from talk3d.render import paths
+        from talk3d.render.audio_drive import frame_count, load_driving_audio
+
+        audio = load_driving_audio(audio_path)
+        n = min(frame_count(audio.duration, self.fps), max(1, int(max_seconds * self.fps)))
+        head, _ = paths.head_motion(torch.from_numpy(self.poses), n, "tracked")
+        blink = paths.blink_track(self.blink, n, "auto")
+        return DrivingSequence(audio=audio.samples, features=audio.features, feature_rate=audio.feature_rate,
+                               blink=blink, poses=head.numpy().astype(np.float32))
+
+
+@dataclass
+class DrivingSequence:
+    """A driving audio clip turned into per-frame inputs."""
+
+    audio: np.ndarray
+    """``(S,)`` float32 16 kHz samples."""
+    features: np.ndarray
+    """``(T, D)`` audio features at ``feature_rate`` Hz."""
+    feature_rate: float
+    """Rows per second of ``features``."""
+    blink: np.ndarray
+    """``(F,)`` eye closure per output frame."""
+    poses: np.ndarray
+    """``(F, 4, 4)`` camera-to-world per output frame (head motion)."""
+
+
+def resolve_device(name: str) -> str:
+    """``'auto'`` -> ``'cuda'`` when available else ``'cpu'``; other names pass through."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

@@ -1,0 +1,251 @@
+"""``talk3d eval``: run the suites on a fitted run and write the report folder.
+
+Output folder (``RUN_DIR/eval`` unless ``out`` is given)::
+
+    report.json       every figure (machine-readable)
+    report.md         the same as tables
+    views.png         detection rate / pose error / identity distance per view angle
+    mouth.png         mouth opening over time vs ground truth and vs voice activity
+    training.png      training curves from the run's metrics.jsonl
+    side_by_side.mp4  ground truth | render | yaw 30 | depth, with audio
+    eval.log          the log of this evaluation
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from talk3d.console import info, warn
+from talk3d.dataset import TalkingHeadDataset
+from talk3d.errors import UserError
+from talk3d.eval import dlib_face, plots, suites
+from talk3d.eval.driver import RunDriver, resolve_device
+from talk3d.io import setup_file_log, write_json
+
+DEFAULT_VIEWS = [(-30.0, 0.0), (-15.0, 0.0), (15.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0)]
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``talk3d eval``."""
+
+    audio: list[str] = field(default_factory=list)
+    """Driving audio files for the cross-driven suite (none: the suite is skipped)."""
+    out: str | None = None
+    """Output folder; default ``RUN_DIR/eval``."""
+    device: str = "auto"
+    """Torch device ('auto' picks CUDA when present)."""
+    max_val_frames: int = 50
+    """Held-out frames evaluated in the self-driven suite (the first ones, contiguous)."""
+    view_frames: int = 8
+    """Held-out frames rendered per novel view."""
+    views: list[tuple[float, float]] = field(default_factory=lambda: list(DEFAULT_VIEWS))
+    """(yaw, pitch) degrees of the novel views."""
+    max_cross_seconds: float = 6.0
+    """Seconds of each driving audio rendered in the cross-driven suite."""
+    speed_frames: int = 8
+    """Frames timed for the render speed (after one warm-up frame)."""
+    batch_size: int = 4
+    """Frames per forward pass."""
+    vad: str = "auto"
+    """Voice activity detector: 'auto' (silero-vad when installed, else energy), 'silero', 'energy'."""
+    video: bool = True
+    """Write the side-by-side video (renders the held-out frames once more at yaw 30)."""
+    force: bool = False
+    """Overwrite an existing report."""
+
+
+def _machine(device: str) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": device,
+           "python": platform.python_version()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None) -> dict[str, Any]:
+    """Evaluate a fitted run; write the report folder; return the report dict.
+
+    Args:
+        run_dir: folder written by ``talk3d fit``.
+        config: :class:`EvalConfig`.
+        driver: rendering adapter (tests pass a stand-in); default :class:`RunDriver`.
+    Raises:
+        UserError: missing run/dataset/audio, or an existing report without ``force``.
+    """
+    run_dir = Path(run_dir)
+    out = Path(config.out) if config.out else run_dir / "eval"
+    if (out / "report.json").exists() and not config.force:
+        raise UserError(f"'{out}' already holds a report: pass --force to overwrite it or --out to write elsewhere")
+    for a in config.audio:
+        if not Path(a).is_file():
+            raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
+    device = resolve_device(config.device)
+    setup_file_log(out, "eval")
+    info(f"evaluating '{run_dir}' on {device}; report in '{out}'")
+    t_start = time.perf_counter()
+    if driver is None:
+        driver = RunDriver(run_dir, device)
+    if not (driver.dataset_dir / "manifest.json").is_file():
+        raise UserError(f"the run's dataset '{driver.dataset_dir}' is missing: the self-driven and view figures "
+                        f"need its held-out frames; restore it at that path")
+    dataset = TalkingHeadDataset(driver.dataset_dir)
+
+    report: dict[str, Any] = {
+        "run": str(run_dir), "step": getattr(driver, "step", None), "machine": _machine(device),
+        "config": asdict(config), "optional_extra": {
+            "dlib": dlib_face.available(), "silero_vad": _silero(),
+        },
+    }
+    sd = suites.self_driven(driver, dataset, config.max_val_frames, config.batch_size)
+    report["self_driven"] = sd.figures
+    info(f"self-driven: PSNR {_fmt(sd.figures['psnr'])}, SSIM {_fmt(sd.figures['ssim'], 3)}, "
+         f"LMD mouth {_fmt(sd.figures['lmd_mouth'])}")
+
+    cross = [suites.cross_driven(driver, a, config.max_cross_seconds, config.batch_size, config.vad)
+             for a in config.audio]
+    report["cross_driven"] = [c.figures for c in cross]
+
+    reference = suites.identity_reference(dataset)
+    nv = suites.novel_views(driver, dataset, list(config.views), config.view_frames, config.batch_size, reference)
+    report["novel_views"] = nv.figures["views"]
+    report["speed"] = suites.speed(driver, config.speed_frames).figures
+    rows = plots.read_metrics_jsonl(run_dir / "metrics.jsonl")
+    report["training"] = {"rows": len(rows), "last": rows[-1] if rows else None}
+
+    plots.plot_views(report["novel_views"], out / "views.png")
+    plots.plot_mouth(driver.fps, sd.arrays, [(Path(c.figures["audio"]).name, c.arrays["opening"],
+                                              c.arrays["speech"]) for c in cross], out / "mouth.png")
+    report["training"]["plotted"] = plots.plot_training(rows, out / "training.png")
+    files = ["report.json", "report.md", "views.png", "mouth.png", "training.png", "eval.log"]
+    if config.video:
+        from talk3d.eval.video import write_side_by_side
+
+        side = None
+        if driver.audio_feats is not None:
+            side, _ = suites._render_all(driver, driver.audio_feats, driver.blink, driver.poses,
+                                         sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30")
+        write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
+                           driver.fps, driver.dataset_dir / "audio.wav", int(sd.arrays["indices"][0]))
+        files.append("side_by_side.mp4")
+    report["files"] = files
+    report["seconds"] = time.perf_counter() - t_start
+    write_json(out / "report.json", _clean(report))
+    from talk3d.io import atomic_path
+
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(to_markdown(report))
+    info(f"wrote {', '.join(files)} to '{out}' in {report['seconds']:.0f} s")
+    if sd.figures["face_detected_render"] < 1.0:
+        warn(f"a face was detected in only {100 * sd.figures['face_detected_render']:.0f}% of the rendered "
+             f"held-out frames")
+    return report
+
+
+def _silero() -> bool:
+    from talk3d.eval.vad import silero_available
+
+    return silero_available()
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN -> None, inf -> 'inf', tuples -> lists."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    if isinstance(v, float) and math.isnan(v):
+        return "n/a"
+    if isinstance(v, (int, float)):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables."""
+    m = report["machine"]
+    sd = report["self_driven"]
+    parts = [
+        f"# talk3d eval: {report['run']}",
+        f"Step {report.get('step')}; {m['cpu']} ({m['cores']} cores), torch {m['torch']}, device {m['device']}"
+        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + ".",
+        "## Self-driven (held-out frames, never trained on)",
+        _table(["figure", "value"], [
+            ["frames", f"{sd['frames']} (from {sd['first_frame']})"],
+            ["PSNR (dB)", _fmt(sd["psnr"])], ["SSIM", _fmt(sd["ssim"], 4)],
+            ["mouth-region PSNR (dB)", _fmt(sd["mouth_psnr"])],
+            ["LMD mouth, mediapipe (px @512)", _fmt(sd["lmd_mouth"])],
+            ["LMD face, mediapipe (px @512)", _fmt(sd["lmd_face"])],
+            ["LMD mouth, dlib 68 (px @512)", _fmt(sd["lmd_mouth_dlib68"])],
+            ["LMD face, dlib 68 (px @512)", _fmt(sd["lmd_face_dlib68"])],
+            ["mouth-opening correlation with ground truth", _fmt(sd["mouth_open_corr"], 3)],
+            ["face detected in renders / ground truth",
+             f"{_fmt(sd['face_detected_render'], 3)} / {_fmt(sd['face_detected_gt'], 3)}"],
+        ]),
+        "## Cross-driven (new audio, no ground truth)",
+    ]
+    if report["cross_driven"]:
+        parts.append(_table(
+            ["audio", "frames", "VAD", "speech", "face det.", "corr(mouth, VAD)", "best corr (lag)",
+             "open speech/pause"],
+            [[Path(c["audio"]).name, str(c["frames"]), c["vad"], _fmt(c["speech_fraction"]),
+              _fmt(c["face_detected"]), _fmt(c["mouth_vad_corr"], 3),
+              f"{_fmt(c['mouth_vad_corr_best'], 3)} ({c['mouth_vad_best_lag_frames']:+d})",
+              _fmt(c["speech_pause_ratio"])] for c in report["cross_driven"]]))
+    else:
+        parts.append("No driving audio given (use `--audio FILE`).")
+    parts += [
+        "## Novel views",
+        _table(["yaw", "pitch", "face detected", "yaw meas./exp.", "yaw err", "pitch meas./exp.", "pitch err",
+                "identity dist.", "same person"],
+               [[f"{r['yaw']:+g}", f"{r['pitch']:+g}", _fmt(r["face_detected"]),
+                 f"{_fmt(r['yaw_measured'], 1)} / {_fmt(r['yaw_expected'], 1)}", _fmt(r["yaw_error"], 1),
+                 f"{_fmt(r['pitch_measured'], 1)} / {_fmt(r['pitch_expected'], 1)}", _fmt(r["pitch_error"], 1),
+                 _fmt(r["identity_distance"], 3), _fmt(r["same_person_rate"])] for r in report["novel_views"]]),
+        "Identity distance: dlib 128-d embedding to the mean of training frames; same person below 0.6.",
+        "## Speed",
+        f"{_fmt(report['speed']['fps'])} frames/s at {report['speed']['size']} px on {report['speed']['device']} "
+        f"({report['speed']['frames']} frames, batch {report['speed']['batch_size']}, "
+        f"{report['speed']['threads']} threads).",
+        "## Files",
+        ", ".join(f"`{f}`" for f in report["files"]),
+        "",
+    ]
+    return "\n\n".join(parts)

@@ -1,0 +1,215 @@
+"""The evaluation suites: self-driven, cross-driven, novel views, speed.
+
+Each suite takes a driver (:class:`talk3d.eval.driver.RunDriver` or a stand-in with the same
+attributes and ``render``) and returns a JSON-ready ``figures`` dict plus the arrays the
+plots and the side-by-side video need. Figures that need the optional extra are the string
+:data:`talk3d.eval.dlib_face.NOT_AVAILABLE` when it is absent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from talk3d.camera import camera_angles, orbit
+from talk3d.console import progress
+from talk3d.dataset import TalkingHeadDataset
+from talk3d.eval import dlib_face, metrics
+from talk3d.eval.tracking import angle_errors, detect_sequence, pnp_angles
+
+
+@dataclass
+class SuiteResult:
+    """Figures for the report and arrays for plots/video."""
+
+    figures: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
+                yaw: float, pitch: float, batch_size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``indices``; return rgb ``(F, H, W, 3)`` uint8 and depth ``(F, h, w)``."""
+    rgb, depth = [], []
+    batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size)
+    total = math.ceil(len(indices) / batch_size)
+    for out in progress(batches, what, total=total):
+        rgb.append(out.rgb)
+        depth.append(out.depth)
+    return np.concatenate(rgb), np.concatenate(depth)
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def val_indices(driver: Any, max_frames: int) -> np.ndarray:
+    """The first ``max_frames`` held-out frames (contiguous, so time correlations make sense)."""
+    m = driver.manifest
+    return np.arange(m.train_end, min(m.num_frames, m.train_end + max_frames))
+
+
+def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch_size: int) -> SuiteResult:
+    """Validation frames driven by their own audio and pose, compared with ground truth."""
+    idx = val_indices(driver, max_frames)
+    if driver.audio_feats is None:
+        from talk3d.errors import UserError
+
+        raise UserError("the run has no audio features of its dataset; re-run 'talk3d fit' or keep its dataset")
+    rgb, depth = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
+                             "self-driven")
+    gt = np.stack([dataset.frame(int(i)) for i in idx])
+    if gt.shape != rgb.shape:
+        raise ValueError(f"ground truth {gt.shape} and renders {rgb.shape} differ in size")
+    size = rgb.shape[1]
+    pred_t, gt_t = _to_tensor(rgb), _to_tensor(gt)
+    psnr = metrics.psnr(pred_t, gt_t).numpy()
+    ssim = metrics.ssim(pred_t, gt_t).numpy()
+    scale = size / dataset.manifest.size
+    boxes = [metrics.mouth_box(dataset.landmarks[int(i)][:, :2] * scale, size) for i in idx]
+    mouth_psnr = np.array([float(metrics.psnr(metrics.box_crop(pred_t[j], b), metrics.box_crop(gt_t[j], b))[0])
+                           for j, b in enumerate(boxes)])
+    lm_r, ok_r = detect_sequence(rgb)
+    lm_g, ok_g = detect_sequence(gt)
+    both = ok_r & ok_g
+    open_r, open_g = metrics.mouth_opening(lm_r), metrics.mouth_opening(lm_g)
+    figures: dict[str, Any] = {
+        "frames": int(len(idx)),
+        "first_frame": int(idx[0]),
+        "psnr": metrics.finite_mean(psnr),
+        "ssim": float(ssim.mean()),
+        "mouth_psnr": metrics.finite_mean(mouth_psnr),
+        "face_detected_render": float(ok_r.mean()),
+        "face_detected_gt": float(ok_g.mean()),
+        "lmd_mouth": metrics.landmark_distance(lm_r[both], lm_g[both], size, metrics.LIP_INDICES) if both.any()
+        else None,
+        "lmd_face": metrics.landmark_distance(lm_r[both][:, :468], lm_g[both][:, :468], size) if both.any()
+        else None,
+        "mouth_open_corr": _nan_to_none(metrics.correlation(open_r, open_g)),
+    }
+    if dlib_face.available():
+        d68 = []
+        for j in np.flatnonzero(ok_g):
+            box = dlib_face.face_box_from_landmarks(lm_g[j])
+            d68.append((dlib_face.landmarks68(rgb[j], box), dlib_face.landmarks68(gt[j], box)))
+        if d68:
+            pr, gr = np.stack([a for a, _ in d68]), np.stack([b for _, b in d68])
+            figures["lmd_mouth_dlib68"] = metrics.landmark_distance(pr, gr, size, dlib_face.DLIB_MOUTH)
+            figures["lmd_face_dlib68"] = metrics.landmark_distance(pr, gr, size)
+        else:
+            figures["lmd_mouth_dlib68"] = figures["lmd_face_dlib68"] = None
+    else:
+        figures["lmd_mouth_dlib68"] = figures["lmd_face_dlib68"] = dlib_face.NOT_AVAILABLE
+    arrays = {"indices": idx, "rgb": rgb, "gt": gt, "depth": depth, "psnr": psnr, "ssim": ssim,
+              "open_render": open_r, "open_gt": open_g}
+    return SuiteResult(figures, arrays)
+
+
+def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_size: int,
+                 vad_method: str = "auto", max_lag: int = 8) -> SuiteResult:
+    """New audio (no ground truth): does the mouth open when the voice is active?"""
+    from talk3d.eval.vad import to_frame_rate, voice_activity
+
+    seq = driver.driving_sequence(audio_path, max_seconds)
+    n, audio = len(seq.blink), seq.audio
+    rgb, _ = _render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
+                         f"cross-driven {Path(audio_path).name}")
+    lm, ok = detect_sequence(rgb)
+    opening = metrics.mouth_opening(lm)
+    activity, method = voice_activity(audio, 16000, vad_method)
+    speech = to_frame_rate(activity, driver.fps, n)
+    corr = metrics.correlation(opening, speech)
+    best, lag = metrics.best_lag_correlation(opening, speech, max_lag)
+    figures = {
+        "audio": str(audio_path),
+        "frames": n,
+        "vad": method,
+        "speech_fraction": float((speech > 0.5).mean()),
+        "face_detected": float(ok.mean()),
+        "mouth_vad_corr": _nan_to_none(corr),
+        "mouth_vad_corr_best": _nan_to_none(best),
+        "mouth_vad_best_lag_frames": int(lag),
+        "speech_pause_ratio": _nan_to_none(metrics.speech_pause_ratio(opening, speech)),
+    }
+    return SuiteResult(figures, {"opening": opening, "speech": speech, "rgb": rgb})
+
+
+def identity_reference(dataset: TalkingHeadDataset, count: int = 8) -> np.ndarray | None:
+    """Mean dlib embedding ``(128,)`` of ``count`` training frames spread over the clip."""
+    if not dlib_face.available():
+        return None
+    m = dataset.manifest
+    idx = np.linspace(0, m.train_end - 1, min(count, m.train_end)).round().astype(int)
+    embs = [dlib_face.embedding(dataset.frame(int(i)), dlib_face.face_box_from_landmarks(dataset.landmarks[int(i)]))
+            for i in idx if dataset.landmark_valid[int(i)]]
+    return np.mean(embs, axis=0) if embs else None
+
+
+def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[float, float]], num_frames: int,
+                batch_size: int, reference: np.ndarray | None) -> SuiteResult:
+    """Render held-out frames from other angles; re-detect, re-estimate pose, compare identity."""
+    idx = val_indices(driver, num_frames)
+    rows, frames = [], {}
+    canon = dataset.canonical_landmarks
+    for yaw, pitch in views:
+        rgb, _ = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
+                             batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}")
+        frames[f"{yaw:+g},{pitch:+g}"] = rgb
+        lm, ok = detect_sequence(rgb, static=True)
+        size = rgb.shape[1]
+        measured = pnp_angles(lm, canon, driver.intrinsics, size)
+        expected = camera_angles(orbit(torch.from_numpy(driver.poses[idx]), yaw, pitch)).numpy()
+        err = angle_errors(measured[:, :2], expected[:, :2])
+        row: dict[str, Any] = {
+            "yaw": yaw, "pitch": pitch, "frames": int(len(idx)), "face_detected": float(ok.mean()),
+            "yaw_measured": _nan_to_none(metrics.finite_mean(measured[:, 0])),
+            "yaw_expected": float(expected[:, 0].mean()),
+            "pitch_measured": _nan_to_none(metrics.finite_mean(measured[:, 1])),
+            "pitch_expected": float(expected[:, 1].mean()),
+            "yaw_error": _nan_to_none(metrics.finite_mean(err[:, 0])),
+            "pitch_error": _nan_to_none(metrics.finite_mean(err[:, 1])),
+        }
+        if reference is None:
+            row["identity_distance"] = row["same_person_rate"] = (
+                dlib_face.NOT_AVAILABLE if not dlib_face.available() else None)
+        else:
+            dists = [float(np.linalg.norm(dlib_face.embedding(rgb[j], dlib_face.face_box_from_landmarks(lm[j]))
+                                          - reference)) for j in np.flatnonzero(ok)]
+            row["identity_distance"] = float(np.mean(dists)) if dists else None
+            row["same_person_rate"] = (float(np.mean(np.array(dists) < dlib_face.SAME_PERSON_THRESHOLD))
+                                       if dists else 0.0)
+        rows.append(row)
+    return SuiteResult({"views": rows}, frames)
+
+
+def speed(driver: Any, num_frames: int, batch_size: int = 1) -> SuiteResult:
+    """Render frames per second at the run's size on the driver's device (after one warm-up)."""
+    val = val_indices(driver, num_frames + 1)
+    idx = val[np.arange(num_frames + 1) % len(val)]  # short validation splits are cycled
+    feats, blink, poses = driver.audio_feats, driver.blink, driver.poses
+    cuda = str(getattr(driver, "device", "cpu")).startswith("cuda")
+    next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1)))  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    count = 0
+    for out in driver.render(feats, blink, poses, idx[1:], batch_size=batch_size):
+        count += len(out.rgb)
+    if cuda:
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return SuiteResult({
+        "frames": count, "seconds": dt, "fps": count / dt if dt > 0 else None, "size": int(driver.size),
+        "batch_size": batch_size, "device": str(getattr(driver, "device", "cpu")),
+        "threads": torch.get_num_threads(),
+    })

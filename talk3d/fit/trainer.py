@@ -1,0 +1,328 @@
+"""The training loop: ``fit(dataset_dir, run_dir, config) -> FitResult``.
+
+Stages (see :mod:`talk3d.fit.config`): identity (U-Net off), audio (U-Net on), refine
+(mouth-weighted). The loop is resumable: a rerun of the same command continues from the
+last complete checkpoint with the same step count and frame order; Ctrl-C writes a
+checkpoint first; a NaN/inf loss stops the fit and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from talk3d.console import info, make_progress, warn
+from talk3d.errors import UserError
+from talk3d.fit import checkpoint as ck
+from talk3d.fit.config import FitConfig, finalize
+from talk3d.fit.data import TrainingData, to_device
+from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
+from talk3d.io import atomic_path, setup_file_log, write_json
+
+METRICS = "metrics.jsonl"
+PREVIEWS = "previews"
+CURVES = "curves.png"
+# Files and folders a fit writes; --force removes only these (never unknown user files).
+RUN_ENTRIES = (ck.CONFIG, ck.CHECKPOINTS, ck.AVATAR, ck.AVATAR_META, ck.DATASET_MANIFEST, *ck.RUN_COPIES,
+               METRICS, PREVIEWS, CURVES, "fit.log")
+
+
+@dataclass
+class FitResult:
+    """What a fit produced."""
+
+    run_dir: Path
+    """The run folder."""
+    steps: int
+    """Total finished steps."""
+    start_step: int
+    """Step the fit started (resumed) from; 0 for a fresh fit."""
+    wall_time_s: float
+    """Wall time of this call in seconds."""
+    val: dict[str, float] = field(default_factory=dict)
+    """Final held-out figures: ``psnr``, ``ssim``, ``mouth_psnr`` (dB / [0, 1]), ``frames``."""
+    sec_per_step: float = math.nan
+    """Median seconds per training step in this call."""
+    avatar_path: Path | None = None
+    """``avatar.safetensors``."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; other names are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' requested but CUDA is not available here; use --device auto or cpu")
+    return dev
+
+
+def _prepare_run_dir(run_dir: Path, force: bool) -> None:
+    """Create (or, with ``force``, clear) the run folder; raise UserError when not writable."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"output '{run_dir}' is a file; choose a folder for the run with -o")
+    if force and run_dir.is_dir():
+        for name in RUN_ENTRIES:
+            p = run_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    elif run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / ck.CONFIG).is_file():
+        raise UserError(f"'{run_dir}' is not empty and is not a talk3d run; choose a new folder with -o")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / ".write_test") as tmp:
+            tmp.write_text("ok")
+        (run_dir / ".write_test").unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
+
+
+def _param_groups(model: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any]]:
+    planes = [p for n, p in model.named_parameters() if n.startswith("triplane.")]
+    others = [p for n, p in model.named_parameters() if not n.startswith("triplane.")]
+    return [{"params": planes, "lr": cfg.lr_planes, "name": "planes"},
+            {"params": others, "lr": cfg.lr, "name": "networks"}]
+
+
+def lr_factor(cfg: FitConfig, step: int) -> float:
+    """Learning-rate multiplier at 0-based ``step``: warm-up, exponential decay, refine factor."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    decay = cfg.lr_final_factor ** (step / max(1, cfg.total_steps - 1))
+    stage = cfg.refine_lr_factor if cfg.stage_at(step) == "refine" else 1.0
+    return warm * decay * stage
+
+
+def _stage_weights(cfg: FitConfig, stage: str) -> Any:
+    if stage != "refine" or not hasattr(cfg.loss, "mouth"):
+        return cfg.loss
+    return dataclasses.replace(cfg.loss, mouth=cfg.loss.mouth * cfg.refine_mouth_factor)
+
+
+def _forward(model: torch.nn.Module, batch: dict, stage: str, amp: bool) -> dict[str, torch.Tensor]:
+    cond = None if stage == "identity" else batch["cond"]
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        out = model(batch["cam2world"], batch["intrinsics"], cond, motion_scale=1.0)
+    return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], device: torch.device,
+             amp: bool, preview: Path | None = None, chunk: int = 4) -> dict[str, float]:
+    """Render held-out frames (self-driven, full motion) and measure them.
+
+    Returns:
+        ``{"val_psnr", "val_ssim", "val_mouth_psnr", "val_frames"}`` (means over frames).
+    """
+    was_training = model.training
+    model.eval()
+    ps, ss, ms = [], [], []
+    first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+    for k in range(0, len(frames), chunk):
+        batch = data.batch(frames[k:k + chunk], device)
+        out = _forward(model, batch, "audio", amp)
+        ps.append(psnr(out["rgb"], batch["image"]).cpu())
+        ss.append(ssim(out["rgb"], batch["image"]).cpu())
+        ms.append(mouth_psnr(out["rgb"], batch["image"], batch["mouth_box"]).cpu())
+        if first is None:
+            first = (batch["image"][:4].cpu(), {n: v[:4].cpu() for n, v in out.items() if n in ("rgb", "depth", "alpha")})
+    model.train(was_training)
+    if preview is not None and first is not None:
+        save_preview(preview, first[0], first[1])
+    return {"val_psnr": float(torch.cat(ps).mean()), "val_ssim": float(torch.cat(ss).mean()),
+            "val_mouth_psnr": float(torch.cat(ms).mean()), "val_frames": len(frames)}
+
+
+def _read_records(path: Path, upto: int) -> list[dict[str, Any]]:
+    """Lines of ``metrics.jsonl`` with ``step <= upto`` (a resumed fit rewrites what follows)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("step", 0) <= upto:
+            out.append(rec)
+    return out
+
+
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitConfig,
+        force: bool = False) -> FitResult:
+    """Fit an avatar to a prepared dataset; resumable (see module docstring).
+
+    Raises:
+        DatasetError: missing/incomplete dataset or other format version.
+        UserError: too few frames, output not writable, a run with other model settings,
+            NaN/inf loss (the last good checkpoint is kept).
+    """
+    from talk3d.model.avatar import Avatar
+    from talk3d.model.losses import compute_losses
+
+    t_start = time.perf_counter()
+    dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+    cfg = finalize(config)
+    device = resolve_device(cfg.device)
+    amp = bool(cfg.amp and device.type == "cuda")
+    # The model's audio input must match the dataset's features.
+    data = TrainingData(dataset_dir, cfg.model, cfg.cache_frames, cfg.mouth_margin)
+    manifest = data.manifest
+    if cfg.model.audio_dim != manifest.audio_feature_dim:
+        cfg.model.audio_dim = manifest.audio_feature_dim
+        cfg = finalize(cfg)
+        data.model_config = cfg.model
+    if len(data.train_indices) < cfg.min_frames:
+        raise UserError(f"dataset '{dataset_dir}' has only {len(data.train_indices)} training frames, at least "
+                        f"{cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
+    _prepare_run_dir(run_dir, force)
+    setup_file_log(run_dir, "fit")
+    cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
+
+    ckpt = ck.latest_checkpoint(run_dir)
+    if ckpt is not None:
+        saved_model = ckpt.config.get("model", {})
+        if json.loads(json.dumps(saved_model)) != json.loads(json.dumps(cfg.model.to_dict())):
+            raise UserError(f"run '{run_dir}' was started with other model settings; use the same preset/--size "
+                            f"to resume, or --force to start over")
+    start = ckpt.step if ckpt is not None else 0
+    if start >= cfg.total_steps and (run_dir / ck.AVATAR_META).is_file():
+        meta = json.loads((run_dir / ck.AVATAR_META).read_text())
+        info(f"run '{run_dir}' already finished {start} steps; use --steps to train longer or --force to refit")
+        return FitResult(run_dir, start, start, time.perf_counter() - t_start,
+                         {k[4:]: v for k, v in meta.get("metrics", {}).items() if k.startswith("val_")},
+                         avatar_path=run_dir / ck.AVATAR)
+
+    write_json(run_dir / ck.CONFIG, cfg_dict)
+    ck.copy_dataset_files(dataset_dir, run_dir)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    model = Avatar(cfg.model)
+    model.set_background(data.background())
+    model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))
+    model.to(device).train()
+    optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    if ckpt is not None:
+        ckpt.restore(model, optimizer)
+        info(f"resuming '{run_dir}' from step {start} ({ckpt.stage} stage)")
+    logger_msg = (f"fit {dataset_dir} -> {run_dir}: {cfg.total_steps} steps (identity {cfg.identity_steps}, "
+                  f"audio {cfg.audio_steps}, refine {cfg.refine_steps}), out {cfg.model.out_res}, "
+                  f"neural {cfg.model.neural_res}, batch {cfg.batch_size}, device {device}")
+    info(logger_msg)
+
+    records = _read_records(run_dir / METRICS, start)
+    val_records = [r for r in records if "val_psnr" in r]
+    train_records = [r for r in records if "loss" in r]
+    step = start
+    last_metrics: dict[str, Any] = dict(ckpt.metrics) if ckpt is not None else {}
+    times: list[float] = []
+    rng_before = torch.get_rng_state()
+    window: dict[str, list[float]] = {}
+    index_iter = data.train_index_batches(cfg.batch_size, cfg.seed, start)
+
+    def save(stage: str) -> None:
+        ck.save_checkpoint(run_dir, step, stage, model, optimizer, cfg_dict, last_metrics, cfg.keep_checkpoints)
+
+    def do_validation(final: bool) -> dict[str, float]:
+        frames = data.val_subset(cfg.final_val_frames if final else cfg.val_frames)
+        res = validate(model, data, frames, device, amp, run_dir / PREVIEWS / f"step_{step:07d}.png")
+        rec = {"step": step, "stage": cfg.stage_at(max(0, step - 1)), **res}
+        val_records.append(rec)
+        records.append(rec)
+        _write_records(run_dir / METRICS, records)
+        return res
+
+    try:
+        with make_progress() as bar:
+            task = bar.add_task("fit", total=cfg.total_steps, completed=start, status="")
+            while step < cfg.total_steps:
+                t0 = time.perf_counter()
+                rng_before = torch.get_rng_state()
+                stage = cfg.stage_at(step)
+                factor = lr_factor(cfg, step)
+                for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    g["lr"] = base * factor
+                batch = to_device(data.batch(next(index_iter).tolist()), device)
+                out = _forward(model, batch, stage, amp)
+                losses = compute_losses(out, batch, model, _stage_weights(cfg, stage))
+                loss = losses["total"]
+                if not torch.isfinite(loss):
+                    good = ck.list_checkpoints(run_dir)
+                    where = f"the last good checkpoint (step {good[-1][0]}) is kept" if good else "no checkpoint was written yet"
+                    raise UserError(f"the loss became {loss.item()} at step {step + 1} ({stage} stage); {where}; "
+                                    f"lower the learning rate (e.g. --lr {cfg.lr / 3:.2g}) and run again to resume")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                times.append(time.perf_counter() - t0)
+                if "psnr" not in losses:
+                    with torch.no_grad():
+                        losses["psnr"] = psnr(out["rgb"], batch["image"]).mean()
+                for k, v in losses.items():
+                    window.setdefault(k, []).append(float(v.detach()))
+                if step % cfg.log_every == 0 or step == cfg.total_steps:
+                    rec = {"step": step, "stage": stage, "loss": float(np.mean(window.pop("total"))),
+                           "psnr": float(np.mean(window.pop("psnr"))),
+                           "losses": {k: float(np.mean(v)) for k, v in window.items()},
+                           "lr": optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(times[-cfg.log_every:]))}
+                    window.clear()
+                    records.append(rec)
+                    train_records.append(rec)
+                    _write_records(run_dir / METRICS, records)
+                    last_metrics.update({"loss": rec["loss"], "psnr": rec["psnr"]})
+                    bar.update(task, status=f"{stage} loss {rec['loss']:.4f} PSNR {rec['psnr']:.2f} dB")
+                bar.update(task, completed=step)
+                if cfg.val_every > 0 and step % cfg.val_every == 0 and step < cfg.total_steps:
+                    res = do_validation(final=False)
+                    last_metrics.update(res)
+                    info(f"step {step}: held-out PSNR {res['val_psnr']:.2f} dB, SSIM {res['val_ssim']:.3f}, "
+                         f"mouth PSNR {res['val_mouth_psnr']:.2f} dB")
+                if step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
+                    save(stage)
+    except KeyboardInterrupt:
+        if step > start:
+            # The interrupted step consumed random numbers: save the state it started from,
+            # so the resumed fit repeats that step exactly.
+            torch.set_rng_state(rng_before)
+            save(cfg.stage_at(step - 1))
+            warn(f"interrupted: checkpoint of step {step} written to '{run_dir}'; run the same command to resume")
+        raise
+
+    final_stage = cfg.stage_at(step - 1)
+    res = do_validation(final=True)
+    last_metrics.update(res)
+    save(final_stage)
+    avatar_path = ck.save_avatar(run_dir, model, cfg.model, cfg_dict, step, last_metrics, str(dataset_dir.resolve()))
+    plot_curves(run_dir / CURVES, train_records, val_records)
+    wall = time.perf_counter() - t_start
+    sec = float(np.median(times)) if times else math.nan
+    info(f"fit done: {step} steps in {wall / 60:.1f} min ({sec:.3f} s/step); held-out PSNR {res['val_psnr']:.2f} dB, "
+         f"SSIM {res['val_ssim']:.3f}, mouth PSNR {res['val_mouth_psnr']:.2f} dB over {res['val_frames']} frames")
+    return FitResult(run_dir, step, start, wall,
+                     {"psnr": res["val_psnr"], "ssim": res["val_ssim"], "mouth_psnr": res["val_mouth_psnr"],
+                      "frames": res["val_frames"]}, sec, avatar_path)
