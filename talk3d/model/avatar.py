@@ -1,0 +1,171 @@
+"""The avatar: identity triplane + deltaplane U-Net + volume renderer + super-resolution.
+
+``P_t = P_id + motion_scale * dP_t``; the neural image is composited over the background
+plate at neural resolution (``rgb_lr``) and the super-resolved one at output resolution
+(``rgb``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from talk3d.camera import generate_rays
+from talk3d.model.conditioning import TokenEncoder
+from talk3d.model.config import ModelConfig
+from talk3d.model.decoder import Decoder
+from talk3d.model.renderer import render_rays
+from talk3d.model.superres import SuperResolution
+from talk3d.model.triplane import IdentityTriplane, SceneBox, sample_planes
+from talk3d.model.unet import DeltaplaneUNet
+
+NUM_LANDMARKS = 478
+
+
+def resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(B, C, h, w)`` to ``(B, C, size, size)`` (area when shrinking, bilinear otherwise)."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    if img.shape[-1] > size:
+        return F.interpolate(img, size=(size, size), mode="area")
+    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class Avatar(nn.Module):
+    """Personal 3D talking avatar (see module docstring and docs/model.md).
+
+    Buffers: ``background (3, out_res, out_res)`` in [0, 1] (the dataset's plate; grey
+    until :meth:`set_background`), ``canonical_landmarks (478, 3)`` world units (for the
+    landmark-depth prior; zeros until :meth:`set_canonical_landmarks`).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.box = SceneBox(cfg.box_min, cfg.box_max)
+        self.triplane = IdentityTriplane(cfg)
+        self.decoder = Decoder(cfg)
+        self.tokens = TokenEncoder(cfg)
+        self.unet = DeltaplaneUNet(cfg)
+        self.superres = SuperResolution(cfg)
+        self.register_buffer("background", torch.full((3, cfg.out_res, cfg.out_res), 0.5))
+        self.register_buffer("canonical_landmarks", torch.zeros(NUM_LANDMARKS, 3))
+
+    # ----------------------------------------------------------------- state setters
+    @torch.no_grad()
+    def set_background(self, img: torch.Tensor) -> None:
+        """Set the background plate from ``(3, H, W)`` float in [0, 1] or ``(H, W, 3)`` uint8."""
+        img = torch.as_tensor(img)
+        if img.dtype == torch.uint8:
+            img = img.float() / 255.0
+        if img.dim() == 3 and img.shape[-1] == 3 and img.shape[0] != 3:
+            img = img.permute(2, 0, 1)
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"background must be (3, H, W) or (H, W, 3), got {tuple(img.shape)}")
+        img = resize(img[None].float(), self.cfg.out_res)[0]
+        self.background.copy_(img.to(self.background))
+
+    @torch.no_grad()
+    def set_canonical_landmarks(self, points: torch.Tensor) -> None:
+        """Set the canonical landmark shape ``(478, 3)`` (world units)."""
+        points = torch.as_tensor(points, dtype=torch.float32)
+        if points.shape != (NUM_LANDMARKS, 3):
+            raise ValueError(f"canonical landmarks must be ({NUM_LANDMARKS}, 3), got {tuple(points.shape)}")
+        self.canonical_landmarks.copy_(points.to(self.canonical_landmarks))
+
+    # ----------------------------------------------------------------- field
+    def identity_planes(self) -> torch.Tensor:
+        """``P_id`` ``(3, C, R, R)``."""
+        return self.triplane()
+
+    def deltaplane(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``dP_t`` ``(B, 3, C, R, R)`` for a conditioning batch (see ``frame_conditioning``)."""
+        return self.unet(self.identity_planes(), self.tokens(cond))
+
+    def planes(self, cond: dict[str, torch.Tensor] | None, motion_scale: float = 1.0,
+               deltaplane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``P_t`` ``(B, 3, C, R, R)`` (or ``(3, C, R, R)`` with neither cond nor deltaplane) and ``dP_t``."""
+        p_id = self.identity_planes()
+        if deltaplane is None and cond is not None:
+            deltaplane = self.deltaplane(cond)
+        if deltaplane is None:
+            return p_id, None
+        return p_id[None] + motion_scale * deltaplane, deltaplane
+
+    def query(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query the field at world points (for MPI export, meshes, tests).
+
+        Args:
+            planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)``.
+            points: ``(B, N, 3)`` world (canonical) points.
+        Returns:
+            ``sigma (B, N)`` (0 outside the scene box) and ``features (B, N, F)`` (``[..., :3]`` RGB).
+        """
+        coords = self.box.normalize(points)
+        sigma, feats = self.decoder(sample_planes(planes, coords))
+        inside = (coords.abs() <= 1.0).all(-1)
+        return sigma * inside.to(sigma.dtype), feats
+
+    # ----------------------------------------------------------------- rendering
+    def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                    jitter: bool | None = None) -> dict[str, torch.Tensor]:
+        """Volume-render arbitrary rays ``(B, N, 3)`` through ``planes``; see :func:`renderer.render_rays`."""
+        cfg = self.cfg
+        jitter = self.training if jitter is None else jitter
+        return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
+                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha)
+
+    def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
+                      out_size: int | None = None) -> dict[str, torch.Tensor]:
+        """Render given planes from cameras.
+
+        Args:
+            planes: ``(3, C, R, R)`` (shared) or ``(B, 3, C, R, R)``.
+            cam2world: ``(B, 4, 4)``; intrinsics: ``(B, 3, 3)`` or ``(3, 3)`` normalised.
+            out_size: output side (default ``cfg.out_res``; other sizes resize the SR output).
+        Returns:
+            ``rgb (B, 3, H, W)``, ``rgb_lr (B, 3, h, w)``, ``alpha (B, 1, h, w)``,
+            ``alpha_hr (B, 1, H, W)``, ``depth (B, 1, h, w)``, ``features (B, F, h, w)``,
+            ``rgb_fg (B, 3, H, W)`` (premultiplied foreground before compositing).
+        """
+        cfg = self.cfg
+        b, h = cam2world.shape[0], cfg.neural_res
+        out_size = cfg.out_res if out_size is None else int(out_size)
+        origins, dirs = generate_rays(cam2world, intrinsics.to(cam2world), h, h)
+        res = self.render_rays(planes, origins, dirs)
+        feats = res["features"].transpose(1, 2).reshape(b, -1, h, h)
+        alpha = res["alpha"].reshape(b, 1, h, h)
+        depth = res["depth"].reshape(b, 1, h, h)
+        bg = self.background[None].to(feats.dtype)
+        rgb_lr = feats[:, :3] + (1.0 - alpha) * resize(bg, h)
+        rgb_fg, alpha_hr = self.superres(feats, alpha)
+        if rgb_fg.shape[-1] != out_size:
+            rgb_fg, alpha_hr = resize(rgb_fg, out_size), resize(alpha_hr, out_size)
+        rgb = rgb_fg + (1.0 - alpha_hr) * resize(bg, out_size)
+        return {"rgb": rgb.clamp(0.0, 1.0), "rgb_lr": rgb_lr, "alpha": alpha, "alpha_hr": alpha_hr,
+                "depth": depth, "features": feats, "rgb_fg": rgb_fg}
+
+    def forward(self, cam2world: torch.Tensor, intrinsics: torch.Tensor, cond: dict[str, torch.Tensor] | None,
+                *, motion_scale: float = 1.0, out_size: int | None = None,
+                deltaplane: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Render frames.
+
+        Args:
+            cam2world: ``(B, 4, 4)``; intrinsics: ``(B, 3, 3)`` or ``(3, 3)`` normalised.
+            cond: ``{"audio", "blink", "pose"}`` from ``frame_conditioning`` (batch ``B``), or
+                ``None`` for the identity alone (deltaplane 0, U-Net skipped).
+            motion_scale: ``P_t = P_id + motion_scale * dP_t`` (0 = identity, >1 exaggerates).
+            out_size: output side (default ``cfg.out_res``).
+            deltaplane: precomputed ``(B, 3, C, R, R)`` (skips the U-Net; ``cond`` is then ignored).
+        Returns:
+            :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
+            ``cond`` is None).
+        """
+        planes, dp = self.planes(cond, motion_scale, deltaplane)
+        out = self.render_planes(planes, cam2world, intrinsics, out_size)
+        if dp is None:
+            p = self.identity_planes()
+            dp = p.new_zeros(cam2world.shape[0], *p.shape)
+        out["deltaplane"] = dp
+        return out

@@ -1,0 +1,155 @@
+"""Per-frame conditioning: plain tensors from arrays (shared by fit and render) and tokens.
+
+:func:`frame_conditioning` turns the dataset's (or new audio's) arrays into
+``{"audio": (B, A, D), "blink": (B, 1), "pose": (B, P)}``; :class:`TokenEncoder` turns
+that dict into the tokens the deltaplane U-Net attends to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from talk3d.model.config import ModelConfig
+
+POSE_DIM = 10
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    return torch.from_numpy(np.asarray(x)).to(dtype)
+
+
+def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
+    """Pose features of cameras: 6D rotation, unit camera position, log distance.
+
+    Args:
+        cam2world: ``(B, 4, 4)``.
+    Returns:
+        ``(B, 10)``.
+    """
+    rot6 = cam2world[:, :3, :2].transpose(1, 2).reshape(-1, 6)
+    t = cam2world[:, :3, 3]
+    dist = t.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return torch.cat([rot6, t / dist, torch.log(dist)], -1)
+
+
+def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
+                  frame_indices: np.ndarray | torch.Tensor, window: int = 8,
+                  rows_per_frame: int = 4) -> torch.Tensor:
+    """Audio features around each frame, resampled to ``rows_per_frame`` rows per video frame.
+
+    Video frame ``f`` covers ``[f / fps, (f + 1) / fps)``; its rows are read (linear
+    interpolation) at ``(f + (j + 0.5) / rows_per_frame) / fps`` seconds. Times outside
+    the audio read zeros.
+
+    Args:
+        audio_feats: ``(T, D)`` features at ``feature_rate`` rows per second.
+        frame_indices: ``(B,)`` video frame indices.
+        window: frames on each side (``A = 2 * window + 1``).
+    Returns:
+        ``(B, A, rows_per_frame * D)`` float32.
+    """
+    feats = _as_tensor(audio_feats)
+    idx = _as_tensor(frame_indices, torch.float64)
+    t_len, dim = feats.shape
+    offs = torch.arange(-window, window + 1, dtype=torch.float64)
+    sub = (torch.arange(rows_per_frame, dtype=torch.float64) + 0.5) / rows_per_frame
+    times = (idx[:, None, None] + offs[None, :, None] + sub[None, None, :]) / fps  # (B, A, M)
+    pos = times * feature_rate - 0.5  # row centres sit at (i + 0.5) / rate
+    i0 = torch.floor(pos)
+    w1 = (pos - i0).to(torch.float32)[..., None]
+    padded = torch.cat([torch.zeros(1, dim), feats, torch.zeros(1, dim)], 0)  # row i -> i + 1
+
+    def take(i: torch.Tensor) -> torch.Tensor:
+        j = (i + 1).clamp(0, t_len + 1).long()
+        j = torch.where((i < -1) | (i > t_len), torch.zeros_like(j), j)
+        return padded[j]
+
+    # Edge rows fade to zero over half a row beyond the audio, like zero padding.
+    out = take(i0) * (1.0 - w1) + take(i0 + 1) * w1  # (B, A, M, D)
+    return out.reshape(idx.shape[0], 2 * window + 1, rows_per_frame * dim)
+
+
+def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
+                       blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
+                       frame_indices: np.ndarray | torch.Tensor, *, window: int = 8,
+                       rows_per_frame: int = 4) -> dict[str, torch.Tensor]:
+    """Conditioning tensors for a batch of frames (fit and render both call this).
+
+    Args:
+        audio_feats: ``(T, D)`` audio features at ``feature_rate`` Hz (log-mel, ...).
+        feature_rate: rows per second of ``audio_feats``.
+        fps: video frame rate.
+        blink: ``(N,)`` eye closure per frame in [0, 1].
+        cam2world: ``(N, 4, 4)`` camera-to-world per frame.
+        frame_indices: ``(B,)`` frames to condition (index ``blink``/``cam2world`` and the audio).
+        window, rows_per_frame: must match ``ModelConfig.audio_window`` / ``mel_per_frame``.
+    Returns:
+        ``{"audio": (B, 2*window+1, rows_per_frame*D), "blink": (B, 1), "pose": (B, 10)}`` float32 CPU.
+    """
+    idx = _as_tensor(frame_indices, torch.float64).long()
+    n = len(blink)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"frame index out of range [0, {n}): {idx.min().item()}..{idx.max().item()}")
+    blink_t = _as_tensor(blink)[idx].reshape(-1, 1)
+    pose = pose_vector(_as_tensor(cam2world)[idx])
+    audio = audio_windows(audio_feats, feature_rate, fps, idx, window, rows_per_frame)
+    return {"audio": audio, "blink": blink_t, "pose": pose}
+
+
+def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float,
+                     fps: float, blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
+                     frame_indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`frame_conditioning` with the window sizes taken from a model config."""
+    return frame_conditioning(audio_feats, feature_rate, fps, blink, cam2world, frame_indices,
+                              window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame)
+
+
+class TokenEncoder(nn.Module):
+    """Conditioning dict -> tokens ``(B, A + 3, token_dim)``.
+
+    Audio: each window entry -> a token (LayerNorm + MLP + position embedding), then one
+    self-attention layer smooths over neighbouring frames. Blink and pose -> one token
+    each; plus a learned null token (lets attention attend to "nothing").
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.token_dim
+        self.cfg = cfg
+        self.audio_in = nn.Sequential(nn.LayerNorm(cfg.audio_token_input), nn.Linear(cfg.audio_token_input, d),
+                                      nn.GELU(), nn.Linear(d, d))
+        self.audio_pos = nn.Parameter(torch.randn(cfg.audio_frames, d) * 0.02)
+        self.smooth = nn.TransformerEncoderLayer(d, cfg.attn_heads, dim_feedforward=2 * d, dropout=0.0,
+                                                 batch_first=True, norm_first=True)
+        self.blink_in = nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
+        self.pose_in = nn.Sequential(nn.Linear(cfg.pose_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)
+        self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, A + 3, token_dim)``."""
+        audio, blink, pose = cond["audio"], cond["blink"], cond["pose"]
+        a, din = self.cfg.audio_frames, self.cfg.audio_token_input
+        if audio.dim() != 3 or audio.shape[1:] != (a, din):
+            raise ValueError(f"cond['audio'] must be (B, {a}, {din}) for this model, got {tuple(audio.shape)}; "
+                             "build it with conditioning_for(cfg, ...)")
+        if pose.shape[-1] != self.cfg.pose_dim:
+            raise ValueError(f"cond['pose'] must be (B, {self.cfg.pose_dim}), got {tuple(pose.shape)}")
+        b = audio.shape[0]
+        ta = self.audio_in(audio) + self.audio_pos + self.type_emb[0]
+        ta = self.smooth(ta)
+        tb = (self.blink_in(blink) + self.type_emb[1])[:, None]
+        tp = (self.pose_in(pose) + self.type_emb[2])[:, None]
+        tokens = torch.cat([ta, tb, tp, self.null.expand(b, 1, -1)], 1)
+        return self.norm(tokens)
+
+
+def token_count(cfg: ModelConfig) -> int:
+    """Number of tokens the encoder produces: ``A + 3``."""
+    return cfg.audio_frames + 3
+

@@ -1,0 +1,145 @@
+"""Configuration of the avatar model (sizes, sampling, scene box, conditioning)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from talk3d.errors import CheckpointError
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`talk3d.model.avatar.Avatar`.
+
+    The defaults are the CPU "quick" size (256^2 output); :meth:`full` gives the GPU size.
+    """
+
+    triplane_res: int = 128
+    """Side ``R`` of each identity-triplane plane (texels)."""
+    triplane_channels: int = 32
+    """Channels ``C`` per plane."""
+    triplane_init_std: float = 0.1
+    """Standard deviation of the identity triplane's noise initialisation."""
+    decoder_hidden: int = 64
+    """Width of the decoder MLP's hidden layer(s)."""
+    decoder_layers: int = 1
+    """Number of hidden layers of the decoder MLP."""
+    decoder_activation: str = "relu"
+    """Hidden activation of the decoder: ``relu`` (fast on CPU) or ``softplus`` (EG3D)."""
+    feature_channels: int = 16
+    """Channels ``F`` of the rendered feature image; the first 3 are RGB in [0, 1]."""
+    density_bias: float = -1.0
+    """Added to the raw density before softplus (start semi-transparent, not opaque)."""
+    neural_res: int = 64
+    """Side of the volume-rendered (neural) image in pixels."""
+    out_res: int = 256
+    """Side of the super-resolved output image; ``out_res / neural_res`` must be a power of 2."""
+    coarse_samples: int = 24
+    """Stratified samples per ray inside the scene box."""
+    importance_samples: int = 24
+    """Extra samples per ray drawn from the coarse weights (inverse CDF)."""
+    fine_cull_alpha: float = 0.01
+    """Rays whose coarse opacity is below this skip importance sampling (0 = never skip)."""
+    box_min: tuple[float, float, float] = (-2.0, -2.4, -1.2)
+    """Lower corner of the scene box in canonical space (head ~[-1, 1]^3, shoulders below and
+    to the sides: on the Obama clip the torso spans the whole crop, x ~ +-2 at the head plane)."""
+    box_max: tuple[float, float, float] = (2.0, 1.6, 1.2)
+    """Upper corner of the scene box (hair reaches y ~ 1.3); the box maps to the triplane's [-1, 1]^3."""
+    audio_dim: int = 80
+    """Columns of the audio features (80 log-mel bins; more with phoneme posteriors)."""
+    audio_window: int = 8
+    """Video frames on each side of the current frame in the audio window (2W+1 in all)."""
+    mel_per_frame: int = 4
+    """Audio-feature rows resampled per video frame (feature_rate / fps = 4 at 100 Hz, 25 fps)."""
+    pose_dim: int = 10
+    """Size of the pose vector: 6D rotation + unit translation + log distance."""
+    token_dim: int = 64
+    """Width of the conditioning tokens."""
+    attn_heads: int = 4
+    """Attention heads in the token encoder and the U-Net cross-attention."""
+    unet_widths: tuple[int, ...] = (32, 64, 96)
+    """U-Net channels per level; level i runs at ``triplane_res / 2**(i+1)``."""
+    unet_attn_res: int = 32
+    """Cross-attention to the tokens at every U-Net level with resolution <= this."""
+    sr_widths: tuple[int, ...] = (64, 32, 16)
+    """Super-resolution channels at neural_res, then after each x2 upsampling."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes kept with the config (e.g. the preset name); not used by the model."""
+
+    def __post_init__(self) -> None:
+        ratio = self.out_res // self.neural_res
+        if self.out_res % self.neural_res or ratio & (ratio - 1):
+            raise ValueError(f"out_res/neural_res must be a power of 2, got {self.out_res}/{self.neural_res}")
+        if len(self.sr_widths) < 1 + (ratio.bit_length() - 1):
+            raise ValueError(f"sr_widths needs {ratio.bit_length()} entries for x{ratio} super-resolution")
+        if self.decoder_activation not in ("relu", "softplus"):
+            raise ValueError(f"decoder_activation must be 'relu' or 'softplus', got {self.decoder_activation!r}")
+        if self.feature_channels < 3:
+            raise ValueError("feature_channels must be >= 3 (the first 3 are RGB)")
+        if self.triplane_res % (2 ** len(self.unet_widths)):
+            raise ValueError("triplane_res must be divisible by 2**len(unet_widths)")
+        self.box_min = tuple(float(v) for v in self.box_min)  # type: ignore[assignment]
+        self.box_max = tuple(float(v) for v in self.box_max)  # type: ignore[assignment]
+        self.unet_widths = tuple(int(v) for v in self.unet_widths)
+        self.sr_widths = tuple(int(v) for v in self.sr_widths)
+        if any(lo >= hi for lo, hi in zip(self.box_min, self.box_max, strict=True)):
+            raise ValueError(f"box_min must be below box_max, got {self.box_min} / {self.box_max}")
+
+    @property
+    def sr_factor(self) -> int:
+        """Upsampling factor of the super-resolution network."""
+        return self.out_res // self.neural_res
+
+    @property
+    def audio_frames(self) -> int:
+        """Video frames in an audio window (``2 * audio_window + 1``)."""
+        return 2 * self.audio_window + 1
+
+    @property
+    def audio_token_input(self) -> int:
+        """Size ``D`` of one audio-window entry: ``mel_per_frame * audio_dim``."""
+        return self.mel_per_frame * self.audio_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from :meth:`to_dict` output; unknown keys are refused (other version)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(f"model config has unknown keys {unknown}; was it written by a newer talk3d?")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return cls(**kw)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> ModelConfig:
+        """CPU-sized model: 3x32x128^2 triplane, 64^2 neural, 256^2 output, 24+24 samples."""
+        return cls(**overrides)
+
+    @classmethod
+    def full(cls, **overrides: Any) -> ModelConfig:
+        """GPU-sized model: 3x32x256^2 triplane, 128^2 neural, 512^2 output, 48+48 samples."""
+        base: dict[str, Any] = dict(triplane_res=256, neural_res=128, out_res=512, coarse_samples=48,
+                                    importance_samples=48, decoder_hidden=64, unet_widths=(32, 64, 96, 128),
+                                    sr_widths=(64, 32, 16))
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> ModelConfig:
+        """Unit-test size: 3x8x16^2 triplane, 16^2 neural, 32^2 output, 8+8 samples."""
+        base: dict[str, Any] = dict(triplane_res=16, triplane_channels=8, decoder_hidden=16, feature_channels=8,
+                                    neural_res=16, out_res=32, coarse_samples=8, importance_samples=8,
+                                    audio_dim=8, audio_window=2, mel_per_frame=2, token_dim=16, attn_heads=2,
+                                    unet_widths=(8, 16), unet_attn_res=8, sr_widths=(16, 8))
+        base.update(overrides)
+        return cls(**base)

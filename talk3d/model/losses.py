@@ -1,0 +1,163 @@
+"""Training losses of the avatar (consumed by ``talk3d.fit``).
+
+Photometric L1 + SSIM at neural and output resolution with a mouth-region weight, alpha
+vs the person mask, the landmark-depth prior (sparse depth at projected canonical
+landmarks), a left-right symmetry prior on the identity triplane and deltaplane
+magnitude / smoothness regularisers. No pretrained network is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from talk3d.model.avatar import Avatar, resize
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss terms (0 disables a term and skips its computation)."""
+
+    l1: float = 1.0
+    """L1 on the output-resolution image."""
+    ssim: float = 0.2
+    """1 - SSIM on the output-resolution image."""
+    l1_lr: float = 0.5
+    """L1 on the neural-resolution image (vs the area-downsampled target)."""
+    ssim_lr: float = 0.1
+    """1 - SSIM on the neural-resolution image."""
+    mouth: float = 2.0
+    """Extra L1 weight inside ``batch["mouth_box"]`` (the pixel weight there is ``1 + mouth``)."""
+    alpha: float = 0.3
+    """Binary cross-entropy of alpha (neural and output resolution) vs person mask (label > 0)."""
+    landmark_depth: float = 0.05
+    """L1 of the rendered ray distance at projected canonical landmarks vs their true distance."""
+    landmark_alpha: float = 0.05
+    """``1 - alpha`` at the projected canonical landmarks (the face surface is opaque)."""
+    landmark_rays: int = 64
+    """Landmarks sampled per frame for the depth prior."""
+    symmetry: float = 0.01
+    """L1 between the identity triplane and its mirror image in x."""
+    delta_l2: float = 0.01
+    """Mean squared deltaplane (keeps motion small so it cannot absorb geometry)."""
+    delta_tv: float = 0.01
+    """Total variation of the deltaplane (keeps motion smooth)."""
+    ssim_window: int = 11
+    """SSIM window size (output resolution; the neural one uses ``min(window, 7)``)."""
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def mouth_weight_map(mouth_box: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """Pixel weights ``(B, 1, size, size)``: ``1 + weight`` inside each box, 1 elsewhere.
+
+    Args:
+        mouth_box: ``(B, 4)`` x0, y0, x1, y1 (exclusive end) in pixels at ``size``.
+    """
+    ar = torch.arange(size, device=mouth_box.device)
+    x0, y0, x1, y1 = (mouth_box[:, i, None] for i in range(4))
+    inx = (ar[None] >= x0) & (ar[None] < x1)  # (B, W)
+    iny = (ar[None] >= y0) & (ar[None] < y1)  # (B, H)
+    inside = (iny[:, :, None] & inx[:, None, :]).float()
+    return (1.0 + weight * inside)[:, None]
+
+
+def symmetry_loss(planes: torch.Tensor) -> torch.Tensor:
+    """L1 between planes ``(3, C, R, R)`` and their x-mirror (planes 0 and 1 index x by width).
+
+    Assumes the scene box is symmetric in x (the default), so mirroring x is a width flip.
+    """
+    return sum((p - p.flip(-1)).abs().mean() for p in (planes[0], planes[1])) / 2.0
+
+
+def tv_loss(dp: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of neighbouring texels of ``(..., R, R)``."""
+    return (dp[..., 1:, :] - dp[..., :-1, :]).abs().mean() + (dp[..., :, 1:] - dp[..., :, :-1]).abs().mean()
+
+
+def landmark_prior(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
+                   count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render rays through projected canonical landmarks; compare depth and alpha.
+
+    Args:
+        planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)`` the frames' planes.
+        cam2world: ``(B, 4, 4)``; intrinsics ``(B, 3, 3)`` or ``(3, 3)``.
+        count: landmarks sampled per frame.
+    Returns:
+        depth loss (L1 of expected ray distance vs true distance, in world units) and
+        alpha loss (mean ``1 - alpha``).
+    """
+    b = cam2world.shape[0]
+    lm = avatar.canonical_landmarks
+    idx = torch.randperm(lm.shape[0], device=lm.device)[:count]
+    pts = lm[idx][None].expand(b, -1, -1).to(cam2world)  # (B, n, 3)
+    origins = cam2world[:, None, :3, 3].expand_as(pts)
+    vec = pts - origins
+    dist = vec.norm(dim=-1)
+    dirs = vec / dist[..., None].clamp_min(1e-6)
+    res = avatar.render_rays(planes, origins, dirs)
+    alpha = res["alpha"]
+    depth = res["depth_raw"] / alpha.clamp_min(1e-3)
+    return (depth - dist).abs().mean(), (1.0 - alpha).mean()
+
+
+def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar,
+                   weights: LossWeights) -> dict[str, torch.Tensor]:
+    """All loss terms and their weighted sum.
+
+    Args:
+        outputs: :meth:`Avatar.forward` outputs for the batch (``rgb`` at the batch's image size).
+        batch: training batch (docs/architecture.md "Training batch").
+        avatar: the model (for the landmark prior and the identity triplane).
+        weights: :class:`LossWeights`.
+    Returns:
+        dict of scalar tensors: ``total`` plus each computed term (unweighted) and ``psnr``
+        (detached, output resolution).
+    """
+    w = weights
+    image = batch["image"].to(outputs["rgb"])
+    size, lr = image.shape[-1], outputs["rgb_lr"].shape[-1]
+    image_lr = resize(image, lr)
+    out: dict[str, torch.Tensor] = {}
+    pix_w = (mouth_weight_map(batch["mouth_box"].to(image.device), size, w.mouth)
+             if "mouth_box" in batch and w.mouth > 0 else torch.ones_like(image[:, :1]))
+    pix_w_lr = resize(pix_w, lr)
+    rgb, rgb_lr = outputs["rgb"], outputs["rgb_lr"]
+    out["l1"] = ((rgb - image).abs() * pix_w).mean() / pix_w.mean()
+    out["l1_lr"] = ((rgb_lr - image_lr).abs() * pix_w_lr).mean() / pix_w_lr.mean()
+    if w.ssim > 0:
+        out["ssim"] = kornia.losses.ssim_loss(rgb, image, w.ssim_window) * 2.0
+    if w.ssim_lr > 0:
+        out["ssim_lr"] = kornia.losses.ssim_loss(rgb_lr, image_lr, min(w.ssim_window, 7)) * 2.0
+    if w.alpha > 0 and "mask" in batch:
+        person = (batch["mask"] > 0).to(image)
+        a_hr = outputs.get("alpha_hr")
+        terms = [F.binary_cross_entropy(outputs["alpha"].clamp(1e-5, 1 - 1e-5), resize(person, lr))]
+        if a_hr is not None:
+            terms.append(F.binary_cross_entropy(a_hr.clamp(1e-5, 1 - 1e-5), resize(person, a_hr.shape[-1])))
+        out["alpha"] = sum(terms) / len(terms)
+    if (w.landmark_depth > 0 or w.landmark_alpha > 0) and bool(avatar.canonical_landmarks.abs().sum() > 0):
+        dp = outputs.get("deltaplane")
+        planes = avatar.identity_planes()
+        if dp is not None and bool(dp.detach().abs().amax() > 0):
+            planes = planes[None] + dp
+        out["landmark_depth"], out["landmark_alpha"] = landmark_prior(
+            avatar, planes, batch["cam2world"].to(image), batch["intrinsics"].to(image), w.landmark_rays)
+    if w.symmetry > 0:
+        out["symmetry"] = symmetry_loss(avatar.identity_planes())
+    dp = outputs.get("deltaplane")
+    if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
+        out["delta_l2"] = dp.pow(2).mean()
+        out["delta_tv"] = tv_loss(dp)
+    total = image.new_zeros(())
+    for name, value in out.items():
+        total = total + getattr(w, name) * value
+    out["total"] = total
+    with torch.no_grad():
+        mse = (rgb.detach() - image).pow(2).mean()
+        out["psnr"] = -10.0 * torch.log10(mse.clamp_min(1e-10))
+    return out

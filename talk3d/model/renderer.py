@@ -1,0 +1,194 @@
+"""Volume renderer: ray-box intersection, stratified + importance sampling, compositing.
+
+Compositing goes through :func:`talk3d.ops.composite_rays` only, so the fused CUDA kernel
+plugs in at one place. Sample positions carry no gradient (importance sampling uses the
+detached coarse weights); gradients flow through densities and features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from talk3d.ops import composite_rays
+
+FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""Radiance field: world points ``(B, N, 3)`` -> ``sigma (B, N)``, ``features (B, N, F)``."""
+
+
+def ray_box_intersect(origins: torch.Tensor, dirs: torch.Tensor, box_min: torch.Tensor,
+                      box_max: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slab test of rays against an axis-aligned box.
+
+    Args:
+        origins, dirs: ``(..., 3)`` ray origins and directions.
+        box_min, box_max: ``(3,)`` box corners.
+    Returns:
+        ``t_near (...)``, ``t_far (...)`` (``t_near >= 0``; both 0 for misses) and ``hit (...)`` bool.
+    """
+    safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    inv = 1.0 / safe
+    t0 = (box_min.to(origins) - origins) * inv
+    t1 = (box_max.to(origins) - origins) * inv
+    t_near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    t_far = torch.maximum(t0, t1).amin(-1)
+    hit = t_far > t_near + 1e-6
+    zero = torch.zeros_like(t_near)
+    return torch.where(hit, t_near, zero), torch.where(hit, t_far, zero), hit
+
+
+def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+    """``n`` samples per ray, one in each of ``n`` equal bins of ``[t_near, t_far]``.
+
+    Args:
+        t_near, t_far: ``(R,)``.
+        jitter: random position inside each bin (training) or the bin centre (evaluation).
+    Returns:
+        ``(R, n)`` non-decreasing sample distances.
+    """
+    steps = torch.arange(n, device=t_near.device, dtype=t_near.dtype)
+    u = torch.rand(t_near.shape[0], n, device=t_near.device, dtype=t_near.dtype) if jitter else 0.5
+    frac = (steps + u) / n
+    return t_near[:, None] + (t_far - t_near)[:, None] * frac
+
+
+@torch.no_grad()
+def importance_samples(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+    """Draw ``n`` distances per ray from the piecewise-constant pdf of the coarse weights.
+
+    Weight ``i`` is spread over ``[edges_i, edges_{i+1}]``. The renderer passes
+    ``edges = [t_near, t_0, ..., t_{S-1}]``: with the forward rectangle rule of
+    :func:`composite`, a surface seen at sample ``i`` starts between ``t_{i-1}`` and ``t_i``,
+    so that is where the extra samples go.
+
+    Args:
+        edges: ``(R, S + 1)`` non-decreasing bin edges.
+        weights: ``(R, S)`` coarse compositing weights (detached here).
+        jitter: random ``u`` (training) or evenly spaced ``u`` (evaluation).
+    Returns:
+        ``(R, n)`` sample distances, ascending.
+    """
+    r, s = weights.shape
+    pdf = weights.detach() + 1e-4  # keep a little mass everywhere
+    pdf = pdf / pdf.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros(r, 1, device=pdf.device, dtype=pdf.dtype), torch.cumsum(pdf, -1)], -1)
+    cdf[:, -1] = 1.0
+    if jitter:
+        u = torch.rand(r, n, device=pdf.device, dtype=pdf.dtype).sort(-1).values
+    else:
+        u = ((torch.arange(n, device=pdf.device, dtype=pdf.dtype) + 0.5) / n).expand(r, n)
+    idx = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, s)  # (R, n) in 1..S
+    c0, c1 = cdf.gather(1, idx - 1), cdf.gather(1, idx)
+    e0, e1 = edges.gather(1, idx - 1), edges.gather(1, idx)
+    frac = ((u - c0) / (c1 - c0).clamp_min(1e-8)).clamp(0.0, 1.0)
+    return e0 + (e1 - e0) * frac
+
+
+def composite(sigmas: torch.Tensor, features: torch.Tensor, t_vals: torch.Tensor, t_far: torch.Tensor,
+              hit: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Composite sorted samples; each sample covers ``[t_i, t_{i+1}]`` (last: up to ``t_far``).
+
+    Args:
+        sigmas: ``(R, S)``; features: ``(R, S, F)``; t_vals: ``(R, S)`` sorted;
+        t_far: ``(R,)``; hit: ``(R,)`` bool (missing rays get ``delta = 0`` -> alpha 0).
+    Returns:
+        :func:`talk3d.ops.composite_rays` outputs: ``weights (R, S)``, ``features (R, F)``,
+        ``depth (R,)`` (unnormalised), ``alpha (R,)``, ``transmittance (R, S)``.
+    """
+    nxt = torch.cat([t_vals[:, 1:], t_far[:, None]], -1)
+    deltas = (nxt - t_vals).clamp_min(0.0) * hit[:, None].to(t_vals.dtype)
+    return composite_rays(sigmas, features, t_vals, deltas)
+
+
+def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_min: torch.Tensor,
+                box_max: torch.Tensor, n_coarse: int, n_importance: int, jitter: bool,
+                cull_alpha: float = 0.0) -> dict[str, torch.Tensor]:
+    """Render rays through a radiance field restricted to the scene box.
+
+    The coarse samples and the importance samples are evaluated once each and merged
+    (sorted) before compositing (EG3D style), so every field evaluation contributes.
+
+    Args:
+        field: see :data:`FieldFn`.
+        origins, dirs: ``(B, N, 3)`` world rays (unit directions).
+        box_min, box_max: ``(3,)`` scene box.
+        n_coarse, n_importance: samples per ray.
+        jitter: stratified/random sampling (training) or deterministic (evaluation).
+        cull_alpha: rays whose coarse opacity is below this get no importance samples
+            (their coarse samples still count); 0 disables culling.
+    Returns:
+        dict with ``features (B, N, F)`` (premultiplied by alpha), ``alpha (B, N)``,
+        ``depth (B, N)`` (expected distance where opaque, ``t_far`` blend elsewhere; misses 0),
+        ``depth_raw (B, N)`` = sum w t, ``t_far (B, N)``.
+    """
+    b, n, _ = origins.shape
+    o = origins.reshape(b * n, 3)
+    d = dirs.reshape(b * n, 3)
+    t_near, t_far, hit = ray_box_intersect(o, d, box_min, box_max)
+    t_c = stratified_samples(t_near, t_far, n_coarse, jitter)  # (R, Sc)
+    sig_c, feat_c = _eval(field, o, d, t_c, b)
+    if n_importance > 0:
+        res_c = composite(sig_c.detach(), feat_c[..., :1].detach(), t_c, t_far, hit)
+        edges = torch.cat([t_near[:, None], t_c], -1)
+        active = (res_c["alpha"] >= cull_alpha) & hit
+        if cull_alpha <= 0.0 or bool(active.all()):
+            t_f = importance_samples(edges, res_c["weights"], n_importance, jitter)
+            sig_f, feat_f = _eval(field, o, d, t_f, b)
+        else:
+            t_f, sig_f, feat_f = _culled_fine(field, o, d, edges, res_c["weights"], t_far, active, b,
+                                              n_importance, jitter, feat_c.shape[-1])
+        t_all, order = torch.cat([t_c, t_f], -1).sort(-1)
+        sig = torch.cat([sig_c, sig_f], -1).gather(1, order)
+        feat_all = torch.cat([feat_c, feat_f], 1)
+        feat = feat_all.gather(1, order[..., None].expand(-1, -1, feat_all.shape[-1]))
+    else:
+        t_all, sig, feat = t_c, sig_c, feat_c
+    res = composite(sig, feat, t_all, t_far, hit)
+    alpha = res["alpha"]
+    depth = res["depth"] + (1.0 - alpha) * t_far
+    return {
+        "features": res["features"].reshape(b, n, -1),
+        "alpha": alpha.reshape(b, n),
+        "depth": depth.reshape(b, n),
+        "depth_raw": res["depth"].reshape(b, n),
+        "t_far": t_far.reshape(b, n),
+    }
+
+
+def _eval(field: FieldFn, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
+          b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evaluate the field at ``o + t d``: ``o, d (R, 3)``, ``t (R, S)`` -> ``(R, S)``, ``(R, S, F)``."""
+    r, s = t.shape
+    pts = (o[:, None, :] + t[..., None] * d[:, None, :]).reshape(b, (r // b) * s, 3)
+    sigma, feat = field(pts)
+    return sigma.reshape(r, s), feat.reshape(r, s, -1)
+
+
+def _culled_fine(field: FieldFn, o: torch.Tensor, d: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor,
+                 t_far: torch.Tensor, active: torch.Tensor, b: int, n: int, jitter: bool,
+                 n_feat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Importance samples for the active rays only (per batch entry, padded to the largest count).
+
+    Inactive rays get ``n`` empty samples at ``t_far`` (zero density and features), which do
+    not change their compositing. Returns ``t (R, n)``, ``sigma (R, n)``, ``features (R, n, F)``.
+    """
+    r = active.shape[0]
+    per = r // b
+    act = active.view(b, per)
+    k = int(act.sum(1).max())
+    t_full = t_far[:, None].expand(r, n).clone()
+    sig_full = t_far.new_zeros(r, n)
+    feat_full = t_far.new_zeros(r, n, n_feat)
+    if k == 0:
+        return t_full, sig_full, feat_full
+    order = torch.argsort((~act).to(torch.int8), dim=1, stable=True)[:, :k]  # active rays first
+    valid = act.gather(1, order).reshape(-1)
+    rows = (order + torch.arange(b, device=order.device)[:, None] * per).reshape(-1)
+    t_sub = importance_samples(edges[rows], weights[rows], n, jitter)
+    sig_sub, feat_sub = _eval(field, o[rows], d[rows], t_sub, b)
+    keep = rows[valid]
+    t_full[keep] = t_sub[valid]
+    sig_full = sig_full.to(sig_sub.dtype).index_put((keep,), sig_sub[valid])  # dtypes differ under autocast
+    feat_full = feat_full.to(feat_sub.dtype).index_put((keep,), feat_sub[valid])
+    return t_full, sig_full, feat_full

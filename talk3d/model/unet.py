@@ -1,0 +1,108 @@
+"""Deltaplane U-Net: identity triplane + conditioning tokens -> per-frame deltaplane.
+
+Split convolutions: the three planes are processed as a batch of three images with shared
+weights (plus a learned per-plane embedding), so pixels of unrelated planes never mix.
+At the coarse levels the plane features cross-attend to the conditioning tokens. The last
+conv is zero-initialised, so the deltaplane is exactly 0 before training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from talk3d.model.config import ModelConfig
+
+
+class ResBlock(nn.Module):
+    """``x + conv(silu(conv(silu(x))))`` at constant width ``(N, c, h, w)``."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(c, c, 3, padding=1)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(F.silu(self.c1(F.silu(x))))
+
+
+class CrossAttention(nn.Module):
+    """Plane pixels ``(B*3, c, h, w)`` attend to tokens ``(B, K, d)`` (residual)."""
+
+    def __init__(self, c: int, res: int, token_dim: int, heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.pos = nn.Parameter(torch.randn(3, res * res, c) * 0.02)
+        self.attn = nn.MultiheadAttention(c, heads, kdim=token_dim, vdim=token_dim, batch_first=True)
+        self.proj = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        b = n // 3
+        q = x.flatten(2).transpose(1, 2)  # (B*3, hw, c)
+        q = self.norm(q) + self.pos.repeat(b, 1, 1)
+        kv = tokens.repeat_interleave(3, dim=0)  # (B*3, K, d), plane-major within each batch entry
+        out, _ = self.attn(q, kv, kv, need_weights=False)
+        return x + self.proj(out).transpose(1, 2).reshape(n, c, h, w)
+
+
+class DeltaplaneUNet(nn.Module):
+    """``(3, C, R, R)`` identity planes + tokens ``(B, K, d)`` -> deltaplane ``(B, 3, C, R, R)``.
+
+    Level ``i`` runs at ``R / 2**(i+1)`` with ``unet_widths[i]`` channels; the output is
+    predicted at ``R / 2`` and bilinearly upsampled to ``R`` (smooth deltaplanes, cheap).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, widths = cfg.triplane_channels, cfg.unet_widths
+        self.plane_emb = nn.Parameter(torch.zeros(3, c, 1, 1))
+        self.downs = nn.ModuleList()
+        self.down_attn = nn.ModuleList()
+        prev = c
+        res = cfg.triplane_res
+        self.res = []
+        for w in widths:
+            res //= 2
+            self.res.append(res)
+            self.downs.append(nn.Sequential(nn.Conv2d(prev, w, 3, stride=2, padding=1), ResBlock(w)))
+            self.down_attn.append(CrossAttention(w, res, cfg.token_dim, cfg.attn_heads)
+                                  if res <= cfg.unet_attn_res else nn.Identity())
+            prev = w
+        self.ups = nn.ModuleList()
+        for i in range(len(widths) - 2, -1, -1):
+            self.ups.append(nn.Sequential(nn.Conv2d(widths[i + 1] + widths[i], widths[i], 3, padding=1),
+                                          nn.SiLU(), ResBlock(widths[i])))
+        self.out = nn.Conv2d(widths[0], c, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.triplane_res = cfg.triplane_res
+
+    def forward(self, planes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Predict deltaplanes.
+
+        Args:
+            planes: ``(3, C, R, R)`` identity planes (shared) or ``(B, 3, C, R, R)``.
+            tokens: ``(B, K, token_dim)``.
+        Returns:
+            ``(B, 3, C, R, R)``.
+        """
+        b = tokens.shape[0]
+        if planes.dim() == 4:
+            planes = planes.expand(b, *planes.shape)
+        _, _, c, r, _ = planes.shape
+        x = (planes + self.plane_emb).reshape(b * 3, c, r, r)
+        skips = []
+        for down, attn in zip(self.downs, self.down_attn, strict=True):
+            x = down(x)
+            if isinstance(attn, CrossAttention):
+                x = attn(x, tokens)
+            skips.append(x)
+        for j, up in enumerate(self.ups):
+            skip = skips[len(skips) - 2 - j]
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = up(torch.cat([x, skip], 1))
+        x = self.out(F.silu(x))
+        x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        return x.reshape(b, 3, c, r, r)
