@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import demo, eval as eval_cmd, fit, prep, render
+from cli import demo, eval as eval_cmd, fit, mpi_view, prep, render
 
 app = typer.Typer(
     name="talk3d",
@@ -19,6 +19,7 @@ app.command("fit")(fit.command)
 app.command("render")(render.command)
 app.command("eval")(eval_cmd.command)
 app.command("demo")(demo.command)
+app.command("mpi-view")(mpi_view.command)
 
 
 def main() -> None:

@@ -1,0 +1,279 @@
+"""``talk3d render``: driving audio (or the held-out frames) -> video with sound, plus extras.
+
+Frames are produced chunk by chunk (conditioning for ``chunk_frames`` frames at a time,
+forward passes of ``batch`` frames) and streamed into the video writers, so memory stays
+bounded for long audio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talk3d.console import info, make_progress, warn
+from talk3d.errors import UserError
+from talk3d.io import atomic_dir
+from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
+from talk3d.render import outputs, paths
+from talk3d.render.audio_drive import frame_count, load_driving_audio
+from talk3d.render.config import RenderConfig, RenderResult
+from talk3d.render.mpi import box_near_far, export_mpi, save_mpi
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; other names are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device '{name}' is not a torch device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} requested but CUDA is not available here: use --device auto or cpu")
+    return dev
+
+
+@dataclass
+class Drive:
+    """Everything per output frame that the model is conditioned on."""
+
+    features: np.ndarray
+    """``(T, D)`` audio features."""
+    feature_rate: float
+    """Rows per second of ``features``."""
+    fps: float
+    """Video frame rate (audio time of frame ``f`` is ``f / fps``)."""
+    frame_indices: np.ndarray
+    """``(F,)`` frame numbers passed to the conditioning (index ``blink``/``head``)."""
+    blink: np.ndarray
+    """``(N,)`` eye closure indexed by ``frame_indices``."""
+    head: torch.Tensor
+    """``(N, 4, 4)`` head-motion cameras indexed by ``frame_indices`` (conditioning)."""
+    cameras: torch.Tensor
+    """``(F, 4, 4)`` render cameras (head motion + requested view), one per output frame."""
+    mux_audio: Path | None
+    """Audio file muxed into the video (``None``: silent video)."""
+    duration: float
+    """Seconds of driving audio."""
+
+
+def _check_config(cfg: RenderConfig) -> None:
+    if cfg.frames not in ("audio", "val"):
+        raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
+    if cfg.batch < 1 or cfg.chunk_frames < 1:
+        raise UserError("--batch must be at least 1")
+    if cfg.size is not None and not 8 <= cfg.size <= 4096:
+        raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
+    if cfg.fps is not None and not 1.0 <= cfg.fps <= 240.0:
+        raise UserError(f"--fps {cfg.fps} is out of range: give a frame rate between 1 and 240")
+    if cfg.mpi_layers < 2 or cfg.mpi_samples < 1:
+        raise UserError("--mpi-layers must be at least 2")
+
+
+def planned_outputs(out_path: Path, cfg: RenderConfig) -> list[Path]:
+    """Every path a render with ``cfg`` writes (checked before any work)."""
+    out = [out_path]
+    if cfg.depth:
+        out.append(outputs.depth_path(out_path))
+    if cfg.alpha:
+        out.append(outputs.alpha_dir(out_path))
+    if cfg.mpi_dir is not None:
+        out += [Path(cfg.mpi_dir) / f"frame_{i:06d}" for i in cfg.mpi_frames]
+    return out
+
+
+def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out_path: str | os.PathLike,
+           config: RenderConfig | None = None, force: bool = False) -> RenderResult:
+    """Render a fitted avatar saying ``audio_path`` (or its held-out frames) into ``out_path``.
+
+    Raises:
+        UserError / CheckpointError: bad run folder, audio, angles or existing outputs.
+    """
+    from talk3d.fit.checkpoint import load_run
+
+    cfg = config or RenderConfig()
+    _check_config(cfg)
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".mp4":
+        raise UserError(f"output '{out_path}' must end in .mp4")
+    outputs.check_outputs(planned_outputs(out_path, cfg), force)
+    if cfg.frames == "audio" and audio_path is None:
+        raise UserError("give a driving AUDIO file, or --frames val to render the held-out frames")
+    device = resolve_device(cfg.device)
+    run = load_run(run_dir, device)
+    return render_run(run, audio_path, out_path, cfg, force=force)
+
+
+def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps: float) -> Drive:
+    audio = load_driving_audio(audio_path)
+    n = frame_count(audio.duration, fps)
+    poses = torch.as_tensor(run.poses, dtype=torch.float32)
+    head, _ = paths.head_motion(poses, n, cfg.pose)
+    blink = paths.blink_track(np.asarray(run.blink), n, cfg.blink)
+    yaw = paths.yaw_schedule(n, fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
+    paths.check_angles(yaw, cfg.pitch, poses)
+    cams = paths.view_cameras(head, yaw, cfg.pitch)
+    return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
+                 frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
+                 mux_audio=audio.path, duration=audio.duration)
+
+
+def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
+    m = run.manifest
+    if run.audio_feats is None:
+        raise UserError(f"run '{run.run_dir}' has no audio_feats.npy copy: re-run 'talk3d fit' to render --frames val")
+    if cfg.fps is not None and abs(cfg.fps - m.fps) > 1e-6:
+        warn(f"--frames val renders at the dataset's {m.fps:g} fps; --fps {cfg.fps:g} is ignored")
+    idx = np.arange(m.train_end, m.num_frames)
+    poses = torch.as_tensor(run.poses, dtype=torch.float32)
+    head = poses if cfg.pose == "tracked" else paths.mean_pose(poses).expand_as(poses).clone()
+    blink = np.asarray(run.blink, dtype=np.float32)
+    if cfg.blink == "off":
+        blink = np.zeros_like(blink)
+    yaw = paths.yaw_schedule(idx.size, m.fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
+    paths.check_angles(yaw, cfg.pitch, poses)
+    cams = paths.view_cameras(head[torch.from_numpy(idx)], yaw, cfg.pitch)
+    t0, t1 = m.train_end / m.fps, m.num_frames / m.fps
+    mux = None
+    wav = Path(run.dataset_dir) / "audio.wav"
+    if wav.is_file():
+        audio = read_audio(wav)
+        seg = audio[int(round(t0 * AUDIO_RATE)):int(round(t1 * AUDIO_RATE))]
+        if seg.size:
+            mux = tmp / "val_audio.wav"
+            write_wav(mux, seg)
+    if mux is None:
+        warn(f"dataset audio '{wav}' is not available: the validation video will be silent")
+    return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
+                 fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
+                 duration=t1 - t0)
+
+
+def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
+               force: bool = False) -> RenderResult:
+    """Render with an already loaded run (see :func:`talk3d.fit.checkpoint.load_run`)."""
+    from talk3d.model.conditioning import conditioning_for
+
+    _check_config(cfg)
+    out_path = Path(out_path)
+    outputs.check_outputs(planned_outputs(out_path, cfg), force)
+    avatar, mcfg = run.avatar, run.model_config
+    device = next(avatar.parameters()).device
+    size = int(cfg.size or mcfg.out_res)
+    timings = {"audio": 0.0, "model": 0.0, "write": 0.0, "mpi": 0.0}
+    with tempfile.TemporaryDirectory(prefix="talk3d_render_") as tmpdir:
+        t = time.perf_counter()
+        if cfg.frames == "val":
+            drive = _drive_val(run, cfg, Path(tmpdir))
+        else:
+            drive = _drive_from_audio(run, audio_path, cfg, float(cfg.fps or run.manifest.fps))
+        timings["audio"] = time.perf_counter() - t
+        n = drive.frame_indices.size
+        k = torch.as_tensor(np.asarray(run.manifest.intrinsics, dtype=np.float32))
+        near, far = box_near_far(drive.cameras[0], radius=float(np.linalg.norm(
+            np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max)))))
+        mpi_frames = sorted(i for i in cfg.mpi_frames if i < n) if cfg.mpi_dir is not None else []
+        if cfg.mpi_dir is not None and len(mpi_frames) < len(cfg.mpi_frames):
+            warn(f"--mpi-frames beyond the last frame ({n - 1}) are skipped")
+        extra: dict[str, Path] = {}
+        with contextlib.ExitStack() as stack:
+            video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
+            depth_vw = None
+            if cfg.depth:
+                extra["depth"] = outputs.depth_path(out_path)
+                depth_vw = stack.enter_context(VideoWriter(extra["depth"], drive.fps, audio=drive.mux_audio,
+                                                           quality=cfg.quality))
+            alpha_tmp = None
+            if cfg.alpha:
+                extra["alpha"] = outputs.alpha_dir(out_path)
+                alpha_tmp = stack.enter_context(atomic_dir(extra["alpha"]))
+            bar = stack.enter_context(make_progress())
+            task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
+            done, t_model = 0, 0.0
+            for c0 in range(0, n, cfg.chunk_frames):
+                idx = drive.frame_indices[c0:c0 + cfg.chunk_frames]
+                cond_chunk = conditioning_for(mcfg, drive.features, drive.feature_rate, drive.fps,
+                                              drive.blink, drive.head, idx)
+                for b0 in range(0, idx.size, cfg.batch):
+                    sl = slice(b0, b0 + cfg.batch)
+                    frames = range(c0 + b0, c0 + b0 + len(idx[sl]))
+                    cond = {kk: v[sl].to(device) for kk, v in cond_chunk.items()}
+                    cams = drive.cameras[frames.start:frames.stop].to(device)
+                    t = time.perf_counter()
+                    res = _forward(avatar, cams, k, cond, cfg, size)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt = time.perf_counter() - t
+                    t_model += dt
+                    t = time.perf_counter()
+                    for img in outputs.to_uint8(res["rgb"]):
+                        video.write(img)
+                    if depth_vw is not None:
+                        dmap = outputs.colorize_depth(res["depth"], res["alpha"], near, far)
+                        for img in outputs.to_uint8(outputs.resize(dmap, res["rgb"].shape[-1])):
+                            depth_vw.write(img)
+                    if alpha_tmp is not None:
+                        outputs.write_rgba_frames(alpha_tmp, frames.start,
+                                                  outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
+                    timings["write"] += time.perf_counter() - t
+                    for f in frames:
+                        if f in mpi_frames:
+                            t = time.perf_counter()
+                            j = f - frames.start
+                            one = {kk: v[j:j + 1] for kk, v in cond.items()}
+                            extra["mpi"] = Path(cfg.mpi_dir)
+                            _export_frame_mpi(avatar, cams[j], k, one, cfg, near, far,
+                                              Path(cfg.mpi_dir) / f"frame_{f:06d}")
+                            timings["mpi"] += time.perf_counter() - t
+                    done += len(frames)
+                    bar.update(task, advance=len(frames), status=f"{done / max(t_model, 1e-9):.1f} frames/s")
+    timings["model"] = t_model
+    result = RenderResult(out_path=out_path, num_frames=n, fps=drive.fps, duration=drive.duration, size=size,
+                          render_fps=n / max(t_model, 1e-9), extra_outputs=extra, timings=timings)
+    info(f"wrote {out_path}: {n} frames at {drive.fps:g} fps ({n / drive.fps:.2f} s, audio {drive.duration:.2f} s), "
+         f"{size}x{size}{' stereo' if cfg.stereo else ''}, model {result.render_fps:.1f} frames/s")
+    for name, p in extra.items():
+        info(f"  {name}: {p}")
+    return result
+
+
+@torch.no_grad()
+def _forward(avatar, cams: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.Tensor], cfg: RenderConfig,
+             size: int) -> dict[str, torch.Tensor]:
+    """Run the avatar for one batch; with stereo, both eyes in one pass and joined side by side.
+
+    Returns ``rgb (B, 3, H, W')`` (W' = 2W for stereo), ``depth``/``alpha (B, 1, h, w')`` and the
+    centre/left-eye premultiplied foreground ``fg_c (B, 3, H, W)`` and ``alpha_c (B, 1, H, W)``
+    for RGBA frames.
+    """
+    b = cams.shape[0]
+    kk = k.to(cams).expand(b, 3, 3)
+    if cfg.stereo:
+        left, right = paths.stereo_pair(cams, cfg.ipd)
+        cams2 = torch.cat([left, right], 0)
+        cond2 = {n: torch.cat([v, v], 0) for n, v in cond.items()}
+        out = avatar(cams2, kk.repeat(2, 1, 1), cond2, motion_scale=cfg.motion_scale, out_size=size)
+        sbs = {n: outputs.side_by_side(out[n][:b], out[n][b:]) for n in ("rgb", "depth", "alpha")}
+        sbs["fg_c"], sbs["alpha_c"] = out["rgb_fg"][:b], out["alpha_hr"][:b]
+        return sbs
+    out = avatar(cams, kk, cond, motion_scale=cfg.motion_scale, out_size=size)
+    return {"rgb": out["rgb"], "depth": out["depth"], "alpha": out["alpha"], "fg_c": out["rgb_fg"],
+            "alpha_c": out["alpha_hr"]}
+
+
+def _export_frame_mpi(avatar, cam: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.Tensor],
+                      cfg: RenderConfig, near: float, far: float, folder: Path) -> None:
+    """Export one frame's radiance field as an MPI seen from ``cam`` ``(4, 4)``."""
+    from talk3d.render.field import avatar_field
+
+    field, size, background = avatar_field(avatar, cond, cfg.motion_scale, cfg.mpi_size)
+    mpi = export_mpi(field, cam, k, size, near, far, layers=cfg.mpi_layers, samples=cfg.mpi_samples,
+                     background=background)
+    save_mpi(folder, mpi)

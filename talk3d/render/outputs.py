@@ -1,0 +1,109 @@
+"""Turning model outputs into frames: RGB, colour-mapped depth, RGBA and side-by-side stereo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from talk3d.errors import UserError
+
+
+def depth_path(out_path: Path) -> Path:
+    """``OUT.mp4`` -> ``OUT.depth.mp4``."""
+    return out_path.with_name(f"{out_path.stem}.depth{out_path.suffix or '.mp4'}")
+
+
+def alpha_dir(out_path: Path) -> Path:
+    """``OUT.mp4`` -> ``OUT.alpha/``."""
+    return out_path.with_name(f"{out_path.stem}.alpha")
+
+
+def check_outputs(paths: list[Path], force: bool) -> None:
+    """Refuse to overwrite any existing output unless ``force``."""
+    for p in paths:
+        if p.exists() and not force:
+            raise UserError(f"'{p}' already exists: choose another output path or pass --force to overwrite")
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` float in [0, 1] -> ``(B, H, W, C)`` uint8."""
+    return (images.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize ``(B, C, h, w)`` -> ``(B, C, size, size)`` (no-op at the same size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+_TURBO: np.ndarray | None = None
+
+
+def _turbo() -> np.ndarray:
+    global _TURBO
+    if _TURBO is None:
+        from matplotlib import colormaps
+
+        _TURBO = (colormaps["turbo"](np.linspace(0, 1, 256))[:, :3]).astype(np.float32)
+    return _TURBO
+
+
+def colorize_depth(depth: torch.Tensor, alpha: torch.Tensor, near: float, far: float) -> torch.Tensor:
+    """Colour-map expected ray distance with a fixed range, so colours are stable over a video.
+
+    Args:
+        depth: ``(B, 1, h, w)`` expected ray distance (the avatar's ``depth`` output).
+        alpha: ``(B, 1, h, w)`` accumulated opacity.
+        near, far: distances mapped to the two ends of the colour map (near = red, far = blue).
+    Returns:
+        ``(B, 3, h, w)`` in [0, 1]; transparent pixels (alpha < 0.5) are black.
+    """
+    x = ((far - depth) / max(far - near, 1e-6)).clamp(0, 1)  # 1 = near
+    lut = torch.from_numpy(_turbo()).to(depth.device)
+    idx = (x * 255.0 + 0.5).long().clamp(0, 255)[:, 0]  # (B, h, w)
+    rgb = lut[idx].permute(0, 3, 1, 2)
+    return rgb * (alpha > 0.5).to(rgb.dtype)
+
+
+def straight_rgba(fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """RGBA with straight (un-premultiplied) colour from a premultiplied foreground.
+
+    Args:
+        fg: ``(B, 3, H, W)`` premultiplied foreground; alpha: ``(B, 1, H, W)`` (resized to fg).
+    Returns:
+        ``(B, 4, H, W)`` in [0, 1]; fully transparent pixels get colour 0.
+    """
+    a = resize(alpha, fg.shape[-1]).clamp(0, 1)
+    col = fg / a.clamp_min(1e-3)
+    col = torch.where(a > 1e-3, col, torch.zeros_like(col)).clamp(0, 1)
+    return torch.cat([col, a], 1)
+
+
+def write_rgba_frames(folder: Path, start: int, rgba: torch.Tensor) -> None:
+    """Write ``(B, 4, H, W)`` RGBA frames as ``folder/%06d.png`` starting at index ``start``."""
+    from PIL import Image
+
+    arr = to_uint8(rgba)
+    for i, frame in enumerate(arr):
+        Image.fromarray(frame, mode="RGBA").save(folder / f"{start + i:06d}.png")
+
+
+def side_by_side(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Stereo frame ``(B, C, H, 2W)`` with the left eye's view on the left."""
+    return torch.cat([left, right], -1)
+
+
+def remove_if_exists(path: str | os.PathLike) -> None:
+    """Remove a previous output file or folder (used only with ``force``)."""
+    import shutil
+
+    p = Path(path)
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
