@@ -49,8 +49,10 @@ def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE) -> np.nda
     path = Path(path)
     if not path.is_file():
         raise UserError(f"audio file '{path}' does not exist")
+    # Keep the source's channels and average them here: ffmpeg's own down/up-mix scales
+    # channels by -3 dB (identical stereo channels came out 1.41x louder, mono 0.71x).
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
-           "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+           "-vn", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         detail = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -58,10 +60,28 @@ def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE) -> np.nda
         if any("does not contain any stream" in d or "Output file #0 does not contain" in d for d in detail):
             reason = "it has no audio stream"
         raise UserError(f"cannot read audio from '{path}': {reason}; give a wav/mp3/m4a file or a video with sound")
-    audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    audio = _decode_wav_bytes(proc.stdout)
     if audio.size == 0:
         raise UserError(f"'{path}' contains no audio samples; give a file with sound")
     return audio
+
+
+def _decode_wav_bytes(data: bytes) -> np.ndarray:
+    """Mono float32 from 16-bit PCM WAV bytes piped by ffmpeg (channels averaged).
+
+    ffmpeg cannot seek back into a pipe to fill in the RIFF sizes, so the chunk sizes in
+    the header are unreliable: the channel count is read from the ``fmt `` chunk and the
+    samples are everything after the ``data`` chunk header.
+    """
+    fmt = data.find(b"fmt ", 12)
+    pos = data.find(b"data", 12)
+    if fmt < 0 or pos < 0:
+        return np.zeros(0, dtype=np.float32)
+    channels = max(1, int.from_bytes(data[fmt + 10:fmt + 12], "little"))
+    payload = data[pos + 8:]
+    count = len(payload) // (2 * channels) * channels
+    pcm = np.frombuffer(payload[: count * 2], dtype="<i2").astype(np.float32) / 32768.0
+    return pcm.reshape(-1, channels).mean(axis=1)
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = AUDIO_RATE) -> None:
