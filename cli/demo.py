@@ -1,13 +1,31 @@
-"""`talk3d demo`: placeholder until its issue lands."""
+"""`talk3d demo`: the whole chain (sample -> prep -> fit -> render) on a built-in synthetic clip."""
 
 from __future__ import annotations
 
-from cli.common import cli_command
+from pathlib import Path
+
+import typer
+
+from cli.common import DEVICE_HELP, FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
 
 
 @cli_command
-def command() -> None:
-    """Not implemented yet."""
-    from talk3d.errors import UserError
+def command(
+    workdir: Path = typer.Option(Path("~/.cache/talk3d/sample"), "--workdir", "-w",
+                                 help="Folder for the sample clip, dataset, avatar run and orbit video (reused)."),
+    seconds: float = typer.Option(16.0, help="Length of the synthetic sample clip in seconds."),
+    steps: int = typer.Option(240, help="Total fit steps (the quick preset shortened to keep the demo ~10 CPU minutes)."),
+    orbit_range: float = typer.Option(30.0, "--orbit-range", help="Yaw range (+- degrees) of the rendered orbit."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Show the tool working without a video: synthetic sample -> prep -> fit -> orbit render."""
+    apply_quiet(quiet)
+    from talk3d.console import console
+    from talk3d.demo import DemoConfig, describe, run_demo
 
-    raise UserError("'talk3d demo' is not implemented yet")
+    result = run_demo(DemoConfig(workdir=workdir, seconds=seconds, fit_steps=steps, orbit_range=orbit_range,
+                                 device=device), force=force)
+    for line in describe(result):
+        console.print(line, soft_wrap=True)
