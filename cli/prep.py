@@ -1,13 +1,35 @@
-"""`talk3d prep`: placeholder until its issue lands."""
+"""`talk3d prep VIDEO -o DATA`: turn a talking-head video into a tracked dataset."""
 
 from __future__ import annotations
 
-from cli.common import cli_command
+from pathlib import Path
+
+import typer
+
+from cli.common import FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
 
 
 @cli_command
-def command() -> None:
-    """Not implemented yet."""
-    from talk3d.errors import UserError
+def command(
+    video: Path = typer.Argument(..., help="Talking-head video of one person (mp4/mov/mkv...), ideally 3-5 minutes."),
+    out: Path = typer.Option(..., "-o", "--out", help="Dataset folder to create (an unfinished one is resumed)."),
+    size: int = typer.Option(512, "--size", min=64, max=2048, help="Side of the square output frames in pixels."),
+    fps: float = typer.Option(25.0, "--fps", min=1.0, max=120.0, help="Output frame rate (the video is resampled to it)."),
+    audio: Path | None = typer.Option(None, "--audio", help="Use this audio file instead of the video's own sound track."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Track the face, crop, estimate head poses, segment, extract audio features."""
+    apply_quiet(quiet)
+    from data_prep.pipeline import PrepConfig, run_prep
+    from talk3d.console import console
 
-    raise UserError("'talk3d prep' is not implemented yet")
+    manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio), force=force)
+    s = manifest.stats
+    console.print(
+        f"[green]dataset ready[/green] '{out}': {manifest.num_frames} frames "
+        f"({manifest.train_end} train / {manifest.num_frames - manifest.train_end} held out), "
+        f"{100 * s['tracking_rate']:.1f}% tracked, reprojection RMS {s['reprojection_rms_px']:.2f} px, "
+        f"jitter (median rotation step) {s['rotation_step_median_deg']:.3f} deg, {s['total_s']:.1f} s",
+        soft_wrap=True,
+    )

@@ -1,0 +1,357 @@
+"""`talk3d prep`: video -> tracked dataset (format in :mod:`talk3d.dataset`).
+
+Steps (each skipped when its outputs exist, each file written atomically):
+
+1. probe and validate the input (ffmpeg), 2. FaceMesh on every frame (``.prep/track_*``),
+3. fixed square crop, 4. canonical shape + head poses (``landmarks.npy``, ``poses.npy`` ...),
+5. frames, masks and background plate, 6. audio + log-mel, 7. blink, 8. previews,
+9. ``manifest.json`` (its presence marks a complete dataset; ``.prep/`` is then removed).
+
+Output-folder rule: a new or empty folder is used; a folder holding an unfinished prep
+(``.prep/state.json``) of the same source file (SHA-256) and settings is resumed; a complete
+dataset, an unfinished prep of another source/settings, or any other non-empty folder is
+refused unless ``force`` (which starts over; non-dataset folders are never deleted). On an
+error a folder this call created is removed; on Ctrl-C it is kept so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_prep import track as track_mod
+from data_prep.frames import write_frames_and_masks
+from data_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
+from data_prep.video import FrameReader, VideoInfo, probe_video, sha256_file
+from talk3d.console import info, warn
+from talk3d.dataset import MANIFEST, Manifest, frame_name, validate, write_manifest
+from talk3d.errors import UserError
+from talk3d.io import close_file_logs, read_json, read_npy, setup_file_log, write_json, write_npy
+
+WORK = ".prep"
+
+
+@dataclass
+class PrepConfig:
+    """Settings of `talk3d prep`."""
+
+    size: int = 512
+    """Side of the square output frames in pixels."""
+    fps: float = 25.0
+    """Output frame rate; the video is resampled to it (constant frame rate)."""
+    audio: Path | None = None
+    """Audio file used instead of the video's own track (required when the video has none)."""
+    max_side: int = 1280
+    """Larger videos are downscaled while decoding so their long side is at most this."""
+    crop_scale: float = 2.8
+    """Crop side as a multiple of the median face height (chin to forehead)."""
+    focal: float = 3.0
+    """Normalised focal length (fx / width) of the dataset camera: ~19 degree field of view."""
+    smooth_seconds: float = 0.75
+    """Savitzky-Golay window for head-rotation smoothing in seconds (19 frames at 25 fps); 0 disables it."""
+    translation_smooth_frames: int = 5
+    """Savitzky-Golay window (frames) for the re-solved head translation; <= 2 disables it."""
+    val_fraction: float = 0.1
+    """Fraction of frames at the end held out for evaluation."""
+    max_missing: float = 0.05
+    """Largest fraction of frames without a detected face (shorter gaps are interpolated)."""
+    min_duration: float = 3.0
+    """Shortest accepted video in seconds."""
+    recommended_duration: float = 60.0
+    """Videos shorter than this get a warning (3-5 minutes give the best avatars)."""
+    jpeg_quality: int = 95
+    """JPEG quality of the frames."""
+    segmentation_size: int = 256
+    """Resolution the person segmentation runs at (its model works at 256x256)."""
+    segmentation_stride: int = 2
+    """Segment every n-th frame and blend the person probability in between (1 = every frame)."""
+    background_samples: int = 40
+    """Frames sampled (evenly) for the median background plate."""
+    preview_frames: int = 8
+    """Frames shown in preview.png."""
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings (recorded in the manifest and used to decide resuming)."""
+        d = dataclasses.asdict(self)
+        d["audio"] = str(self.audio) if self.audio is not None else None
+        return d
+
+
+# --------------------------------------------------------------------------------------
+# output folder handling
+
+
+def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], force: bool) -> bool:
+    """Create, resume or refuse ``out_dir``; True when it is new (or was empty) so a failure cleans it."""
+    state_path = out_dir / WORK / "state.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output '{out_dir}' exists and is a file; choose a folder name with -o")
+    created = not out_dir.exists() or not any(out_dir.iterdir())
+    if not created:
+        ours = (out_dir / MANIFEST).is_file() or state_path.is_file()
+        if not ours:
+            raise UserError(f"output folder '{out_dir}' exists and is not a talk3d dataset; choose a new or empty folder")
+        if force:
+            info(f"--force: removing the previous contents of '{out_dir}'")
+            close_file_logs()
+            shutil.rmtree(out_dir)
+            created = True
+        elif (out_dir / MANIFEST).is_file():
+            raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it or choose another -o")
+        else:
+            state = read_json(state_path)
+            if state.get("source_sha256") != source_hash:
+                raise UserError(f"'{out_dir}' holds an unfinished prep of another video; use --force to start over "
+                                f"or choose another -o")
+            if state.get("settings") != settings:
+                raise UserError(f"'{out_dir}' holds an unfinished prep with other settings; rerun with the same "
+                                f"settings to resume, or use --force to start over")
+            info(f"resuming the unfinished prep in '{out_dir}'")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(state_path, {"source_sha256": source_hash, "settings": settings})
+    return created
+
+
+def _clean_failed(out_dir: Path, created: bool, existed_empty: bool) -> None:
+    """Remove what a failed prep wrote into a new folder (or into a folder that was empty)."""
+    close_file_logs()
+    if not created:
+        return
+    if existed_empty:
+        for child in out_dir.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# steps
+
+
+def _check_input(video: Path, config: PrepConfig) -> VideoInfo:
+    vinfo = probe_video(video, config.max_side)
+    if vinfo.duration < config.min_duration:
+        raise UserError(f"'{video}' is {vinfo.duration:.1f} s long; prep needs at least {config.min_duration:.0f} s "
+                        f"of video (3-5 minutes recommended)")
+    if config.audio is not None and not Path(config.audio).is_file():
+        raise UserError(f"audio file '{config.audio}' does not exist; fix the --audio path")
+    if not vinfo.has_audio and config.audio is None:
+        raise UserError(f"'{video}' has no audio track; add one with --audio FILE (the speech of this video)")
+    return vinfo
+
+
+def _step_track(work: Path, reader: FrameReader) -> track_mod.TrackResult:
+    done = work / "track.json"
+    if done.is_file():
+        info("tracking: done already (resuming)")
+        return track_mod.TrackResult(read_npy(work / "track_landmarks.npy"), read_npy(work / "track_valid.npy"),
+                                     read_npy(work / "track_faces.npy"))
+    t0 = time.perf_counter()
+    res = track_mod.track_frames(reader, reader.expected_frames())
+    write_npy(work / "track_landmarks.npy", res.landmarks)
+    write_npy(work / "track_valid.npy", res.valid)
+    write_npy(work / "track_faces.npy", res.num_faces)
+    write_json(done, {"num_frames": int(res.valid.size), "seconds": time.perf_counter() - t0})
+    return res
+
+
+def _step_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig, k: np.ndarray) -> dict[str, float]:
+    from talk3d.face import build_canonical, estimate_pose, pose_stats, refit_translation, smooth_poses
+
+    names = ("landmarks.npy", "landmark_valid.npy", "canonical_landmarks.npy", "poses.npy")
+    stats_path = out / WORK / "pose_stats.json"
+    if stats_path.is_file() and all((out / n).is_file() for n in names):
+        info("poses: done already (resuming)")
+        return read_json(stats_path)
+    canonical = build_canonical(lm[valid])
+    raw = estimate_pose(lm, canonical, k, config.size)
+    window = 2 * int(config.smooth_seconds * config.fps / 2 + 0.5) + 1
+    poses = smooth_poses(raw, window) if config.smooth_seconds > 0 else raw
+    poses = refit_translation(poses, lm, canonical, k, config.size, config.translation_smooth_frames)
+    stats = pose_stats(lm[valid], canonical, poses[valid], k, config.size)
+    stats["rotation_step_median_deg_raw"] = pose_stats(lm[valid], canonical, raw[valid], k, config.size)[
+        "rotation_step_median_deg"]
+    dist = np.linalg.norm(poses[:, :3, 3], axis=1)
+    stats["camera_distance"] = float(dist.mean())
+    write_npy(out / "landmarks.npy", lm.astype(np.float32))
+    write_npy(out / "landmark_valid.npy", valid.astype(bool))
+    write_npy(out / "canonical_landmarks.npy", canonical)
+    write_npy(out / "poses.npy", poses.astype(np.float32))
+    write_json(stats_path, stats)
+    return stats
+
+
+def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> None:
+    from talk3d.audio import compute_logmel
+    from talk3d.media import AUDIO_RATE, read_audio, write_wav
+
+    if (out / "audio.wav").is_file() and (out / "audio_feats.npy").is_file():
+        info("audio: done already (resuming)")
+        return
+    source = Path(config.audio) if config.audio is not None else video
+    audio = read_audio(source, AUDIO_RATE)
+    target = int(round(num_frames / config.fps * AUDIO_RATE))
+    if abs(audio.size - target) > 0.5 * AUDIO_RATE:
+        warn(f"audio ({audio.size / AUDIO_RATE:.1f} s) and video ({target / AUDIO_RATE:.1f} s) lengths differ; "
+             f"the audio is {'trimmed' if audio.size > target else 'padded with silence'} to the video")
+    audio = np.pad(audio[:target], (0, max(0, target - audio.size)))
+    write_wav(out / "audio.wav", audio, AUDIO_RATE)
+    write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
+
+
+def _step_blink(out: Path, lm: np.ndarray) -> dict[str, float]:
+    from talk3d.face import eye_aspect_ratio, eye_closure
+
+    ear = eye_aspect_ratio(lm)
+    ear_open = float(np.percentile(ear, 90))
+    ear_closed = 0.35 * ear_open
+    if not (out / "blink.npy").is_file():
+        write_npy(out / "blink.npy", eye_closure(lm, ear_open, ear_closed))
+    return {"ear_open": ear_open, "ear_closed": ear_closed}
+
+
+def _step_preview(out: Path, lm: np.ndarray, valid: np.ndarray, poses: np.ndarray, k: np.ndarray,
+                  config: PrepConfig, train_end: int) -> None:
+    import cv2
+
+    if (out / "preview.png").is_file() and (out / "poses.png").is_file():
+        return
+    n = lm.shape[0]
+    tiles = []
+    for i in np.unique(np.linspace(0, n - 1, min(config.preview_frames, n)).round().astype(int)):
+        frame = cv2.imread(str(out / "frames" / frame_name(int(i), "jpg")))[..., ::-1]
+        labels = cv2.imread(str(out / "masks" / frame_name(int(i), "png")), cv2.IMREAD_UNCHANGED)
+        caption = f"#{i}{'' if valid[i] else ' (interp.)'}{' val' if i >= train_end else ''}"
+        tiles.append(draw_tile(frame, labels, lm[i], poses[i], k, caption))
+    write_contact_sheet(out / "preview.png", tiles)
+    write_pose_plot(out / "poses.png", poses, valid, config.fps, train_end)
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+
+
+def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False) -> Manifest:
+    """Turn a talking-head video into a dataset folder; return its manifest.
+
+    Raises:
+        UserError: bad input (message says what to do); no partial new folder is left.
+    """
+    import cv2
+
+    video, out_dir = Path(video), Path(out_dir)
+    t_start = time.perf_counter()
+    vinfo = _check_input(video, config)
+    source_hash = sha256_file(video)
+    settings = config.settings()
+    existed_empty = out_dir.is_dir() and not any(out_dir.iterdir())
+    created = _prepare_out_dir(out_dir, source_hash, settings, force)
+    try:
+        setup_file_log(out_dir, "prep")
+        info(f"prep '{video}' -> '{out_dir}' ({vinfo.width}x{vinfo.height}, {vinfo.duration:.1f} s, "
+             f"rotation {vinfo.rotation:g}, audio {'from ' + str(config.audio) if config.audio else 'from the video'})")
+        if vinfo.downscaled:
+            info(f"large video: decoding at {vinfo.width}x{vinfo.height} (long side <= {config.max_side})")
+        if vinfo.duration < config.recommended_duration:
+            warn(f"the video is only {vinfo.duration:.0f} s long; avatars improve with 3-5 minutes of footage")
+        work = out_dir / WORK
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        raw = _step_track(work, FrameReader(vinfo, config.fps))
+        timings["track_s"] = time.perf_counter() - t0
+        n = int(raw.valid.size)
+        multi = raw.num_faces > 1
+        if multi.any():
+            warn(f"{int(multi.sum())} frames show more than one face (frames "
+                 f"{track_mod.format_ranges(track_mod.frame_ranges(multi))}); tracking the largest")
+        filled = track_mod.fill_gaps(raw.landmarks, raw.valid, config.max_missing)
+        if (~raw.valid).any():
+            warn(f"no face in {int((~raw.valid).sum())} frames "
+                 f"({track_mod.format_ranges(track_mod.frame_ranges(~raw.valid))}); landmarks interpolated there")
+
+        crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale))
+        lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
+        k = np.array([[config.focal, 0.0, 0.5], [0.0, config.focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
+
+        t0 = time.perf_counter()
+        pstats = _step_poses(out_dir, lm, raw.valid, config, k)
+        timings["poses_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        frames_done = work / "frames.json"
+        if frames_done.is_file() and (out_dir / "background.png").is_file():
+            info("frames + masks: done already (resuming)")
+            unseen = read_json(frames_done)["background_unseen_fraction"]
+        else:
+            reader = FrameReader(vinfo, config.fps, crop=tuple(crop_box), out_size=config.size)
+            plate, unseen = write_frames_and_masks(reader, out_dir, lm, config.size, config.jpeg_quality,
+                                                   config.segmentation_size, config.background_samples,
+                                                   config.segmentation_stride)
+            if not cv2.imwrite(str(_tmp_png(out_dir / "background.png")), plate[..., ::-1]):
+                raise OSError("could not write background.png")
+            _tmp_png(out_dir / "background.png").replace(out_dir / "background.png")
+            write_json(frames_done, {"num_frames": n, "background_unseen_fraction": unseen})
+        timings["frames_masks_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        _step_audio(out_dir, video, config, n)
+        timings["audio_s"] = time.perf_counter() - t0
+        blink_stats = _step_blink(out_dir, lm)
+
+        train_end = n - max(1, int(round(n * config.val_fraction)))
+        if train_end < 1:
+            raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
+        poses = read_npy(out_dir / "poses.npy")
+        t0 = time.perf_counter()
+        _step_preview(out_dir, lm, raw.valid, poses, k, config, train_end)
+        timings["preview_s"] = time.perf_counter() - t0
+
+        distance = float(pstats.pop("camera_distance"))
+        stats: dict[str, Any] = {
+            "tracking_rate": float(raw.valid.mean()),
+            "frames_without_face": int((~raw.valid).sum()),
+            "frames_with_several_faces": int(multi.sum()),
+            **pstats,
+            "background_unseen_fraction": float(unseen),
+            **blink_stats,
+            "source_rotation_deg": vinfo.rotation,
+            "source_fps": vinfo.fps,
+            "source_duration_s": vinfo.duration,
+            **{k_: round(v, 3) for k_, v in timings.items()},
+            "total_s": round(time.perf_counter() - t_start, 3),
+        }
+        manifest = Manifest(
+            num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=train_end,
+            source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
+            crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
+            audio_feature_dim=80, has_phonemes=False, scene_scale=float(config.focal * config.size / distance),
+            camera_distance=distance, frames_format="jpg", prep_settings=settings, stats=stats,
+        )
+        write_manifest(out_dir, manifest)
+        validate(out_dir, manifest)
+        shutil.rmtree(work, ignore_errors=True)
+        info(f"prep done: {n} frames, {100 * stats['tracking_rate']:.1f}% tracked, reprojection RMS "
+             f"{stats['reprojection_rms_px']:.2f} px, median rotation step {stats['rotation_step_median_deg']:.3f} deg, "
+             f"{stats['total_s']:.1f} s")
+        close_file_logs()
+        return manifest
+    except KeyboardInterrupt:
+        close_file_logs()
+        raise
+    except BaseException:
+        _clean_failed(out_dir, created, existed_empty)
+        raise
+
+
+def _tmp_png(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.tmp.png")
