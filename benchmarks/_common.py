@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-from pathlib import Path
 from typing import Any
 
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, Python/torch versions and the CUDA device (if any)."""
-    import torch
+    from talk3d.device import machine_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return machine_info()
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, float]:

@@ -27,9 +27,10 @@ def measure(preset_name: str, device: str, steps: int, warmup: int) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT))
+    from talk3d.device import resolve_device
     from talk3d.fit.config import finalize, preset
     from talk3d.fit.data import TrainingData, to_device
-    from talk3d.fit.trainer import _forward, _param_groups, resolve_device
+    from talk3d.fit.trainer import _forward, _param_groups
     from talk3d.model import Avatar, compute_losses
     from tests.tiny_data import make_tiny_dataset
 

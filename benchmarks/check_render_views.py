@@ -76,12 +76,13 @@ def main() -> None:
     import torch
 
     from talk3d.camera import camera_angles
+    from talk3d.device import resolve_device
     from talk3d.eval.vad import energy_vad
     from talk3d.face.landmarks import mouth_opening
     from talk3d.fit.checkpoint import load_run
     from talk3d.media import read_audio
     from talk3d.render.config import RenderConfig
-    from talk3d.render.driver import render_run, resolve_device
+    from talk3d.render.driver import render_run
     from talk3d.render.paths import head_motion
     from talk3d.render.probe import count_frames, probe
 

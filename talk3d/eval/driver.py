@@ -124,10 +124,3 @@ class DrivingSequence:
     """``(F,)`` eye closure per output frame."""
     poses: np.ndarray
     """``(F, 4, 4)`` camera-to-world per output frame (head motion)."""
-
-
-def resolve_device(name: str) -> str:
-    """``'auto'`` -> ``'cuda'`` when available else ``'cpu'``; other names pass through."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from talk3d.console import info, warn
 from talk3d.dataset import TalkingHeadDataset
+from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
-from talk3d.eval.driver import RunDriver, resolve_device
+from talk3d.eval.driver import RunDriver
 from talk3d.io import setup_file_log, write_json
 
 DEFAULT_VIEWS = [(-30.0, 0.0), (-15.0, 0.0), (15.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0)]
@@ -63,22 +61,6 @@ class EvalConfig:
     """Overwrite an existing report."""
 
 
-def _machine(device: str) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "device": device,
-           "python": platform.python_version()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        out["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
-    return out
-
-
 def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None) -> dict[str, Any]:
     """Evaluate a fitted run; write the report folder; return the report dict.
 
@@ -96,7 +78,7 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
     for a in config.audio:
         if not Path(a).is_file():
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
-    device = resolve_device(config.device)
+    device = str(resolve_device(config.device))
     setup_file_log(out, "eval")
     info(f"evaluating '{run_dir}' on {device}; report in '{out}'")
     t_start = time.perf_counter()
@@ -108,7 +90,7 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
     dataset = TalkingHeadDataset(driver.dataset_dir)
 
     report: dict[str, Any] = {
-        "run": str(run_dir), "step": getattr(driver, "step", None), "machine": _machine(device),
+        "run": str(run_dir), "step": getattr(driver, "step", None), "machine": machine_info(device),
         "config": asdict(config), "optional_extra": {
             "dlib": dlib_face.available(), "silero_vad": _silero(),
         },

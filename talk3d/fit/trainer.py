@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from talk3d.console import info, make_progress, warn
+from talk3d.device import resolve_device
 from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig, finalize
@@ -55,19 +56,6 @@ class FitResult:
     """Median seconds per training step in this call."""
     avatar_path: Path | None = None
     """``avatar.safetensors``."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; other names are checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but CUDA is not available here; use --device auto or cpu")
-    return dev
 
 
 def _prepare_run_dir(run_dir: Path, force: bool) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from talk3d.console import info, make_progress, warn
+from talk3d.device import resolve_device
 from talk3d.errors import UserError
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
@@ -25,19 +26,6 @@ from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
 from talk3d.render.config import RenderConfig, RenderResult
 from talk3d.render.mpi import box_near_far, export_mpi, save_mpi
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; other names are checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device '{name}' is not a torch device: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} requested but CUDA is not available here: use --device auto or cpu")
-    return dev
 
 
 @dataclass
