@@ -18,16 +18,6 @@ from talk3d.model import (
 )
 from talk3d.model.losses import mouth_weight_map, symmetry_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 CFG = ModelConfig.tiny()
 DIST = 4.0
 FOCAL = 1.6

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from talk3d.model.renderer import (
@@ -15,16 +14,6 @@ from talk3d.model.renderer import (
     stratified_samples,
 )
 from talk3d.ops import sample_triplane
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on the shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 BOX_MIN = torch.tensor([-1.0, -1.0, -1.0])
 BOX_MAX = torch.tensor([1.0, 1.0, 1.0])
