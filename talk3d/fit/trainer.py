@@ -80,11 +80,37 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> None:
         raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
 
 
+def _is_texture(name: str) -> bool:
+    """Parameters trained at the triplane learning rate: the triplane and the image-mode torso texture."""
+    return name.startswith("triplane.") or name == "torso.texture"
+
+
 def _param_groups(model: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any]]:
-    planes = [p for n, p in model.named_parameters() if n.startswith("triplane.")]
-    others = [p for n, p in model.named_parameters() if not n.startswith("triplane.")]
+    planes = [p for n, p in model.named_parameters() if _is_texture(n)]
+    others = [p for n, p in model.named_parameters() if not _is_texture(n)]
     return [{"params": planes, "lr": cfg.lr_planes, "name": "planes"},
             {"params": others, "lr": cfg.lr, "name": "networks"}]
+
+
+@torch.no_grad()
+def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> None:
+    """Initialise the image-mode torso texture from ``count`` evenly spaced training frames.
+
+    Colour: mean over frames where the pixel is torso (mask == 1; the mean frame elsewhere);
+    alpha: how often the pixel is torso among the frames where the head does not cover it.
+    """
+    if getattr(model, "torso", None) is None:
+        return
+    train = data.train_indices
+    idx = np.unique(np.linspace(train.start, train.stop - 1, min(count, len(train))).round().astype(np.int64))
+    b = data.batch(idx.tolist())
+    image, mask = b["image"], b["mask"]
+    torso = (mask == 1).float()
+    visible = (mask != 2).float()
+    n = torso.sum(0)
+    colour = torch.where(n > 0, (image * torso).sum(0) / n.clamp_min(1.0), image.mean(0))
+    alpha = torch.where(visible.sum(0) > 0, n / visible.sum(0).clamp_min(1.0), (mask > 0).float().mean(0))
+    model.set_torso_init(colour, alpha)
 
 
 def lr_factor(cfg: FitConfig, step: int) -> float:
@@ -209,6 +235,8 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     model = Avatar(cfg.model)
     model.set_background(data.background())
     model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))
+    if ckpt is None:
+        init_torso(model, data)
     model.to(device).train()
     optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
     base_lrs = [g["lr"] for g in optimizer.param_groups]

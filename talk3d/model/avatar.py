@@ -2,7 +2,8 @@
 
 ``P_t = P_id + motion_scale * dP_t``; the neural image is composited over the background
 plate at neural resolution (``rgb_lr``) and the super-resolved one at output resolution
-(``rgb``).
+(``rgb``). With ``cfg.torso_mode == "image"`` an image-space torso layer
+(:mod:`talk3d.model.torso`) sits between the volume-rendered head and the plate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
 from talk3d.model.renderer import render_rays
 from talk3d.model.superres import SuperResolution
+from talk3d.model.torso import TorsoLayer
 from talk3d.model.triplane import IdentityTriplane, SceneBox, sample_planes
 from talk3d.model.unet import DeltaplaneUNet
 
@@ -38,6 +40,7 @@ class Avatar(nn.Module):
     Buffers: ``background (3, out_res, out_res)`` in [0, 1] (the dataset's plate; grey
     until :meth:`set_background`), ``canonical_landmarks (478, 3)`` world units (for the
     landmark-depth prior; zeros until :meth:`set_canonical_landmarks`).
+    In image torso mode ``torso`` is a :class:`TorsoLayer` (``None`` otherwise).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -49,6 +52,7 @@ class Avatar(nn.Module):
         self.tokens = TokenEncoder(cfg)
         self.unet = DeltaplaneUNet(cfg)
         self.superres = SuperResolution(cfg)
+        self.torso = TorsoLayer(cfg) if cfg.torso_mode == "image" else None
         self.register_buffer("background", torch.full((3, cfg.out_res, cfg.out_res), 0.5))
         self.register_buffer("canonical_landmarks", torch.zeros(NUM_LANDMARKS, 3))
 
@@ -73,6 +77,14 @@ class Avatar(nn.Module):
         if points.shape != (NUM_LANDMARKS, 3):
             raise ValueError(f"canonical landmarks must be ({NUM_LANDMARKS}, 3), got {tuple(points.shape)}")
         self.canonical_landmarks.copy_(points.to(self.canonical_landmarks))
+
+    def set_torso_init(self, image: torch.Tensor, alpha: torch.Tensor) -> None:
+        """Initialise the image-mode torso texture from ``image (3, H, W)`` and ``alpha (1, H, W)`` in [0, 1].
+
+        No-op in volume torso mode.
+        """
+        if self.torso is not None:
+            self.torso.set_init(image, alpha)
 
     # ----------------------------------------------------------------- field
     def identity_planes(self) -> torch.Tensor:
@@ -117,17 +129,23 @@ class Avatar(nn.Module):
                            cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha)
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
-                      out_size: int | None = None) -> dict[str, torch.Tensor]:
+                      out_size: int | None = None, torso_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render given planes from cameras.
 
         Args:
             planes: ``(3, C, R, R)`` (shared) or ``(B, 3, C, R, R)``.
             cam2world: ``(B, 4, 4)``; intrinsics: ``(B, 3, 3)`` or ``(3, 3)`` normalised.
             out_size: output side (default ``cfg.out_res``; other sizes resize the SR output).
+            torso_pose: ``(B, pose_dim)`` pose conditioning for the image-mode torso warp
+                (``None``: identity warp); ignored in volume torso mode.
         Returns:
             ``rgb (B, 3, H, W)``, ``rgb_lr (B, 3, h, w)``, ``alpha (B, 1, h, w)``,
             ``alpha_hr (B, 1, H, W)``, ``depth (B, 1, h, w)``, ``features (B, F, h, w)``,
             ``rgb_fg (B, 3, H, W)`` (premultiplied foreground before compositing).
+            ``alpha``/``alpha_hr``/``rgb_fg`` are the whole person's (head over torso). In image
+            torso mode also ``alpha_head (B, 1, h, w)``, ``alpha_head_hr (B, 1, H, W)`` (the
+            volume's own opacity), ``torso_rgb (B, 3, H, W)`` (straight colour) and
+            ``torso_alpha (B, 1, H, W)``.
         """
         cfg = self.cfg
         b, h = cam2world.shape[0], cfg.neural_res
@@ -142,9 +160,21 @@ class Avatar(nn.Module):
         rgb_fg, alpha_hr = self.superres(feats, alpha)
         if rgb_fg.shape[-1] != out_size:
             rgb_fg, alpha_hr = resize(rgb_fg, out_size), resize(alpha_hr, out_size)
+        extra: dict[str, torch.Tensor] = {}
+        if self.torso is not None:
+            t_rgb, t_a = self.torso(torso_pose, b, out_size)
+            t_rgb, t_a = t_rgb.to(feats.dtype), t_a.to(feats.dtype)
+            t_a_lr = resize(t_a, h)
+            t_fg_lr = resize(t_rgb * t_a, h)
+            extra = {"alpha_head": alpha, "alpha_head_hr": alpha_hr, "torso_rgb": t_rgb, "torso_alpha": t_a}
+            # head over torso: premultiplied colour and the union alpha of the person
+            rgb_lr = feats[:, :3] + (1.0 - alpha) * (t_fg_lr + (1.0 - t_a_lr) * resize(bg, h))
+            rgb_fg = rgb_fg + (1.0 - alpha_hr) * t_rgb * t_a
+            alpha = alpha + (1.0 - alpha) * t_a_lr
+            alpha_hr = alpha_hr + (1.0 - alpha_hr) * t_a
         rgb = rgb_fg + (1.0 - alpha_hr) * resize(bg, out_size)
         return {"rgb": rgb.clamp(0.0, 1.0), "rgb_lr": rgb_lr, "alpha": alpha, "alpha_hr": alpha_hr,
-                "depth": depth, "features": feats, "rgb_fg": rgb_fg}
+                "depth": depth, "features": feats, "rgb_fg": rgb_fg, **extra}
 
     def forward(self, cam2world: torch.Tensor, intrinsics: torch.Tensor, cond: dict[str, torch.Tensor] | None,
                 *, motion_scale: float = 1.0, out_size: int | None = None,
@@ -160,10 +190,12 @@ class Avatar(nn.Module):
             deltaplane: precomputed ``(B, 3, C, R, R)`` (skips the U-Net; ``cond`` is then ignored).
         Returns:
             :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
-            ``cond`` is None).
+            ``cond`` is None). In image torso mode ``cond["pose"]`` drives the torso warp
+            (identity when ``cond`` is None), also when ``deltaplane`` is given.
         """
         planes, dp = self.planes(cond, motion_scale, deltaplane)
-        out = self.render_planes(planes, cam2world, intrinsics, out_size)
+        pose = cond.get("pose") if cond is not None else None
+        out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose)
         if dp is None:
             p = self.identity_planes()
             dp = p.new_zeros(cam2world.shape[0], *p.shape)

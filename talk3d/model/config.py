@@ -65,6 +65,14 @@ class ModelConfig:
     """Cross-attention to the tokens at every U-Net level with resolution <= this."""
     sr_widths: tuple[int, ...] = (64, 32, 16)
     """Super-resolution channels at neural_res, then after each x2 upsampling."""
+    torso_mode: str = "volume"
+    """How the torso is rendered: ``volume`` (by the head's triplane, like the head) or ``image``
+    (a learned RGBA texture in image space with a pose-driven 2D affine warp, composited between
+    the head and the background; the torso then stays in image space for novel views)."""
+    torso_res: int = 0
+    """Side of the image-mode torso texture in pixels (0: half of ``out_res``, upsampled)."""
+    torso_warp_hidden: int = 32
+    """Hidden width of the image-mode torso's warp MLP (pose -> 6 affine numbers)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes kept with the config (e.g. the preset name); not used by the model."""
 
@@ -80,6 +88,8 @@ class ModelConfig:
             raise ValueError("feature_channels must be >= 3 (the first 3 are RGB)")
         if self.triplane_res % (2 ** len(self.unet_widths)):
             raise ValueError("triplane_res must be divisible by 2**len(unet_widths)")
+        if self.torso_mode not in ("volume", "image"):
+            raise ValueError(f"torso_mode must be 'volume' or 'image', got {self.torso_mode!r}")
         self.box_min = tuple(float(v) for v in self.box_min)  # type: ignore[assignment]
         self.box_max = tuple(float(v) for v in self.box_max)  # type: ignore[assignment]
         self.unet_widths = tuple(int(v) for v in self.unet_widths)
@@ -91,6 +101,11 @@ class ModelConfig:
     def sr_factor(self) -> int:
         """Upsampling factor of the super-resolution network."""
         return self.out_res // self.neural_res
+
+    @property
+    def torso_size(self) -> int:
+        """Side of the image-mode torso texture (``torso_res``, or ``out_res // 2`` when 0)."""
+        return self.torso_res if self.torso_res > 0 else max(1, self.out_res // 2)
 
     @property
     def audio_frames(self) -> int:

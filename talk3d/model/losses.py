@@ -1,7 +1,7 @@
 """Training losses of the avatar (consumed by ``talk3d.fit``).
 
 Photometric L1 + SSIM at neural and output resolution with a mouth-region weight, alpha
-vs the person mask, the landmark-depth prior (sparse depth at projected canonical
+vs the person mask (image torso mode: the volume vs the head mask, the torso layer vs the torso mask), the landmark-depth prior (sparse depth at projected canonical
 landmarks), a left-right symmetry prior on the identity triplane and deltaplane
 magnitude / smoothness regularisers. No pretrained network is involved.
 """
@@ -32,7 +32,8 @@ class LossWeights:
     mouth: float = 2.0
     """Extra L1 weight inside ``batch["mouth_box"]`` (the pixel weight there is ``1 + mouth``)."""
     alpha: float = 0.3
-    """Binary cross-entropy of alpha (neural and output resolution) vs person mask (label > 0)."""
+    """Binary cross-entropy of alpha (neural and output resolution) vs person mask (label > 0); in image
+    torso mode of the volume's alpha vs the head (label 2) and the torso layer's vs the torso (label 1)."""
     landmark_depth: float = 0.05
     """L1 of the rendered ray distance at projected canonical landmarks vs their true distance."""
     landmark_alpha: float = 0.05
@@ -64,6 +65,41 @@ def mouth_weight_map(mouth_box: torch.Tensor, size: int, weight: float) -> torch
     iny = (ar[None] >= y0) & (ar[None] < y1)  # (B, H)
     inside = (iny[:, :, None] & inx[:, None, :]).float()
     return (1.0 + weight * inside)[:, None]
+
+
+def _bce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(pred.clamp(1e-5, 1 - 1e-5), target)
+
+
+def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, lr: int) -> torch.Tensor:
+    """Silhouette BCE, mean of the terms at neural and output resolution.
+
+    Volume torso mode: ``alpha``/``alpha_hr`` vs the person (mask > 0). Image torso mode
+    (outputs carry ``alpha_head``): the volume's ``alpha_head``/``alpha_head_hr`` vs the head
+    (mask == 2) and ``torso_alpha`` vs the torso (mask == 1) on the pixels the head does not
+    cover (the torso behind the head is unobserved).
+
+    Args:
+        mask: ``(B, 1, H, W)`` labels 0 background / 1 torso / 2 head.
+        lr: neural resolution.
+    """
+    if "alpha_head" in outputs:
+        head = (mask == 2).to(outputs["alpha_head"].dtype)
+        terms = [_bce(outputs["alpha_head"], resize(head, lr))]
+        if "alpha_head_hr" in outputs:
+            terms.append(_bce(outputs["alpha_head_hr"], resize(head, outputs["alpha_head_hr"].shape[-1])))
+        t_a = outputs["torso_alpha"]
+        size = t_a.shape[-1]
+        torso, seen = resize((mask == 1).to(t_a.dtype), size), resize((mask != 2).to(t_a.dtype), size)
+        bce = F.binary_cross_entropy(t_a.clamp(1e-5, 1 - 1e-5), torso, reduction="none")
+        terms.append((bce * seen).sum() / seen.sum().clamp_min(1.0))
+        return sum(terms) / len(terms)
+    person = (mask > 0).to(outputs["alpha"].dtype)
+    terms = [_bce(outputs["alpha"], resize(person, lr))]
+    a_hr = outputs.get("alpha_hr")
+    if a_hr is not None:
+        terms.append(_bce(a_hr, resize(person, a_hr.shape[-1])))
+    return sum(terms) / len(terms)
 
 
 def symmetry_loss(planes: torch.Tensor) -> torch.Tensor:
@@ -134,12 +170,7 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     if w.ssim_lr > 0:
         out["ssim_lr"] = kornia.losses.ssim_loss(rgb_lr, image_lr, min(w.ssim_window, 7)) * 2.0
     if w.alpha > 0 and "mask" in batch:
-        person = (batch["mask"] > 0).to(image)
-        a_hr = outputs.get("alpha_hr")
-        terms = [F.binary_cross_entropy(outputs["alpha"].clamp(1e-5, 1 - 1e-5), resize(person, lr))]
-        if a_hr is not None:
-            terms.append(F.binary_cross_entropy(a_hr.clamp(1e-5, 1 - 1e-5), resize(person, a_hr.shape[-1])))
-        out["alpha"] = sum(terms) / len(terms)
+        out["alpha"] = alpha_loss(outputs, batch["mask"].to(image.device), lr)
     if (w.landmark_depth > 0 or w.landmark_alpha > 0) and bool(avatar.canonical_landmarks.abs().sum() > 0):
         dp = outputs.get("deltaplane")
         planes = avatar.identity_planes()

@@ -259,9 +259,10 @@ def _forward(avatar, cams: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.
 def _export_frame_mpi(avatar, cam: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.Tensor],
                       cfg: RenderConfig, near: float, far: float, folder: Path) -> None:
     """Export one frame's radiance field as an MPI seen from ``cam`` ``(4, 4)``."""
-    from talk3d.render.field import avatar_field
+    from talk3d.render.field import avatar_field, avatar_torso_layer
 
     field, size, background = avatar_field(avatar, cond, cfg.motion_scale, cfg.mpi_size)
+    torso = avatar_torso_layer(avatar, cam, cond, size)  # image torso mode only
     mpi = export_mpi(field, cam, k, size, near, far, layers=cfg.mpi_layers, samples=cfg.mpi_samples,
-                     background=background)
+                     background=background, extra_layers=[torso] if torso is not None else [])
     save_mpi(folder, mpi)

@@ -38,3 +38,33 @@ def avatar_field(avatar, cond: dict[str, torch.Tensor] | None, motion_scale: flo
         kw = {} if mode == "area" else {"align_corners": False}
         bg = F.interpolate(bg, size=(size, size), mode=mode, **kw)
     return field, size, bg[0]
+
+
+@torch.no_grad()
+def avatar_torso_layer(avatar, cam2world: torch.Tensor, cond: dict[str, torch.Tensor] | None,
+                       size: int | None = None) -> tuple[float, torch.Tensor] | None:
+    """The image-mode torso as an MPI plane: ``(depth, rgba (4, size, size))``, or ``None`` in volume mode.
+
+    The plane sits at the far end of the head box as seen from ``cam2world`` ``(4, 4)`` (camera
+    depth of the canonical origin + ``box_max[2]``), behind the head and in front of the
+    background, so the MPI re-rendered at its own camera reproduces the direct render
+    (``rgb_lr``: the torso area-downsampled, premultiplied, to the layer size). Colour is
+    straight (un-premultiplied) as :class:`talk3d.render.mpi.MPI` stores it.
+    """
+    torso = getattr(avatar, "torso", None)
+    if torso is None:
+        return None
+    size = int(size or avatar.cfg.neural_res)
+    pose = cond.get("pose") if cond is not None else None
+    rgb, alpha = torso(None if pose is None else pose[:1], 1, avatar.cfg.out_res)
+    pre = torch.cat([rgb * alpha, alpha], 1).float()
+    if pre.shape[-1] != size:
+        mode = "area" if pre.shape[-1] > size else "bilinear"
+        kw = {} if mode == "area" else {"align_corners": False}
+        pre = F.interpolate(pre, size=(size, size), mode=mode, **kw)
+    a = pre[0, 3:]
+    col = torch.where(a > 1e-6, pre[0, :3] / a.clamp_min(1e-6), torch.zeros_like(pre[0, :3]))
+    c2w = cam2world.float()
+    origin_depth = float(-(c2w[:3, 2] @ c2w[:3, 3]))  # camera z of the canonical origin
+    depth = origin_depth + float(avatar.cfg.box_max[2])
+    return depth, torch.cat([col.clamp(0, 1), a.clamp(0, 1)], 0).cpu()

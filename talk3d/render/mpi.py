@@ -18,7 +18,7 @@ Folder format (as written by :func:`save_mpi`)::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +83,8 @@ def pixel_intrinsics(k: torch.Tensor, width: int, height: int) -> torch.Tensor:
 @torch.no_grad()
 def export_mpi(field: FieldFn, cam2world: torch.Tensor, intrinsics: torch.Tensor, size: int,
                near: float, far: float, layers: int = 32, samples: int = 4,
-               background: torch.Tensor | None = None, chunk: int = 1 << 16) -> MPI:
+               background: torch.Tensor | None = None, chunk: int = 1 << 16,
+               extra_layers: Sequence[tuple[float, torch.Tensor]] = ()) -> MPI:
     """Build an MPI by compositing the field's samples inside each depth slab.
 
     Args:
@@ -93,8 +94,10 @@ def export_mpi(field: FieldFn, cam2world: torch.Tensor, intrinsics: torch.Tensor
         near, far: camera depths of the first and last slab boundary.
         layers: number of planes ``L``; samples: field samples per slab (midpoints).
         background: optional ``(3, size, size)`` plate, added as an opaque plane at ``far``.
+        extra_layers: ``(depth, rgba (4, size, size))`` straight-RGBA planes inserted at their
+            camera depth (e.g. the avatar's image-space torso layer just behind the head).
     Returns:
-        The MPI (on CPU), ``L`` or ``L + 1`` layers.
+        The MPI (on CPU), ``L + len(extra_layers)`` (+1 with a background) layers.
     """
     dev = cam2world.device
     bounds = slab_bounds(near, far, layers).to(dev)
@@ -127,6 +130,12 @@ def export_mpi(field: FieldFn, cam2world: torch.Tensor, intrinsics: torch.Tensor
             rgba[i, 3, s:s + chunk] = a.clamp(0, 1).cpu()
     rgba = rgba.reshape(layers, 4, size, size)
     depths = plane_depths(near, far, layers)
+    for depth, layer in extra_layers:
+        if layer.shape != (4, size, size):
+            raise ValueError(f"extra MPI layer must be (4, {size}, {size}), got {tuple(layer.shape)}")
+        pos = int(torch.searchsorted(depths, torch.tensor([float(depth)], dtype=depths.dtype)))
+        rgba = torch.cat([rgba[:pos], layer.detach().float().cpu()[None], rgba[pos:]], 0)
+        depths = torch.cat([depths[:pos], torch.tensor([float(depth)], dtype=depths.dtype), depths[pos:]])
     if background is not None:
         bg = torch.cat([background.float().cpu(), torch.ones(1, size, size)], 0)
         rgba = torch.cat([rgba, bg[None]], 0)
