@@ -1,10 +1,13 @@
 """Render speed: frames/s at 256^2 and 512^2, with the time split U-Net / volume rendering / SR.
 
-Uses randomly initialised avatars of the two shipped sizes (``ModelConfig.quick()``: 64^2 neural
--> 256^2, 24+24 samples; ``ModelConfig.full()``: 128^2 neural -> 512^2, 48+48 samples); speed does
-not depend on the weights. Runs on CPU and, when present, CUDA.
+By default uses randomly initialised avatars of the two shipped sizes (``ModelConfig.quick()``:
+64^2 neural -> 256^2, 24+24 samples; ``ModelConfig.full()``: 128^2 neural -> 512^2, 48+48
+samples). Untrained density never lets the renderer skip empty rays, so ``--run RUN_DIR``
+times a fitted avatar instead (its own cameras and audio features): that is the speed a user
+sees. ``--samples C,F`` overrides the coarse/importance samples at render time.
+Runs on CPU and, when present, CUDA.
 
-    python benchmarks/bench_render.py [--frames 8] [--batch 1] [--out benchmarks/results]
+    python benchmarks/bench_render.py [--run RUN_DIR] [--frames 8] [--batch 1] [--threads 2] [--out DIR]
 
 Writes ``bench_render.json`` and ``bench_render.md`` into ``--out``.
 """
@@ -27,20 +30,38 @@ def _sync(dev: torch.device) -> None:
 
 
 @torch.no_grad()
-def bench(cfg_name: str, dev: torch.device, frames: int, batch: int) -> dict:
+def bench(cfg_name: str, dev: torch.device, frames: int, batch: int, run_dir: Path | None = None,
+          samples: tuple[int, int] | None = None) -> dict:
     from talk3d.camera import frontal_cam2world, generate_rays, intrinsics_matrix, orbit
     from talk3d.model.avatar import Avatar, resize
     from talk3d.model.conditioning import conditioning_for
     from talk3d.model.config import ModelConfig
 
-    cfg = ModelConfig.quick() if cfg_name == "quick" else ModelConfig.full()
-    torch.manual_seed(0)
-    avatar = Avatar(cfg).to(dev).eval()
     n_frames = max(frames, batch)
-    feats = np.random.default_rng(0).normal(size=(n_frames * 4 + 100, 80)).astype(np.float32)
-    poses = orbit(frontal_cam2world(4.0, n_frames), torch.linspace(-10, 10, n_frames), 0.0)
-    blink = np.zeros(n_frames, np.float32)
-    k = intrinsics_matrix(1.6).to(dev)
+    if run_dir is not None:
+        from talk3d.fit.checkpoint import load_run
+
+        run = load_run(run_dir, dev)
+        avatar, cfg = run.avatar, run.model_config
+        cfg_name = f"run:{Path(run_dir).name}"
+        start = max(0, len(run.poses) - n_frames)  # the held-out end of the clip
+        poses = torch.as_tensor(np.asarray(run.poses), dtype=torch.float32)
+        feats = np.asarray(run.audio_feats, dtype=np.float32)
+        rate, fps = run.manifest.audio_feature_rate, run.manifest.fps
+        blink = np.asarray(run.blink, np.float32)
+        k = torch.as_tensor(run.manifest.intrinsics, dtype=torch.float32).to(dev)
+        frame_offset = start
+    else:
+        cfg = ModelConfig.quick() if cfg_name == "quick" else ModelConfig.full()
+        torch.manual_seed(0)
+        avatar = Avatar(cfg).to(dev).eval()
+        feats = np.random.default_rng(0).normal(size=(n_frames * 4 + 100, 80)).astype(np.float32)
+        poses = orbit(frontal_cam2world(4.0, n_frames), torch.linspace(-10, 10, n_frames), 0.0)
+        blink = np.zeros(n_frames, np.float32)
+        k = intrinsics_matrix(1.6).to(dev)
+        rate, fps, frame_offset = 100.0, 25.0, 0
+    if samples is not None:
+        cfg.coarse_samples, cfg.importance_samples = samples
     t = {"unet": 0.0, "volume": 0.0, "sr": 0.0, "total": 0.0}
     done = 0
     for rep in range(2):  # first pass warms up (allocations, kernels); the second is timed
@@ -48,8 +69,9 @@ def bench(cfg_name: str, dev: torch.device, frames: int, batch: int) -> dict:
         t = dict.fromkeys(t, 0.0)
         for b0 in range(0, n_frames, batch):
             idx = np.arange(b0, min(b0 + batch, n_frames))
-            cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, 100.0, 25.0, blink, poses, idx).items()}
-            cams = poses[idx].to(dev)
+            gidx = idx + frame_offset
+            cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, rate, fps, blink, poses, gidx).items()}
+            cams = poses[gidx].to(dev)
             _sync(dev)
             t0 = time.perf_counter()
             planes, _ = avatar.planes(cond, 1.0)
@@ -79,8 +101,9 @@ def bench(cfg_name: str, dev: torch.device, frames: int, batch: int) -> dict:
     t0 = time.perf_counter()
     for b0 in range(0, n_frames, batch):
         idx = np.arange(b0, min(b0 + batch, n_frames))
-        cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, 100.0, 25.0, blink, poses, idx).items()}
-        avatar(poses[idx].to(dev), k, cond)
+        gidx = idx + frame_offset
+        cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, rate, fps, blink, poses, gidx).items()}
+        avatar(poses[gidx].to(dev), k, cond)
     _sync(dev)
     fwd = time.perf_counter() - t0
     return {
@@ -98,13 +121,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="frames per forward pass")
     ap.add_argument("--sizes", default="quick,full", help="model sizes: quick (256^2), full (512^2)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for json + md")
+    ap.add_argument("--run", type=Path, default=None, help="time this fitted run instead of random models")
+    ap.add_argument("--samples", default=None, help="coarse,importance samples at render time, e.g. 16,16")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    samples = tuple(int(x) for x in args.samples.split(",")) if args.samples else None
     devs = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = []
     for dev in devs:
-        for name in args.sizes.split(","):
+        for name in (["run"] if args.run else args.sizes.split(",")):
             frames = args.frames if dev.type == "cpu" else max(args.frames, 32)
-            r = bench(name, dev, frames, args.batch)
+            r = bench(name, dev, frames, args.batch, args.run, samples)
             rows.append(r)
             print(json.dumps(r))
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
