@@ -37,7 +37,7 @@ def command(
     mpi_layers: int = typer.Option(32, help="MPI planes (uniform in disparity over the head box)."),
     mpi_size: int | None = typer.Option(None, help="MPI layer side in pixels (default: the neural resolution)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    batch: int = typer.Option(4, help="Frames per forward pass."),
+    batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 1 on CPU, 8 on CUDA)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:

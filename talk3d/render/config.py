@@ -37,8 +37,9 @@ class RenderConfig:
     """Output frame rate; ``None`` = the dataset's frame rate."""
     device: str = "auto"
     """Torch device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
-    batch: int = 4
-    """Frames rendered per forward pass."""
+    batch: int = 0
+    """Frames rendered per forward pass; 0 = automatic (1 on CPU, where bigger batches were
+    slower: 8.8 vs 7.0 frames/s at 256^2 on 2 cores; 8 on CUDA)."""
     chunk_frames: int = 64
     """Frames whose conditioning is built at a time (bounded memory for long audio)."""
     frames: str = "audio"

@@ -55,8 +55,8 @@ class Drive:
 def _check_config(cfg: RenderConfig) -> None:
     if cfg.frames not in ("audio", "val"):
         raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
-    if cfg.batch < 1 or cfg.chunk_frames < 1:
-        raise UserError("--batch must be at least 1")
+    if cfg.batch < 0 or cfg.chunk_frames < 1:
+        raise UserError("--batch must be 0 (automatic) or a positive number of frames")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
         raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
     if cfg.fps is not None and not 1.0 <= cfg.fps <= 240.0:
@@ -154,6 +154,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
     avatar, mcfg = run.avatar, run.model_config
     device = next(avatar.parameters()).device
+    batch = cfg.batch or (8 if device.type == "cuda" else 1)
     size = int(cfg.size or mcfg.out_res)
     timings = {"audio": 0.0, "model": 0.0, "write": 0.0, "mpi": 0.0}
     with tempfile.TemporaryDirectory(prefix="talk3d_render_") as tmpdir:
@@ -189,8 +190,8 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
                 idx = drive.frame_indices[c0:c0 + cfg.chunk_frames]
                 cond_chunk = conditioning_for(mcfg, drive.features, drive.feature_rate, drive.fps,
                                               drive.blink, drive.head, idx)
-                for b0 in range(0, idx.size, cfg.batch):
-                    sl = slice(b0, b0 + cfg.batch)
+                for b0 in range(0, idx.size, batch):
+                    sl = slice(b0, b0 + batch)
                     frames = range(c0 + b0, c0 + b0 + len(idx[sl]))
                     cond = {kk: v[sl].to(device) for kk, v in cond_chunk.items()}
                     cams = drive.cameras[frames.start:frames.stop].to(device)
