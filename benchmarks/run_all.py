@@ -48,17 +48,20 @@ class Bench:
     """Flag that names the script's JSON output."""
     out_is_stem: bool = False
     """The script appends ``.json`` to the output name itself."""
+    out_dir_json: str = ""
+    """When set, the script takes an output folder and writes this JSON file inside it."""
     headline: list[str] = field(default_factory=list)
     """Substrings of figure names shown in the markdown table (all figures stay in the JSON)."""
 
 
 BENCHES = [
-    Bench("prep", "bench_prep.py", ["--video", "{sample}"], ["--video", "{sample}", "--quick"],
-          headline=["fps", "seconds", "peak"]),
+    Bench("prep", "bench_prep.py", ["--video", "{sample}"], ["--video", "{sample}", "--long-seconds", "0"],
+          out_dir_json="bench_prep.json", headline=["fps", "seconds", "peak"]),
     Bench("fit", "bench_fit.py", ["--presets", "quick", "standard"],
           ["--presets", "quick", "--steps", "2", "--warmup", "1"], out_flag="-o", out_is_stem=True,
           headline=["sec_per_step", "peak", "estimated_fit_min"]),
-    Bench("render", "bench_render.py", [], ["--quick"], headline=["fps", "peak"]),
+    Bench("render", "bench_render.py", ["--frames", "16"], ["--sizes", "quick", "--frames", "2"],
+          out_dir_json="bench_render.json", headline=["fps", "ms_per_frame"]),
     Bench("model_256", "bench_model_speed.py", ["--size", "quick", "--frames", "20"],
           ["--size", "quick", "--frames", "3", "--warmup", "1"], headline=["fps", "total_ms", "ms_per_frame"]),
     Bench("model_512", "bench_model_speed.py", ["--size", "full", "--frames", "10"],
@@ -88,9 +91,10 @@ def sample_video(workdir: Path) -> tuple[Path, str]:
 def run_bench(bench: Bench, quick: bool, sample: Path, raw_dir: Path, rep: int, timeout: float) -> dict[str, Any]:
     """Run one script once; return ``{"ok", "seconds", "result"|"error"}``."""
     out = raw_dir / f"{bench.name}_{rep}"
-    json_path = out.with_suffix(".json")
+    json_path = out / bench.out_dir_json if bench.out_dir_json else out.with_suffix(".json")
     args = [a.replace("{sample}", str(sample)) for a in (bench.quick_args if quick else bench.args)]
-    cmd = [sys.executable, str(HERE / bench.script), *args, bench.out_flag, str(out if bench.out_is_stem else json_path)]
+    target = out if (bench.out_is_stem or bench.out_dir_json) else json_path
+    cmd = [sys.executable, str(HERE / bench.script), *args, bench.out_flag, str(target)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, check=False)
