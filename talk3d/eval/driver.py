@@ -48,6 +48,7 @@ class RunDriver:
         m = self.run.manifest
         self.manifest = m
         self.size = int(m.size)
+        self.model_size = int(self.run.model_config.out_res)
         self.fps = float(m.fps)
         self.poses = np.asarray(self.run.poses, dtype=np.float32)
         self.blink = np.asarray(self.run.blink, dtype=np.float32)
@@ -63,7 +64,8 @@ class RunDriver:
         self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
 
     def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,
-               yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4) -> Iterator[Rendered]:
+               yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4,
+               size: int | None = None) -> Iterator[Rendered]:
         """Render frames ``frame_indices`` of a driving sequence.
 
         Args:
@@ -74,6 +76,8 @@ class RunDriver:
             frame_indices: ``(F,)`` sequence frames to render (index the audio timeline at fps).
             yaw, pitch: extra camera rotation about the head centre in degrees.
             batch_size: frames per forward pass.
+            size: output side (default :attr:`size`, the dataset's working resolution, so
+                renders compare with the ground-truth frames pixel for pixel).
         Yields:
             :class:`Rendered` batches in order.
         """
@@ -90,7 +94,7 @@ class RunDriver:
             if yaw or pitch:
                 c2w = orbit(c2w, yaw, pitch)
             with torch.inference_mode():
-                out = self.run.avatar(c2w, k.expand(len(sel), 3, 3), cond, out_size=self.size)
+                out = self.run.avatar(c2w, k.expand(len(sel), 3, 3), cond, out_size=size or self.size)
             rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             yield Rendered(rgb=rgb, depth=out["depth"][:, 0].float().cpu().numpy(),
                            alpha=out["alpha"][:, 0].float().cpu().numpy())

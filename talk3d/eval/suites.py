@@ -193,23 +193,29 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
 
 
 def speed(driver: Any, num_frames: int, batch_size: int = 1) -> SuiteResult:
-    """Render frames per second at the run's size on the driver's device (after one warm-up)."""
+    """Render frames per second at the run's size on the driver's device (after one warm-up).
+
+    The run's size is the model's output resolution (what ``talk3d render`` produces by
+    default), not the dataset's working resolution that the quality suites compare at.
+    """
     val = val_indices(driver, num_frames + 1)
     idx = val[np.arange(num_frames + 1) % len(val)]  # short validation splits are cycled
     feats, blink, poses = driver.audio_feats, driver.blink, driver.poses
     cuda = str(getattr(driver, "device", "cpu")).startswith("cuda")
-    next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1)))  # warm-up
+    model_size = getattr(driver, "model_size", None)
+    kw = {"size": model_size} if model_size else {}
+    next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1, **kw)))  # warm-up
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     count = 0
-    for out in driver.render(feats, blink, poses, idx[1:], batch_size=batch_size):
+    for out in driver.render(feats, blink, poses, idx[1:], batch_size=batch_size, **kw):
         count += len(out.rgb)
     if cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return SuiteResult({
-        "frames": count, "seconds": dt, "fps": count / dt if dt > 0 else None, "size": int(driver.size),
+        "frames": count, "seconds": dt, "fps": count / dt if dt > 0 else None, "size": int(model_size or driver.size),
         "batch_size": batch_size, "device": str(getattr(driver, "device", "cpu")),
         "threads": torch.get_num_threads(),
     })
