@@ -220,3 +220,23 @@ def test_shared_and_batched_planes_render_the_same() -> None:
         torch.testing.assert_close(shared[key], batched[key], atol=1e-5, rtol=1e-5)
     # yawed cameras see different images of the same field
     assert float((shared["rgb"][0] - shared["rgb"][1]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("pose_token", [False, True])
+def test_pose_reaches_the_unet_tokens_only_when_enabled(pose_token):
+    """Without the pose token, two frames that differ only in head pose get identical tokens
+    (the U-Net cannot use the pose to look up a training frame's mouth)."""
+    torch.manual_seed(0)
+    avatar = Avatar(ModelConfig.tiny(pose_token=pose_token)).eval()
+    cond = _cond(2)
+    moved = dict(cond, pose=cond["pose"] + 0.5)
+    with torch.no_grad():
+        same = torch.equal(avatar.tokens(cond), avatar.tokens(moved))
+    assert same is (not pose_token)
+
+
+def test_configs_saved_before_pose_token_keep_using_it():
+    data = ModelConfig.tiny().to_dict()
+    data.pop("pose_token")
+    assert ModelConfig.from_dict(data).pose_token is True
+    assert ModelConfig.tiny().pose_token is False

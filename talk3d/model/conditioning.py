@@ -144,7 +144,10 @@ class TokenEncoder(nn.Module):
         ta = self.audio_in(audio) + self.audio_pos + self.type_emb[0]
         ta = self.smooth(ta)
         tb = (self.blink_in(blink) + self.type_emb[1])[:, None]
-        tp = (self.pose_in(pose) + self.type_emb[2])[:, None]
+        if self.cfg.pose_token:
+            tp = (self.pose_in(pose) + self.type_emb[2])[:, None]
+        else:  # a constant token: the pose cannot identify training frames (see ModelConfig.pose_token)
+            tp = self.type_emb[2].expand(b, 1, -1)
         tokens = torch.cat([ta, tb, tp, self.null.expand(b, 1, -1)], 1)
         return self.norm(tokens)
 

@@ -55,6 +55,11 @@ class ModelConfig:
     """Audio-feature rows resampled per video frame (feature_rate / fps = 4 at 100 Hz, 25 fps)."""
     pose_dim: int = 10
     """Size of the pose vector: 6D rotation + unit translation + log distance."""
+    pose_token: bool = False
+    """Give the head pose to the U-Net as a token. Off by default: a 10-number pose is unique
+    per frame, so the U-Net used it to look up each training frame's mouth and ignored the
+    audio (measured on Obama: identical mouth tracks for two different driving audios). The
+    image-space torso warp still reads the pose. Configs saved before this field default to on."""
     token_dim: int = 64
     """Width of the conditioning tokens."""
     attn_heads: int = 4
@@ -133,6 +138,7 @@ class ModelConfig:
         if unknown:
             raise CheckpointError(f"model config has unknown keys {unknown}; was it written by a newer talk3d?")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        kw.setdefault("pose_token", True)  # runs saved before the field existed used the pose token
         return cls(**kw)
 
     @classmethod
