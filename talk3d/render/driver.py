@@ -106,7 +106,7 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     head, _ = paths.head_motion(poses, n, cfg.pose)
     blink = paths.blink_track(np.asarray(run.blink), n, cfg.blink)
     yaw = paths.yaw_schedule(n, fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
-    paths.check_angles(yaw, cfg.pitch, poses)
+    paths.check_angles(yaw, cfg.pitch, poses, head)
     cams = paths.view_cameras(head, yaw, cfg.pitch)
     return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
                  frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
@@ -126,7 +126,7 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     if cfg.blink == "off":
         blink = np.zeros_like(blink)
     yaw = paths.yaw_schedule(idx.size, m.fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
-    paths.check_angles(yaw, cfg.pitch, poses)
+    paths.check_angles(yaw, cfg.pitch, poses, head[torch.from_numpy(idx)])
     cams = paths.view_cameras(head[torch.from_numpy(idx)], yaw, cfg.pitch)
     t0, t1 = m.train_end / m.fps, m.num_frames / m.fps
     mux = None

@@ -93,13 +93,16 @@ def yaw_schedule(num_frames: int, fps: float, yaw: float, orbit_on: bool, orbit_
     return out
 
 
-def check_angles(yaw: np.ndarray, pitch: float, tracked: torch.Tensor) -> None:
+def check_angles(yaw: np.ndarray, pitch: float, tracked: torch.Tensor,
+                 head: torch.Tensor | None = None) -> None:
     """Refuse views beyond +-90 degrees; warn when they leave the range seen in training.
 
     Args:
         yaw: ``(F,)`` requested extra yaw per frame (degrees).
         pitch: requested extra pitch (degrees).
         tracked: ``(N, 4, 4)`` the run's tracked poses (the training range).
+        head: ``(F, 4, 4)`` the head-motion cameras the views are orbited from (tracked loop or
+            fixed mean pose); ``None`` assumes the tracked range.
     """
     ymax = float(np.abs(yaw).max()) if yaw.size else 0.0
     if ymax > MAX_ANGLE or abs(pitch) > MAX_ANGLE:
@@ -109,9 +112,14 @@ def check_angles(yaw: np.ndarray, pitch: float, tracked: torch.Tensor) -> None:
         )
     ang = camera_angles(tracked.float())
     lo, hi = ang.min(0).values, ang.max(0).values
-    # total angles of the rendered cameras ~ tracked range shifted by the request
-    y_lo, y_hi = float(lo[0]) + float(yaw.min()), float(hi[0]) + float(yaw.max())
-    p_lo, p_hi = float(lo[1]) + pitch, float(hi[1]) + pitch
+    if head is not None and len(head) == len(yaw) and len(head):
+        # the angles of the cameras that will really be rendered
+        seen = camera_angles(view_cameras(head.float(), yaw, pitch))
+        y_lo, y_hi = float(seen[:, 0].min()), float(seen[:, 0].max())
+        p_lo, p_hi = float(seen[:, 1].min()), float(seen[:, 1].max())
+    else:  # total angles of the rendered cameras ~ tracked range shifted by the request
+        y_lo, y_hi = float(lo[0]) + float(yaw.min()), float(hi[0]) + float(yaw.max())
+        p_lo, p_hi = float(lo[1]) + pitch, float(hi[1]) + pitch
     margin = 5.0
     if y_lo < float(lo[0]) - margin or y_hi > float(hi[0]) + margin:
         warn(f"yaw reaches {y_lo:.0f}..{y_hi:.0f} degrees but training saw "
