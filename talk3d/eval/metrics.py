@@ -11,13 +11,12 @@ import math
 import numpy as np
 import torch
 
+from talk3d.face.landmarks import MOUTH
+from talk3d.face.landmarks import mouth_opening as face_mouth_opening
+
 # mediapipe FaceMesh indices (478-point topology).
-LIP_INDICES = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
-               185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375,
-               402, 405, 409, 415)
+LIP_INDICES = tuple(int(k) for k in MOUTH)
 """Outer and inner lip contour points: the "mouth" landmark set for LMD and the mouth box."""
-INNER_LIP_TOP, INNER_LIP_BOTTOM = 13, 14
-EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
 LMD_REFERENCE_SIZE = 512
 """LMD is reported in pixels at this image side (published figures use 512)."""
 
@@ -114,7 +113,9 @@ def landmark_distance(pred: np.ndarray, target: np.ndarray, size: int,
 
 
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """Inner-lip gap divided by the outer eye-corner distance (scale and resolution free).
+    """Inner-lip gap divided by the outer eye-corner distance, measured in the image plane.
+
+    :func:`talk3d.face.landmarks.mouth_opening` on the x, y coordinates (scale and resolution free).
 
     Args:
         landmarks: ``(N, 478, 2+)`` or ``(478, 2+)`` mediapipe landmarks.
@@ -122,9 +123,8 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
         ``(N,)`` or scalar array, 0 for closed lips, about 0.3-0.5 wide open.
     """
     lm = np.asarray(landmarks, dtype=np.float64)[..., :2]
-    gap = np.linalg.norm(lm[..., INNER_LIP_TOP, :] - lm[..., INNER_LIP_BOTTOM, :], axis=-1)
-    eyes = np.linalg.norm(lm[..., EYE_OUTER_RIGHT, :] - lm[..., EYE_OUTER_LEFT, :], axis=-1)
-    return gap / np.maximum(eyes, 1e-6)
+    opening = face_mouth_opening(lm).astype(np.float64)
+    return opening[0] if lm.ndim == 2 else opening
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

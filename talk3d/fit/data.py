@@ -18,13 +18,13 @@ from PIL import Image
 
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
+from talk3d.face.landmarks import MOUTH
 from talk3d.model.conditioning import conditioning_for
 from talk3d.model.config import ModelConfig
 
 # mediapipe FaceMesh lip contour indices (outer + inner; FACEMESH_LIPS).
-LIP_INDICES = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
-               185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375,
-               402, 405, 409, 415)
+LIP_INDICES = tuple(int(k) for k in MOUTH)
+"""Lip contour landmarks (the mouth box is built around them)."""
 
 
 def mouth_boxes(landmarks: np.ndarray, size: int, margin: float = 0.3, min_side: int = 8) -> np.ndarray:
