@@ -16,6 +16,12 @@ def command(
     size: int = typer.Option(512, "--size", min=64, max=2048, help="Side of the square output frames in pixels."),
     fps: float = typer.Option(25.0, "--fps", min=1.0, max=120.0, help="Output frame rate (the video is resampled to it)."),
     audio: Path | None = typer.Option(None, "--audio", help="Use this audio file instead of the video's own sound track."),
+    crop_scale: float = typer.Option(2.8, "--crop-scale", min=1.2, max=6.0,
+                                     help="Crop side as a multiple of the face height (chin to forehead); "
+                                          "at most the frame's short side."),
+    crop_padding: bool = typer.Option(False, "--crop-padding",
+                                      help="Keep the full --crop-scale framing on tight footage by padding past the "
+                                           "frame edges (edge replication; the streaks cost quality)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -24,7 +30,8 @@ def command(
     from data_prep.pipeline import PrepConfig, run_prep
     from talk3d.console import console
 
-    manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio), force=force)
+    manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale,
+                                               crop_padding=crop_padding), force=force)
     s = manifest.stats
     console.print(
         f"[green]dataset ready[/green] '{out}': {manifest.num_frames} frames "

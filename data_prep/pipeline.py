@@ -50,7 +50,9 @@ class PrepConfig:
     max_side: int = 1280
     """Larger videos are downscaled while decoding so their long side is at most this."""
     crop_scale: float = 2.8
-    """Crop side as a multiple of the median face height (chin to forehead)."""
+    """Crop side as a multiple of the median face height (chin to forehead), at most the frame's short side."""
+    crop_padding: bool = False
+    """Keep the full crop side past the frame edges, padding by edge replication (default: shrink to fit)."""
     focal: float = 3.0
     """Normalised focal length (fx / width) of the dataset camera: ~19 degree field of view."""
     smooth_seconds: float = 0.75
@@ -279,9 +281,12 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
             warn(f"no face in {int((~raw.valid).sum())} frames "
                  f"({track_mod.format_ranges(track_mod.frame_ranges(~raw.valid))}); landmarks interpolated there")
 
-        crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale))
+        crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale,
+                                                allow_padding=config.crop_padding))
         lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
-        k = np.array([[config.focal, 0.0, 0.5], [0.0, config.focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
+        # the focal is defined on the framing's side: a crop shrunk to fit keeps the perspective
+        focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
+        k = np.array([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
 
         t0 = time.perf_counter()
         pstats = _step_poses(out_dir, lm, raw.valid, config, k)
@@ -334,7 +339,7 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
             num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=train_end,
             source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
             crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
-            audio_feature_dim=80, has_phonemes=False, scene_scale=float(config.focal * config.size / distance),
+            audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),
             camera_distance=distance, frames_format="jpg", prep_settings=settings, stats=stats,
         )
         write_manifest(out_dir, manifest)

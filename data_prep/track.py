@@ -95,30 +95,48 @@ def fill_gaps(landmarks: np.ndarray, valid: np.ndarray, max_missing: float = 0.0
     return out
 
 
-def choose_crop(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int,
-                scale: float = 2.8, shift_down: float = 0.1) -> tuple[int, int, int]:
-    """One square crop for the whole video around head and shoulders.
-
-    The crop is centred on the median face centre (moved down by ``shift_down`` face
-    heights to include the shoulders) with side ``scale`` x the median face height (chin to
-    forehead), then moved to stay inside the image where possible; a side larger than the
-    image is kept (framing is the same for every video) and the border is padded by edge
-    replication.
-
-    Returns:
-        ``(x0, y0, side)`` integers in source pixels (continuous coordinates: the crop covers
-        pixels ``x0 .. x0 + side - 1``).
-    """
+def _face_frame(landmarks: np.ndarray, valid: np.ndarray, shift_down: float) -> tuple[float, float, float]:
+    """Median face centre ``(cx, cy)`` (moved down by ``shift_down`` face heights) and face height."""
     lm = np.asarray(landmarks)[np.asarray(valid, bool)]
     x0s, x1s = lm[..., 0].min(1), lm[..., 0].max(1)
     y0s, y1s = lm[..., 1].min(1), lm[..., 1].max(1)
     face_h = float(np.median(y1s - y0s))
     cx = float(np.median(0.5 * (x0s + x1s)))
     cy = float(np.median(0.5 * (y0s + y1s))) + shift_down * face_h
+    return cx, cy, face_h
+
+
+def framing_side(landmarks: np.ndarray, valid: np.ndarray, scale: float = 2.8) -> float:
+    """The crop side the framing asks for (``scale`` x the median face height), in source pixels.
+
+    The dataset focal length is defined on this side, so a crop shrunk to fit tight footage
+    keeps the same perspective (its normalised focal grows by ``framing_side / side``).
+    """
+    return scale * _face_frame(landmarks, valid, 0.0)[2]
+
+
+def choose_crop(landmarks: np.ndarray, valid: np.ndarray, width: int, height: int,
+                scale: float = 2.8, shift_down: float = 0.1, allow_padding: bool = False) -> tuple[int, int, int]:
+    """One square crop for the whole video around head and shoulders.
+
+    The crop is centred on the median face centre (moved down by ``shift_down`` face
+    heights to include the shoulders) with side ``scale`` x the median face height (chin to
+    forehead), then moved to stay inside the image. A side larger than the image's short
+    side is shrunk to it (tight footage is framed closer) unless ``allow_padding``, which
+    keeps the side and pads the border by edge replication. Padding costs quality: the
+    replicated rows of a moving torso are streaks no model can predict.
+
+    Returns:
+        ``(x0, y0, side)`` integers in source pixels (continuous coordinates: the crop covers
+        pixels ``x0 .. x0 + side - 1``).
+    """
+    cx, cy, face_h = _face_frame(landmarks, valid, shift_down)
     side = scale * face_h
+    if not allow_padding:
+        side = min(side, float(width), float(height))
     x0, y0 = cx - side / 2, cy - side / 2
 
-    iside = max(2, int(round(side / 2)) * 2)
+    iside = max(2, int(side // 2) * 2)
 
     def fit(start: float, extent: int) -> int:
         lo, hi = sorted((0, extent - iside))  # inside the image, or covering it when larger

@@ -238,5 +238,34 @@ def test_pose_reaches_the_unet_tokens_only_when_enabled(pose_token):
 def test_configs_saved_before_pose_token_keep_using_it():
     data = ModelConfig.tiny().to_dict()
     data.pop("pose_token")
-    assert ModelConfig.from_dict(data).pose_token is True
-    assert ModelConfig.tiny().pose_token is False
+    data.pop("audio_norm")
+    old = ModelConfig.from_dict(data)
+    assert old.pose_token is True and old.audio_norm == "layer"
+    assert ModelConfig.tiny().pose_token is False and ModelConfig.tiny().audio_norm == "loudness"
+    assert isinstance(Avatar(old).tokens.audio_in[0], torch.nn.LayerNorm)
+
+
+def test_loudness_normalisation_ignores_gain_and_keeps_pauses_quiet():
+    from talk3d.audio import compute_logmel
+    from talk3d.model.conditioning import conditioning_for, normalize_loudness
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000.0
+    speech = np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.3 * rng.standard_normal(t.size)
+    speech[16000:24000] = 0.001 * rng.standard_normal(8000)  # a pause
+    loud = normalize_loudness(compute_logmel(0.5 * speech.astype(np.float32)))
+    quiet = normalize_loudness(compute_logmel(0.125 * speech.astype(np.float32)))  # 12 dB quieter
+    # equal wherever the quiet copy is above the log floor (1e-6 mel power)
+    audible = torch.from_numpy(compute_logmel(0.125 * speech.astype(np.float32)) > np.log(1e-6) + 4.0)
+    assert audible[:100].float().mean() > 0.9
+    torch.testing.assert_close(loud[audible], quiet[audible], atol=1e-2, rtol=0)
+    energy = loud.mean(1)
+    assert float(torch.quantile(energy, 0.95)) == pytest.approx(0.0, abs=1e-5)
+    assert float(energy[105:145].mean()) < float(energy[20:80].mean()) - 1.0  # pause far below speech
+    # the model config decides: a 'layer' model sees the raw features
+    cfg = ModelConfig.tiny(audio_norm="layer")
+    feats = compute_logmel(0.5 * speech.astype(np.float32))
+    raw = conditioning_for(cfg, feats, 100.0, 25.0, np.zeros(50), np.tile(np.eye(4), (50, 1, 1)), np.arange(3))
+    normed = conditioning_for(ModelConfig.tiny(), feats, 100.0, 25.0, np.zeros(50), np.tile(np.eye(4), (50, 1, 1)),
+                              np.arange(3))
+    assert not torch.allclose(raw["audio"], normed["audio"])

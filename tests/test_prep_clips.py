@@ -85,3 +85,32 @@ def test_probe_reads_generated_clip(tmp_path: Path) -> None:
     assert len(frames) == 20 and frames[0].shape == (240, 240, 3)
     # resampling to 50 fps doubles the count (constant frame rate output)
     assert abs(len(list(FrameReader(info, fps=50.0))) - 40) <= 1
+
+
+def _face_landmarks(cx: float, cy: float, height: float) -> np.ndarray:
+    """Two frames of a square 'face' of side ``height`` centred on ``(cx, cy)``: ``(2, 478, 3)``."""
+    rng = np.random.default_rng(0)
+    lm = np.zeros((2, 478, 3), np.float32)
+    lm[..., 0] = cx + rng.uniform(-height / 2, height / 2, (2, 478))
+    lm[..., 1] = cy + rng.uniform(-height / 2, height / 2, (2, 478))
+    lm[:, 0, :2] = [cx - height / 2, cy - height / 2]
+    lm[:, 1, :2] = [cx + height / 2, cy + height / 2]
+    return lm
+
+
+def test_crop_stays_inside_tight_footage_unless_padding_is_asked() -> None:
+    from data_prep.track import choose_crop
+
+    valid = np.ones(2, bool)
+    # a small face in a large frame: side = 2.8 x face height, centred (0.1 face heights lower)
+    x0, y0, side = choose_crop(_face_landmarks(640, 300, 100), valid, 1280, 720)
+    assert side == 280 and abs(x0 + side / 2 - 640) <= 1 and abs(y0 + side / 2 - 310) <= 1
+    # a tight 450x450 close-up (the face is 60% of the frame): the crop is the whole frame, no padding
+    lm = _face_landmarks(225, 200, 270)
+    assert choose_crop(lm, valid, 450, 450) == (0, 0, 450)
+    # a face near the right edge of a wide frame: shifted inside, never past the edge
+    x0, y0, side = choose_crop(_face_landmarks(1200, 360, 250), valid, 1280, 720)
+    assert side == 700 and x0 + side <= 1280 and y0 >= 0 and y0 + side <= 720
+    # --crop-padding keeps the framing scale and extends past the frame (edge-replicated later)
+    x0, y0, side = choose_crop(lm, valid, 450, 450, allow_padding=True)
+    assert side == 756 and x0 < 0 and y0 < 0

@@ -14,6 +14,10 @@ from torch import nn
 from talk3d.model.config import ModelConfig
 
 POSE_DIM = 10
+LOUD_PERCENTILE = 95.0
+"""Row-energy percentile taken as a clip's speech level by :func:`normalize_loudness`."""
+LOUDNESS_SCALE = 3.0
+"""Log-mel units per normalised unit (speech rows span a few units around the level)."""
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -34,6 +38,25 @@ def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
     t = cam2world[:, :3, 3]
     dist = t.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     return torch.cat([rot6, t / dist, torch.log(dist)], -1)
+
+
+def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Shift a clip's log-mel so its speech level is 0 and scale it by ``1 / LOUDNESS_SCALE``.
+
+    The level is the 95th percentile of the per-row mean log-mel over the whole clip (robust
+    to long pauses: a clip that is 10% speech still has its loud rows in the top 5%). Same
+    speech at another gain or distance gives the same features; pauses stay far below 0.
+
+    Args:
+        audio_feats: ``(T, D)`` natural-log mel power.
+    Returns:
+        ``(T, D)`` float32.
+    """
+    feats = _as_tensor(audio_feats)
+    if feats.shape[0] == 0:
+        return feats
+    level = torch.quantile(feats.mean(dim=1), LOUD_PERCENTILE / 100.0)
+    return (feats - level) / LOUDNESS_SCALE
 
 
 def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
@@ -103,7 +126,13 @@ def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: flo
 def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float,
                      fps: float, blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
                      frame_indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`frame_conditioning` with the window sizes taken from a model config."""
+    """:func:`frame_conditioning` with the window sizes and audio normalisation of a model config.
+
+    ``audio_feats`` is the whole clip's ``(T, D)`` features (the loudness level is a statistic
+    of the clip, so never pass a chunk of it).
+    """
+    if cfg.audio_norm == "loudness":
+        audio_feats = normalize_loudness(audio_feats)
     return frame_conditioning(audio_feats, feature_rate, fps, blink, cam2world, frame_indices,
                               window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame)
 
@@ -111,7 +140,8 @@ def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, f
 class TokenEncoder(nn.Module):
     """Conditioning dict -> tokens ``(B, A + 3, token_dim)``.
 
-    Audio: each window entry -> a token (LayerNorm + MLP + position embedding), then one
+    Audio: each window entry -> a token (MLP + position embedding; a LayerNorm first when
+    ``cfg.audio_norm == "layer"``), then one
     self-attention layer smooths over neighbouring frames. Blink and pose -> one token
     each; plus a learned null token (lets attention attend to "nothing").
     """
@@ -120,8 +150,8 @@ class TokenEncoder(nn.Module):
         super().__init__()
         d = cfg.token_dim
         self.cfg = cfg
-        self.audio_in = nn.Sequential(nn.LayerNorm(cfg.audio_token_input), nn.Linear(cfg.audio_token_input, d),
-                                      nn.GELU(), nn.Linear(d, d))
+        norm = nn.LayerNorm(cfg.audio_token_input) if cfg.audio_norm == "layer" else nn.Identity()
+        self.audio_in = nn.Sequential(norm, nn.Linear(cfg.audio_token_input, d), nn.GELU(), nn.Linear(d, d))
         self.audio_pos = nn.Parameter(torch.randn(cfg.audio_frames, d) * 0.02)
         self.smooth = nn.TransformerEncoderLayer(d, cfg.attn_heads, dim_feedforward=2 * d, dropout=0.0,
                                                  batch_first=True, norm_first=True)
