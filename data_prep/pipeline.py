@@ -210,6 +210,21 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
     write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
 
 
+def _step_torso(out: Path, num_frames: int, train_end: int) -> dict[str, float]:
+    from data_prep.torso import track_torso
+
+    stats_path = out / WORK / "torso.json"
+    if stats_path.is_file() and (out / "torso_offsets.npy").is_file():
+        info("torso offsets: done already (resuming)")
+        return read_json(stats_path)
+    offsets, stats = track_torso(out, num_frames, train_end)
+    if not stats.get("torso_tracked"):
+        warn("no steady torso region in the frames: the torso is not tracked (offsets 0)")
+    write_npy(out / "torso_offsets.npy", offsets)
+    write_json(stats_path, stats)
+    return stats
+
+
 def _step_blink(out: Path, lm: np.ndarray) -> dict[str, float]:
     from talk3d.face import eye_aspect_ratio, eye_closure
 
@@ -308,14 +323,18 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
             write_json(frames_done, {"num_frames": n, "background_unseen_fraction": unseen})
         timings["frames_masks_s"] = time.perf_counter() - t0
 
+        train_end = n - max(1, int(round(n * config.val_fraction)))
+        if train_end < 1:
+            raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
+        t0 = time.perf_counter()
+        torso_stats = _step_torso(out_dir, n, train_end)
+        timings["torso_s"] = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         _step_audio(out_dir, video, config, n)
         timings["audio_s"] = time.perf_counter() - t0
         blink_stats = _step_blink(out_dir, lm)
 
-        train_end = n - max(1, int(round(n * config.val_fraction)))
-        if train_end < 1:
-            raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
         poses = read_npy(out_dir / "poses.npy")
         t0 = time.perf_counter()
         _step_preview(out_dir, lm, raw.valid, poses, k, config, train_end)
@@ -329,6 +348,7 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
             **pstats,
             "background_unseen_fraction": float(unseen),
             **blink_stats,
+            **torso_stats,
             "source_rotation_deg": vinfo.rotation,
             "source_fps": vinfo.fps,
             "source_duration_s": vinfo.duration,

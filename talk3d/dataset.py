@@ -16,6 +16,8 @@ A dataset is a folder::
     audio_feats.npy    (T, 80) float16 log-mel at ``audio_feature_rate`` Hz (100 Hz)
     phonemes.npy       optional (T, P) float16 phoneme posteriors at the same rate
     blink.npy          (N,) float32 eye closure in [0, 1]
+    torso_offsets.npy  optional (N, 2) float32 torso shift in image widths (x right, y down)
+                       relative to its median position (datasets before it: zeros)
     preview.png        contact sheet; poses.png yaw/pitch/roll plot
 
 Frames ``[0, train_end)`` are for training and ``[train_end, N)`` are held out.
@@ -40,7 +42,8 @@ MANIFEST = "manifest.json"
 NUM_LANDMARKS = 478
 MASK_BACKGROUND, MASK_TORSO, MASK_HEAD = 0, 1, 2
 
-# Files every complete dataset has (phonemes.npy is optional).
+TORSO_OFFSETS = "torso_offsets.npy"
+# Files every complete dataset has (phonemes.npy and torso_offsets.npy are optional).
 REQUIRED_FILES = (
     "background.png", "landmarks.npy", "landmark_valid.npy", "poses.npy",
     "canonical_landmarks.npy", "audio.wav", "audio_feats.npy", "blink.npy",
@@ -172,6 +175,8 @@ def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manif
     feats = read_npy(root / "audio_feats.npy", mmap=True)
     if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim:
         raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {fix}")
+    if (root / TORSO_OFFSETS).is_file() and read_npy(root / TORSO_OFFSETS, mmap=True).shape != (n, 2):
+        raise DatasetError(f"dataset '{root}': {TORSO_OFFSETS} does not have shape ({n}, 2); {fix}")
     if not 0 < manifest.train_end < n:
         raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}); {fix}")
     return manifest
@@ -244,6 +249,14 @@ class TalkingHeadDataset:
     def audio_feats(self) -> np.ndarray:
         """``(T, D)`` float16 log-mel features at ``manifest.audio_feature_rate`` Hz."""
         return read_npy(self.root / "audio_feats.npy", mmap=True)
+
+    @functools.cached_property
+    def torso_offsets(self) -> np.ndarray:
+        """``(N, 2)`` float32 torso shift in image widths (zeros for datasets prepared without it)."""
+        path = self.root / TORSO_OFFSETS
+        if path.is_file():
+            return np.asarray(read_npy(path), dtype=np.float32)
+        return np.zeros((self.manifest.num_frames, 2), np.float32)
 
     @functools.cached_property
     def phonemes(self) -> np.ndarray | None:

@@ -35,6 +35,7 @@ class EchoDriver:
         self.audio_feats = np.asarray(self.ds.audio_feats, dtype=np.float32)
         self.feature_rate, self.intrinsics = m.audio_feature_rate, self.ds.intrinsics
         self.dataset_dir, self.step, self.device = root, 0, "cpu"
+        self.torso_offsets = np.zeros((m.num_frames, 2), np.float32)
         self.calls: list[tuple[float, float, int]] = []
 
     def driving_sequence(self, audio_path, max_seconds):
@@ -44,9 +45,9 @@ class EchoDriver:
         n = int(min(len(audio) / 16000, max_seconds) * self.fps)
         src = np.arange(n) % self.manifest.train_end
         return DrivingSequence(audio=audio, features=feats, feature_rate=100.0, blink=self.blink[src],
-                               poses=self.poses[src])
+                               poses=self.poses[src], torso=self.torso_offsets[src])
 
-    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4):
+    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
         idx = np.asarray(frame_indices)
         self.calls.append((yaw, pitch, len(idx)))
         for s in range(0, len(idx), batch_size):

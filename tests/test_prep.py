@@ -37,6 +37,8 @@ def test_dataset_is_complete_and_valid(synthetic: dict) -> None:
     assert {0, 2} <= labels  # background and head present
     assert ds.audio_feats.shape == (320, 80) and ds.audio_feats.dtype == np.float16
     assert ds.blink.min() >= 0 and ds.blink.max() <= 1
+    assert (out / "torso_offsets.npy").is_file() and ds.torso_offsets.shape == (80, 2)
+    assert np.isfinite(ds.torso_offsets).all() and np.abs(ds.torso_offsets).max() < 0.25
     for name in ("preview.png", "poses.png", "prep.log"):
         assert (out / name).is_file()
     assert not (out / ".prep").exists()

@@ -25,7 +25,7 @@ FPS = 25.0
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("render")
-    run = make_run_folder(root)
+    run = make_run_folder(root, torso_mode="volume")  # the whole (untrained) person turns with --yaw
     audio = write_speech_like(root / "speech_44k_stereo.wav", 1.0, 44100, 2)
     return {"root": root, "run": run, "audio": audio}
 

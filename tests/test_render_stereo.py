@@ -51,7 +51,8 @@ def ball_run() -> SimpleNamespace:
     avatar = BallAvatar()
     return SimpleNamespace(avatar=avatar, model_config=avatar.cfg, manifest=manifest,
                            poses=frontal_cam2world(DIST, 4).numpy(), blink=np.zeros(4, np.float32),
-                           audio_feats=None, dataset_dir=Path("/nonexistent"), run_dir=Path("/nonexistent"))
+                           audio_feats=None, torso_offsets=np.zeros((4, 2), np.float32),
+                           dataset_dir=Path("/nonexistent"), run_dir=Path("/nonexistent"))
 
 
 def centroid_x(img: np.ndarray) -> float:

@@ -50,7 +50,7 @@ def _textured(cfg: ModelConfig = CFG, seed: int = 0) -> Avatar:
 
 
 def test_config_torso_mode_default_and_validation() -> None:
-    assert ModelConfig().torso_mode == "volume" and Avatar(ModelConfig.tiny()).torso is None
+    assert ModelConfig().torso_mode == "image" and Avatar(ModelConfig.tiny(torso_mode="volume")).torso is None
     old = ModelConfig.tiny().to_dict()
     for key in ("torso_mode", "torso_res", "torso_warp_hidden"):
         old.pop(key)  # a config JSON written before the option existed
@@ -59,7 +59,7 @@ def test_config_torso_mode_default_and_validation() -> None:
         ModelConfig.tiny(torso_mode="mesh")
     cfg = tiny_config()
     apply_override(cfg, "model.torso_mode=image")
-    assert finalize(cfg).model.torso_mode == "image" and cfg.model.torso_size == cfg.model.out_res // 2
+    assert finalize(cfg).model.torso_mode == "image" and cfg.model.torso_size == cfg.model.out_res
 
 
 def test_image_mode_shapes_compositing_and_gradients() -> None:
@@ -181,3 +181,86 @@ def test_mpi_matches_direct_render(mode: str) -> None:
         # and it matters: without it the re-render is clearly worse
         plain = render_mpi(export_mpi(field, cam, k, size, near, far, layers=32, samples=4, background=bg))
         assert float(-10 * torch.log10(((plain[:3] - direct) ** 2).mean())) < err - 6.0
+
+
+def test_tracked_offset_moves_the_torso_by_that_many_pixels() -> None:
+    av = _textured().eval()
+    s = CFG.out_res
+    with torch.no_grad():
+        rest_rgb, rest_a = av.torso(None, 1, s)
+        rgb, a = av.torso(None, 1, s, torch.tensor([[3.0 / s, -2.0 / s]]))  # 3 px right, 2 px up
+    # content moved by (+3, -2) px: compare away from the borders
+    torch.testing.assert_close(rgb[0, :, 4:-4, 6:-6], rest_rgb[0, :, 6:-2, 3:-9], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a[0, :, 4:-4, 6:-6], rest_a[0, :, 6:-2, 3:-9], atol=1e-5, rtol=0)
+    # the avatar reads the offset from the conditioning ("torso", image widths)
+    c2w, k = _cameras(1)
+    cond = _cond(1)
+    with torch.no_grad():
+        base = av(c2w, k, cond)["torso_alpha"]
+        shifted = av(c2w, k, dict(cond, torso=torch.tensor([[0.0, -2.0 / s]])))["torso_alpha"]
+    torch.testing.assert_close(shifted[0, :, 4:-4], base[0, :, 6:-2], atol=1e-5, rtol=0)
+
+
+def test_prep_torso_tracking_recovers_known_sway(tmp_path: Path) -> None:
+    """Frames whose lower half (the 'torso') slides by known sub-pixel shifts, head region static."""
+    import cv2
+    import numpy as np
+
+    from data_prep.torso import track_torso
+    from talk3d.dataset import MASK_HEAD, MASK_TORSO, frame_name
+
+    size, n = 128, 24
+    rng = np.random.default_rng(0)
+    cloth = cv2.GaussianBlur(rng.uniform(0, 255, (2 * size, 2 * size, 3)).astype(np.float32), (0, 0), 2.0)
+    truth = np.stack([2.5 * np.sin(np.arange(n) / 3.0), 1.5 * np.cos(np.arange(n) / 4.0)], 1)  # px at `size`
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    labels = np.zeros((size, size), np.uint8)
+    labels[size // 2:] = MASK_TORSO
+    labels[8:size // 2, 32:96] = MASK_HEAD
+    for i, (dx, dy) in enumerate(truth):
+        m = np.float32([[1, 0, dx - size / 2], [0, 1, dy - size / 2]])
+        frame = cv2.warpAffine(cloth, m, (size, size), flags=cv2.INTER_CUBIC)
+        frame[: size // 2] = 90.0  # static upper half
+        cv2.imwrite(str(tmp_path / "frames" / frame_name(i, "jpg")), frame.clip(0, 255).astype(np.uint8),
+                    [cv2.IMWRITE_JPEG_QUALITY, 98])
+        cv2.imwrite(str(tmp_path / "masks" / frame_name(i, "png")), labels)
+    offsets, stats = track_torso(tmp_path, n, train_end=20, work_size=size, smooth_frames=0)
+    assert offsets.shape == (n, 2) and offsets.dtype == np.float32 and stats["torso_tracked"] == 1.0
+    expected = (truth - np.median(truth, axis=0)) / size
+    err_px = np.abs(offsets - expected).max() * size
+    assert err_px < 0.35, err_px
+
+
+def test_render_places_the_torso_by_the_tracked_offsets(tmp_path: Path) -> None:
+    """`talk3d render` follows the run's torso_offsets.npy with --pose tracked, rests it with --pose fixed."""
+    import numpy as np
+
+    from talk3d.render.config import RenderConfig
+    from talk3d.render.driver import render
+    from talk3d.render.probe import read_frames
+    from tests.test_render_helpers import make_run_folder, write_speech_like
+
+    run = make_run_folder(tmp_path, torso_mode="image")
+    loaded = ck.load_run(run)
+    s = loaded.model_config.out_res
+    stripes = torch.zeros(1, s, s)
+    stripes[..., (torch.arange(s) // 3) % 2 == 0] = 1.0  # vertical stripes: a horizontal shift shows
+    alpha = torch.zeros(1, s, s)
+    alpha[:, s // 2:] = 1.0
+    loaded.avatar.set_torso_init(stripes.expand(3, s, s), alpha)
+    ck.save_avatar(run, loaded.avatar, loaded.model_config, {}, 0, {}, str(loaded.dataset_dir))
+    n = loaded.poses.shape[0]
+    offsets = np.zeros((n, 2), np.float32)
+    offsets[:, 0] = 1.0 / s * (np.arange(n) % 2 * 3)  # odd frames: 3 px to the right
+    np.save(run / "torso_offsets.npy", offsets)
+    assert np.allclose(ck.load_run(run).torso_offsets, offsets)
+    audio = write_speech_like(tmp_path / "a.wav", 0.4)
+    common = dict(motion_scale=0.0, blink="off", quality=0, fps=10.0, size=s)
+    tracked = np.stack(list(read_frames(render(run, audio, tmp_path / "t.mp4", RenderConfig(**common)).out_path)))
+    fixed = np.stack(list(read_frames(render(run, audio, tmp_path / "f.mp4",
+                                             RenderConfig(pose="fixed", **common)).out_path)))
+    low = slice(3 * s // 4, s - 2)
+    # tracked: the stripes jump between frames 0 and 1 (the head itself is untrained and faint)
+    assert np.abs(tracked[1, low].astype(float) - tracked[0, low]).mean() > 3 * np.abs(
+        fixed[1, low].astype(float) - fixed[0, low]).mean() + 5.0

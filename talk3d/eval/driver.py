@@ -52,6 +52,7 @@ class RunDriver:
         self.fps = float(m.fps)
         self.poses = np.asarray(self.run.poses, dtype=np.float32)
         self.blink = np.asarray(self.run.blink, dtype=np.float32)
+        self.torso_offsets = np.asarray(self.run.torso_offsets, dtype=np.float32)
         self.feature_rate = float(m.audio_feature_rate)
         self.intrinsics = np.asarray(m.intrinsics, dtype=np.float32)
         self.dataset_dir = Path(self.run.dataset_dir)
@@ -65,7 +66,7 @@ class RunDriver:
 
     def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,
                yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4,
-               size: int | None = None) -> Iterator[Rendered]:
+               size: int | None = None, torso: np.ndarray | None = None) -> Iterator[Rendered]:
         """Render frames ``frame_indices`` of a driving sequence.
 
         Args:
@@ -78,6 +79,7 @@ class RunDriver:
             batch_size: frames per forward pass.
             size: output side (default :attr:`size`, the dataset's working resolution, so
                 renders compare with the ground-truth frames pixel for pixel).
+            torso: ``(N, 2)`` torso offsets per sequence frame (None: resting torso).
         Yields:
             :class:`Rendered` batches in order.
         """
@@ -88,7 +90,7 @@ class RunDriver:
         for start in range(0, len(idx), batch_size):
             sel = idx[start:start + batch_size]
             cond = conditioning_for(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
-                                    sel)
+                                    sel, torso_offsets=torso)
             cond = {name: v.to(self.device) for name, v in cond.items()}
             c2w = torch.from_numpy(np.asarray(poses, dtype=np.float32)[sel]).to(self.device)
             if yaw or pitch:
@@ -108,10 +110,11 @@ class RunDriver:
 
         audio = load_driving_audio(audio_path)
         n = min(frame_count(audio.duration, self.fps), max(1, int(max_seconds * self.fps)))
-        head, _ = paths.head_motion(torch.from_numpy(self.poses), n, "tracked")
+        head, source = paths.head_motion(torch.from_numpy(self.poses), n, "tracked")
         blink = paths.blink_track(self.blink, n, "auto")
         return DrivingSequence(audio=audio.samples, features=audio.features, feature_rate=audio.feature_rate,
-                               blink=blink, poses=head.numpy().astype(np.float32))
+                               blink=blink, poses=head.numpy().astype(np.float32),
+                               torso=paths.torso_track(self.torso_offsets, source))
 
 
 @dataclass
@@ -128,3 +131,5 @@ class DrivingSequence:
     """``(F,)`` eye closure per output frame."""
     poses: np.ndarray
     """``(F, 4, 4)`` camera-to-world per output frame (head motion)."""
+    torso: np.ndarray | None = None
+    """``(F, 2)`` torso offsets per output frame (None: resting torso)."""

@@ -122,7 +122,8 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
         side = None
         if driver.audio_feats is not None:
             side, _ = suites._render_all(driver, driver.audio_feats, driver.blink, driver.poses,
-                                         sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30")
+                                         sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
+                                         torso=driver.torso_offsets)
         write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
                            driver.fps, driver.dataset_dir / "audio.wav", int(sd.arrays["indices"][0]))
         files.append("side_by_side.mp4")

@@ -33,10 +33,14 @@ class SuiteResult:
 
 
 def _render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
-                yaw: float, pitch: float, batch_size: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``indices``; return rgb ``(F, H, W, 3)`` uint8 and depth ``(F, h, w)``."""
+                yaw: float, pitch: float, batch_size: int, what: str,
+                torso: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``indices``; return rgb ``(F, H, W, 3)`` uint8 and depth ``(F, h, w)``.
+
+    ``torso``: ``(N, 2)`` torso offsets of the sequence (None: resting torso).
+    """
     rgb, depth = [], []
-    batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size)
+    batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size, torso=torso)
     total = math.ceil(len(indices) / batch_size)
     for out in progress(batches, what, total=total):
         rgb.append(out.rgb)
@@ -67,7 +71,7 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
 
         raise UserError("the run has no audio features of its dataset; re-run 'talk3d fit' or keep its dataset")
     rgb, depth = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
-                             "self-driven")
+                             "self-driven", torso=driver.torso_offsets)
     gt = np.stack([dataset.frame(int(i)) for i in idx])
     if gt.shape != rgb.shape:
         raise ValueError(f"ground truth {gt.shape} and renders {rgb.shape} differ in size")
@@ -123,7 +127,7 @@ def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_
     seq = driver.driving_sequence(audio_path, max_seconds)
     n, audio = len(seq.blink), seq.audio
     rgb, _ = _render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
-                         f"cross-driven {Path(audio_path).name}")
+                         f"cross-driven {Path(audio_path).name}", torso=seq.torso)
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     activity, method = voice_activity(audio, 16000, vad_method)
@@ -163,7 +167,7 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
     canon = dataset.canonical_landmarks
     for yaw, pitch in views:
         rgb, _ = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
-                             batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}")
+                             batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets)
         frames[f"{yaw:+g},{pitch:+g}"] = rgb
         lm, ok = detect_sequence(rgb, static=True)
         size = rgb.shape[1]
@@ -204,6 +208,7 @@ def speed(driver: Any, num_frames: int, batch_size: int = 1) -> SuiteResult:
     cuda = str(getattr(driver, "device", "cpu")).startswith("cuda")
     model_size = getattr(driver, "model_size", None)
     kw = {"size": model_size} if model_size else {}
+    kw["torso"] = getattr(driver, "torso_offsets", None)
     next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1, **kw)))  # warm-up
     if cuda:
         torch.cuda.synchronize()

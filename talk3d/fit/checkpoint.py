@@ -9,6 +9,7 @@ A run folder holds::
                                          without its sidecar is incomplete and ignored)
     avatar.safetensors / avatar.json     final model tensors + model config and metrics
     dataset_manifest.json, poses.npy, blink.npy, audio_feats.npy   copied from the dataset
+    torso_offsets.npy                                               (and this one when it has it)
     metrics.jsonl, fit.log, previews/, curves.png
 
 :func:`load_run` turns a run folder into a ready avatar for rendering and evaluation.
@@ -40,6 +41,7 @@ AVATAR = "avatar.safetensors"
 AVATAR_META = "avatar.json"
 CHECKPOINTS = "checkpoints"
 RUN_COPIES = ("poses.npy", "blink.npy", "audio_feats.npy")
+OPTIONAL_RUN_COPIES = ("torso_offsets.npy",)
 DATASET_MANIFEST = "dataset_manifest.json"
 _STEP_RE = re.compile(r"^step_(\d{7,})\.json$")
 
@@ -227,6 +229,7 @@ def copy_dataset_files(dataset_dir: str | os.PathLike, run_dir: str | os.PathLik
     """Copy what rendering needs from the dataset into the run folder (atomically)."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     pairs = [(MANIFEST, DATASET_MANIFEST)] + [(n, n) for n in RUN_COPIES]
+    pairs += [(n, n) for n in OPTIONAL_RUN_COPIES if (dataset_dir / n).is_file()]
     for src, dst in pairs:
         with atomic_path(run_dir / dst) as tmp:
             shutil.copyfile(dataset_dir / src, tmp)
@@ -250,6 +253,8 @@ class Run:
     """``(N,)`` float32 eye closure of the training video."""
     audio_feats: np.ndarray | None
     """``(T, D)`` audio features of the training video (self-driven validation), if copied."""
+    torso_offsets: np.ndarray
+    """``(N, 2)`` float32 tracked torso shift of the training video (zeros when not tracked)."""
     dataset_dir: Path
     """The dataset folder it was fitted on (may no longer exist)."""
     run_dir: Path
@@ -295,8 +300,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     for name in (DATASET_MANIFEST, "poses.npy", "blink.npy"):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"run folder '{run_dir}' is incomplete: {name} is missing; re-run 'talk3d fit' on it")
-    model_config = ModelConfig()
-    update_dataclass(model_config, model_dict)
+    model_config = ModelConfig.from_dict(model_dict)  # fills the defaults of runs saved by older versions
     fit_config = FitConfig(model=model_config)
     update_dataclass(fit_config, {k: v for k, v in fit_dict.items() if k not in ("model", "dataset_dir")})
     avatar = Avatar(model_config)
@@ -307,11 +311,14 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
                               f"re-run 'talk3d fit' with --force") from None
     avatar.to(device).eval()
     feats_path = run_dir / "audio_feats.npy"
+    poses = read_npy(run_dir / "poses.npy").astype(np.float32)
+    torso_path = run_dir / "torso_offsets.npy"
+    torso = (read_npy(torso_path).astype(np.float32) if torso_path.is_file()
+             else np.zeros((poses.shape[0], 2), np.float32))
     return Run(
         avatar=avatar, model_config=model_config, fit_config=fit_config,
         manifest=Manifest.from_dict(read_json(run_dir / DATASET_MANIFEST)),
-        poses=read_npy(run_dir / "poses.npy").astype(np.float32),
-        blink=read_npy(run_dir / "blink.npy").astype(np.float32),
-        audio_feats=read_npy(feats_path) if feats_path.is_file() else None,
+        poses=poses, blink=read_npy(run_dir / "blink.npy").astype(np.float32),
+        audio_feats=read_npy(feats_path) if feats_path.is_file() else None, torso_offsets=torso,
         dataset_dir=Path(dataset_dir), run_dir=run_dir, step=step, metrics=metrics, final=final,
     )

@@ -120,7 +120,11 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
-        cfg = cls()
+        """Build from :meth:`to_dict` output (the model part through :meth:`ModelConfig.from_dict`,
+        which fills the defaults of configs saved by older versions)."""
+        data = dict(data)
+        model = data.pop("model", None)
+        cfg = cls(model=ModelConfig.from_dict(model)) if model is not None else cls()
         update_dataclass(cfg, data)
         return cfg
 

@@ -89,6 +89,7 @@ class TrainingData:
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.poses = np.asarray(self.dataset.poses, dtype=np.float32)
         self.blink = np.asarray(self.dataset.blink, dtype=np.float32)
+        self.torso_offsets = self.dataset.torso_offsets
         self.intrinsics = self.dataset.intrinsics
         # (T, D) float16 features in memory: 16 KB per second of audio.
         self.audio_feats = np.array(self.dataset.audio_feats)
@@ -133,7 +134,7 @@ class TrainingData:
         cam2world = torch.from_numpy(self.poses[idx])
         cond = conditioning_for(
             self.model_config, self.audio_feats, self.manifest.audio_feature_rate, self.manifest.fps,
-            self.blink, self.poses, torch.from_numpy(idx),
+            self.blink, self.poses, torch.from_numpy(idx), torso_offsets=self.torso_offsets,
         )
         b = len(idx)
         out = {

@@ -129,7 +129,8 @@ class Avatar(nn.Module):
                            cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha)
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
-                      out_size: int | None = None, torso_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      out_size: int | None = None, torso_pose: torch.Tensor | None = None,
+                      torso_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Render given planes from cameras.
 
         Args:
@@ -138,6 +139,8 @@ class Avatar(nn.Module):
             out_size: output side (default ``cfg.out_res``; other sizes resize the SR output).
             torso_pose: ``(B, pose_dim)`` pose conditioning for the image-mode torso warp
                 (``None``: identity warp); ignored in volume torso mode.
+            torso_offset: ``(B, 2)`` tracked torso shift in image widths for the image-mode
+                torso (``None``: none); ignored in volume torso mode.
         Returns:
             ``rgb (B, 3, H, W)``, ``rgb_lr (B, 3, h, w)``, ``alpha (B, 1, h, w)``,
             ``alpha_hr (B, 1, H, W)``, ``depth (B, 1, h, w)``, ``features (B, F, h, w)``,
@@ -162,7 +165,7 @@ class Avatar(nn.Module):
             rgb_fg, alpha_hr = resize(rgb_fg, out_size), resize(alpha_hr, out_size)
         extra: dict[str, torch.Tensor] = {}
         if self.torso is not None:
-            t_rgb, t_a = self.torso(torso_pose, b, out_size)
+            t_rgb, t_a = self.torso(torso_pose, b, out_size, torso_offset)
             t_rgb, t_a = t_rgb.to(feats.dtype), t_a.to(feats.dtype)
             t_a_lr = resize(t_a, h)
             t_fg_lr = resize(t_rgb * t_a, h)
@@ -190,12 +193,14 @@ class Avatar(nn.Module):
             deltaplane: precomputed ``(B, 3, C, R, R)`` (skips the U-Net; ``cond`` is then ignored).
         Returns:
             :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
-            ``cond`` is None). In image torso mode ``cond["pose"]`` drives the torso warp
-            (identity when ``cond`` is None), also when ``deltaplane`` is given.
+            ``cond`` is None). In image torso mode ``cond["pose"]`` and ``cond["torso"]`` (the
+            tracked offset, optional) place the torso (identity when ``cond`` is None), also
+            when ``deltaplane`` is given.
         """
         planes, dp = self.planes(cond, motion_scale, deltaplane)
         pose = cond.get("pose") if cond is not None else None
-        out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose)
+        offset = cond.get("torso") if cond is not None else None
+        out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose, torso_offset=offset)
         if dp is None:
             p = self.identity_planes()
             dp = p.new_zeros(cam2world.shape[0], *p.shape)

@@ -99,7 +99,8 @@ def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, f
 def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
                        blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
                        frame_indices: np.ndarray | torch.Tensor, *, window: int = 8,
-                       rows_per_frame: int = 4) -> dict[str, torch.Tensor]:
+                       rows_per_frame: int = 4,
+                       torso_offsets: np.ndarray | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Conditioning tensors for a batch of frames (fit and render both call this).
 
     Args:
@@ -110,8 +111,10 @@ def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: flo
         cam2world: ``(N, 4, 4)`` camera-to-world per frame.
         frame_indices: ``(B,)`` frames to condition (index ``blink``/``cam2world`` and the audio).
         window, rows_per_frame: must match ``ModelConfig.audio_window`` / ``mel_per_frame``.
+        torso_offsets: ``(N, 2)`` tracked torso shift per frame in image widths, or None (zeros).
     Returns:
-        ``{"audio": (B, 2*window+1, rows_per_frame*D), "blink": (B, 1), "pose": (B, 10)}`` float32 CPU.
+        ``{"audio": (B, 2*window+1, rows_per_frame*D), "blink": (B, 1), "pose": (B, 10),
+        "torso": (B, 2)}`` float32 CPU.
     """
     idx = _as_tensor(frame_indices, torch.float64).long()
     n = len(blink)
@@ -120,12 +123,15 @@ def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: flo
     blink_t = _as_tensor(blink)[idx].reshape(-1, 1)
     pose = pose_vector(_as_tensor(cam2world)[idx])
     audio = audio_windows(audio_feats, feature_rate, fps, idx, window, rows_per_frame)
-    return {"audio": audio, "blink": blink_t, "pose": pose}
+    torso = (_as_tensor(torso_offsets)[idx].reshape(-1, 2) if torso_offsets is not None
+             else torch.zeros(idx.numel(), 2))
+    return {"audio": audio, "blink": blink_t, "pose": pose, "torso": torso}
 
 
 def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float,
                      fps: float, blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
-                     frame_indices: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+                     frame_indices: np.ndarray | torch.Tensor,
+                     torso_offsets: np.ndarray | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """:func:`frame_conditioning` with the window sizes and audio normalisation of a model config.
 
     ``audio_feats`` is the whole clip's ``(T, D)`` features (the loudness level is a statistic
@@ -134,7 +140,7 @@ def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, f
     if cfg.audio_norm == "loudness":
         audio_feats = normalize_loudness(audio_feats)
     return frame_conditioning(audio_feats, feature_rate, fps, blink, cam2world, frame_indices,
-                              window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame)
+                              window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame, torso_offsets=torso_offsets)
 
 
 class TokenEncoder(nn.Module):

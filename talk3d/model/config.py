@@ -76,12 +76,15 @@ class ModelConfig:
     """Cross-attention to the tokens at every U-Net level with resolution <= this."""
     sr_widths: tuple[int, ...] = (64, 32, 16)
     """Super-resolution channels at neural_res, then after each x2 upsampling."""
-    torso_mode: str = "volume"
-    """How the torso is rendered: ``volume`` (by the head's triplane, like the head) or ``image``
-    (a learned RGBA texture in image space with a pose-driven 2D affine warp, composited between
-    the head and the background; the torso then stays in image space for novel views)."""
+    torso_mode: str = "image"
+    """How the torso is rendered: ``image`` (default: a learned RGBA texture in image space,
+    placed by prep's tracked torso offset plus a pose-driven 2D affine warp, composited between
+    the head and the background; the torso stays in image space for novel views) or ``volume``
+    (by the head's triplane, like the head: the body then follows every head turn, and its
+    sway blurs it; held-out PSNR on Obama 24.4 vs 29.6 dB after 250 steps). Configs saved
+    before the field existed default to ``volume``."""
     torso_res: int = 0
-    """Side of the image-mode torso texture in pixels (0: half of ``out_res``, upsampled)."""
+    """Side of the image-mode torso texture in pixels (0: ``out_res``)."""
     torso_warp_hidden: int = 32
     """Hidden width of the image-mode torso's warp MLP (pose -> 6 affine numbers)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,8 +120,8 @@ class ModelConfig:
 
     @property
     def torso_size(self) -> int:
-        """Side of the image-mode torso texture (``torso_res``, or ``out_res // 2`` when 0)."""
-        return self.torso_res if self.torso_res > 0 else max(1, self.out_res // 2)
+        """Side of the image-mode torso texture (``torso_res``, or ``out_res`` when 0)."""
+        return self.torso_res if self.torso_res > 0 else max(1, self.out_res)
 
     @property
     def audio_frames(self) -> int:
@@ -148,6 +151,7 @@ class ModelConfig:
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         kw.setdefault("pose_token", True)  # runs saved before the field existed used the pose token
         kw.setdefault("audio_norm", "layer")  # ... and a LayerNorm on the audio tokens
+        kw.setdefault("torso_mode", "volume")  # ... and rendered the torso in the volume
         return cls(**kw)
 
     @classmethod

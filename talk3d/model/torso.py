@@ -3,8 +3,9 @@
 The camera follows the head, so the (mostly image-static) torso moves through the head's
 canonical space from frame to frame and a head-centred triplane blurs it. In image mode the
 torso is instead a learned RGBA texture in the dataset's image frame, warped per frame by a
-small 2D affine transform predicted from the pose conditioning (ER-NeRF style), and
-composited between the volume-rendered head and the background plate::
+small 2D affine transform predicted from the pose conditioning (ER-NeRF style) on top of
+the torso offset tracked by prep (``torso_offsets.npy``: the body sways independently of the
+head), and composited between the volume-rendered head and the background plate::
 
     rgb = head_rgb * head_a + (1 - head_a) * (torso_rgb * torso_a + (1 - torso_a) * bg)
 
@@ -59,25 +60,37 @@ class TorsoLayer(nn.Module):
         logits = torch.logit(both.clamp(0.02, 0.98))
         self.texture.copy_(logits.to(self.texture))
 
-    def theta(self, pose: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """Affine warps ``(B, 2, 3)`` (normalised coordinates); the identity when ``pose`` is None."""
-        ident = self.identity.to(self.texture.dtype)
-        if pose is None:
-            return ident.expand(batch, 2, 3)
-        delta = self.warp(pose.to(self.texture.dtype)).reshape(-1, 2, 3)
-        return ident + delta
+    def theta(self, pose: torch.Tensor | None, batch: int, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Affine warps ``(B, 2, 3)`` (normalised coordinates).
 
-    def forward(self, pose: torch.Tensor | None, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        Args:
+            pose: ``(B, pose_dim)`` or None (no pose-driven part).
+            offset: ``(B, 2)`` tracked torso shift in image widths (x right, y down) or None.
+        """
+        ident = self.identity.to(self.texture.dtype)
+        theta = ident.expand(batch, 2, 3)
+        if pose is not None:
+            theta = theta + self.warp(pose.to(self.texture.dtype)).reshape(-1, 2, 3)
+        if offset is not None:
+            # content moved by +d image widths samples the texture at p - d (2d in [-1, 1] units)
+            shift = torch.zeros_like(theta)
+            shift[:, :, 2] = -2.0 * offset.to(theta.dtype).reshape(-1, 2)
+            theta = theta + shift
+        return theta
+
+    def forward(self, pose: torch.Tensor | None, batch: int, size: int,
+                offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Warped torso layer.
 
         Args:
-            pose: ``(B, pose_dim)`` pose conditioning or ``None`` (identity warp).
-            batch: ``B`` (used when ``pose`` is None).
+            pose: ``(B, pose_dim)`` pose conditioning or ``None`` (no pose-driven warp).
+            batch: ``B`` (used when ``pose`` and ``offset`` are None).
             size: output side in pixels.
+            offset: ``(B, 2)`` tracked torso shift in image widths, or None.
         Returns:
             ``rgb (B, 3, size, size)`` straight colour in [0, 1] and ``alpha (B, 1, size, size)``.
         """
-        theta = self.theta(pose, batch)
+        theta = self.theta(pose, batch, offset)
         grid = F.affine_grid(theta, [theta.shape[0], 4, size, size], align_corners=False)
         tex = torch.sigmoid(self.texture)[None].expand(theta.shape[0], -1, -1, -1)
         out = F.grid_sample(tex, grid.to(tex.dtype), mode="bilinear", padding_mode="border", align_corners=False)

@@ -50,6 +50,8 @@ class Drive:
     """Audio file muxed into the video (``None``: silent video)."""
     duration: float
     """Seconds of driving audio."""
+    torso: np.ndarray | None = None
+    """``(N, 2)`` torso offsets indexed by ``frame_indices`` (None: resting torso)."""
 
 
 def _check_config(cfg: RenderConfig) -> None:
@@ -103,14 +105,15 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     audio = load_driving_audio(audio_path)
     n = frame_count(audio.duration, fps)
     poses = torch.as_tensor(run.poses, dtype=torch.float32)
-    head, _ = paths.head_motion(poses, n, cfg.pose)
+    head, source = paths.head_motion(poses, n, cfg.pose)
+    torso = paths.torso_track(run.torso_offsets, source)
     blink = paths.blink_track(np.asarray(run.blink), n, cfg.blink)
     yaw = paths.yaw_schedule(n, fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
     paths.check_angles(yaw, cfg.pitch, poses, head)
     cams = paths.view_cameras(head, yaw, cfg.pitch)
     return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
                  frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
-                 mux_audio=audio.path, duration=audio.duration)
+                 mux_audio=audio.path, duration=audio.duration, torso=torso)
 
 
 def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
@@ -139,9 +142,10 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
             write_wav(mux, seg)
     if mux is None:
         warn(f"dataset audio '{wav}' is not available: the validation video will be silent")
+    torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" else None
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
-                 duration=t1 - t0)
+                 duration=t1 - t0, torso=torso)
 
 
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
@@ -189,7 +193,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
             for c0 in range(0, n, cfg.chunk_frames):
                 idx = drive.frame_indices[c0:c0 + cfg.chunk_frames]
                 cond_chunk = conditioning_for(mcfg, drive.features, drive.feature_rate, drive.fps,
-                                              drive.blink, drive.head, idx)
+                                              drive.blink, drive.head, idx, torso_offsets=drive.torso)
                 for b0 in range(0, idx.size, batch):
                     sl = slice(b0, b0 + batch)
                     frames = range(c0 + b0, c0 + b0 + len(idx[sl]))

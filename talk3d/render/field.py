@@ -56,7 +56,9 @@ def avatar_torso_layer(avatar, cam2world: torch.Tensor, cond: dict[str, torch.Te
         return None
     size = int(size or avatar.cfg.neural_res)
     pose = cond.get("pose") if cond is not None else None
-    rgb, alpha = torso(None if pose is None else pose[:1], 1, avatar.cfg.out_res)
+    offset = cond.get("torso") if cond is not None else None
+    rgb, alpha = torso(None if pose is None else pose[:1], 1, avatar.cfg.out_res,
+                       None if offset is None else offset[:1])
     pre = torch.cat([rgb * alpha, alpha], 1).float()
     if pre.shape[-1] != size:
         mode = "area" if pre.shape[-1] > size else "bilinear"

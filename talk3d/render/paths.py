@@ -73,6 +73,20 @@ def head_motion(poses: torch.Tensor, num_frames: int, mode: str) -> tuple[torch.
     raise UserError(f"--pose must be 'tracked' or 'fixed', got '{mode}'")
 
 
+def torso_track(offsets: np.ndarray, source_index: np.ndarray) -> np.ndarray:
+    """Torso offsets per output frame ``(F, 2)`` following :func:`head_motion`'s source frames.
+
+    The torso sways with the tracked head motion it was recorded with; with a fixed head
+    (source index ``-1``) it rests at its median position (offset 0).
+    """
+    offsets = np.asarray(offsets, dtype=np.float32)
+    idx = np.asarray(source_index, dtype=np.int64)
+    out = np.zeros((idx.size, 2), dtype=np.float32)
+    if offsets.size:
+        out[idx >= 0] = offsets[idx[idx >= 0]]
+    return out
+
+
 def blink_track(blink: np.ndarray, num_frames: int, mode: str) -> np.ndarray:
     """Eye closure per output frame ``(F,)`` float32: ping-pong over the clip's track, or zeros."""
     if mode == "off" or blink.size == 0:
