@@ -15,9 +15,11 @@ from talk3d.model.config import ModelConfig
 
 POSE_DIM = 10
 LOUD_PERCENTILE = 95.0
-"""Row-energy percentile taken as a clip's speech level by :func:`normalize_loudness`."""
+"""Row-energy percentile taken as a clip's speech level."""
+FLOOR_PERCENTILE = 5.0
+"""Per-bin percentile taken as a clip's noise floor (pauses, room tone)."""
 LOUDNESS_SCALE = 3.0
-"""Log-mel units per normalised unit (speech rows span a few units around the level)."""
+"""Log-mel units per normalised unit of :func:`normalize_loudness`."""
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -45,7 +47,7 @@ def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
 
     The level is the 95th percentile of the per-row mean log-mel over the whole clip (robust
     to long pauses: a clip that is 10% speech still has its loud rows in the top 5%). Same
-    speech at another gain or distance gives the same features; pauses stay far below 0.
+    speech at another gain gives the same features. (``audio_norm="loudness"``.)
 
     Args:
         audio_feats: ``(T, D)`` natural-log mel power.
@@ -57,6 +59,30 @@ def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
         return feats
     level = torch.quantile(feats.mean(dim=1), LOUD_PERCENTILE / 100.0)
     return (feats - level) / LOUDNESS_SCALE
+
+
+def normalize_floor(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Subtract a clip's per-bin noise floor and divide by its speech-to-floor distance.
+
+    ``x = (f - floor_bin) / (level - mean(floor_bin))`` with ``floor_bin`` the 5th percentile
+    of each mel bin over the clip and ``level`` the 95th percentile of the row mean: pauses
+    map to ~0 in every bin whatever the microphone's noise colour or the gain, speech rows sit
+    around 1. (``audio_norm="floor"``, the default: with ``"loudness"`` the pauses of a
+    noisier recording looked like no pause of the training clip and the mouth stayed open.)
+    On a clip without pauses the floor is its quietest speech (the features are then only
+    shifted).
+
+    Args:
+        audio_feats: ``(T, D)`` natural-log mel power.
+    Returns:
+        ``(T, D)`` float32.
+    """
+    feats = _as_tensor(audio_feats)
+    if feats.shape[0] == 0:
+        return feats
+    floor = torch.quantile(feats, FLOOR_PERCENTILE / 100.0, dim=0)
+    level = torch.quantile(feats.mean(dim=1), LOUD_PERCENTILE / 100.0)
+    return (feats - floor) / torch.clamp(level - floor.mean(), min=1.0)
 
 
 def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
@@ -137,7 +163,9 @@ def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, f
     ``audio_feats`` is the whole clip's ``(T, D)`` features (the loudness level is a statistic
     of the clip, so never pass a chunk of it).
     """
-    if cfg.audio_norm == "loudness":
+    if cfg.audio_norm == "floor":
+        audio_feats = normalize_floor(audio_feats)
+    elif cfg.audio_norm == "loudness":
         audio_feats = normalize_loudness(audio_feats)
     return frame_conditioning(audio_feats, feature_rate, fps, blink, cam2world, frame_indices,
                               window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame, torso_offsets=torso_offsets)

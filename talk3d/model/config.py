@@ -53,12 +53,14 @@ class ModelConfig:
     """Video frames on each side of the current frame in the audio window (2W+1 in all)."""
     mel_per_frame: int = 4
     """Audio-feature rows resampled per video frame (feature_rate / fps = 4 at 100 Hz, 25 fps)."""
-    audio_norm: str = "loudness"
-    """How audio features are normalised before the token MLP. ``loudness``: each clip's
-    log-mel is shifted so its loud rows (95th percentile of row energy) sit at 0 and scaled
-    by 1/3, and the level is kept (pauses stay quiet for every speaker and microphone).
-    ``layer``: a LayerNorm per audio token (removes the level, so a pause's noise floor looked
-    like speech; configs saved before this field default to it)."""
+    audio_norm: str = "floor"
+    """How a clip's audio features are normalised before the token MLP (the whole clip's
+    statistics, same for the training video and any driving audio). ``floor``: subtract each
+    mel bin's noise floor (5th percentile) and divide by the speech-to-floor distance, so
+    pauses are ~0 for every microphone and gain. ``loudness``: only shift the speech level
+    (95th percentile of row energy) to 0 (a noisier recording's pauses then differ from the
+    training clip's). ``layer``: a LayerNorm per audio token, which removes the level so a
+    pause looks like speech (configs saved before this field default to it)."""
     pose_dim: int = 10
     """Size of the pose vector: 6D rotation + unit translation + log distance."""
     pose_token: bool = False
@@ -102,8 +104,8 @@ class ModelConfig:
             raise ValueError("feature_channels must be >= 3 (the first 3 are RGB)")
         if self.triplane_res % (2 ** len(self.unet_widths)):
             raise ValueError("triplane_res must be divisible by 2**len(unet_widths)")
-        if self.audio_norm not in ("loudness", "layer"):
-            raise ValueError(f"audio_norm must be 'loudness' or 'layer', got {self.audio_norm!r}")
+        if self.audio_norm not in ("floor", "loudness", "layer"):
+            raise ValueError(f"audio_norm must be 'floor', 'loudness' or 'layer', got {self.audio_norm!r}")
         if self.torso_mode not in ("volume", "image"):
             raise ValueError(f"torso_mode must be 'volume' or 'image', got {self.torso_mode!r}")
         self.box_min = tuple(float(v) for v in self.box_min)  # type: ignore[assignment]
