@@ -51,6 +51,11 @@ def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
     return torch.cat([rot6, t / dist, torch.log(dist)], -1)
 
 
+def _speech_level(rows: torch.Tensor) -> torch.Tensor:
+    """A clip's speech level: the 95th percentile of the per-row mean log-mel of ``rows (T', D)``."""
+    return torch.quantile(rows.mean(dim=1), LOUD_PERCENTILE / 100.0)
+
+
 def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Shift a clip's log-mel so its speech level is 0 and scale it by ``1 / LOUDNESS_SCALE``.
 
@@ -66,8 +71,7 @@ def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
     feats = _as_tensor(audio_feats)
     if feats.shape[0] == 0:
         return feats
-    level = torch.quantile(_stat_rows(feats).mean(dim=1), LOUD_PERCENTILE / 100.0)
-    return (feats - level) / LOUDNESS_SCALE
+    return (feats - _speech_level(_stat_rows(feats))) / LOUDNESS_SCALE
 
 
 def normalize_floor(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -91,8 +95,7 @@ def normalize_floor(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
         return feats
     rows = _stat_rows(feats)
     floor = torch.quantile(rows, FLOOR_PERCENTILE / 100.0, dim=0)
-    level = torch.quantile(rows.mean(dim=1), LOUD_PERCENTILE / 100.0)
-    return (feats - floor) / torch.clamp(level - floor.mean(), min=1.0)
+    return (feats - floor) / torch.clamp(_speech_level(rows) - floor.mean(), min=1.0)
 
 
 def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
