@@ -58,6 +58,14 @@ class FitConfig:
     """Learning-rate multiplier during the refine stage."""
     refine_mouth_factor: float = 3.0
     """Multiplier of the mouth-region loss weight during the refine stage."""
+    mouth_pretrain_steps: int = 1500
+    """Steps that train the audio encoder to predict the tracked lip-motion code, alone and
+    without rendering, when the audio stage starts (seconds on a CPU; models with
+    ``mouth_code > 0`` only; see :mod:`talk3d.fit.lipsync`)."""
+    audio_augment: bool = True
+    """Randomly recolour, band-limit, rescale and add noise to the training audio windows
+    (audio and refine stages, and the pretraining), so the lips follow other voices and
+    microphones than the training clip's."""
     warmup_steps: int = 50
     """Linear learning-rate warm-up at the start of the fit."""
     grad_clip: float = 1.0
@@ -265,5 +273,6 @@ def tiny_config(steps: int = 2) -> FitConfig:
     cfg.warmup_steps = 0
     cfg.min_frames = 1
     cfg.cache_frames = 16
+    cfg.mouth_pretrain_steps = 5
     cfg.device = "cpu"
     return cfg

@@ -19,6 +19,7 @@ from PIL import Image
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
 from talk3d.face.landmarks import MOUTH
+from talk3d.fit.lipsync import lip_codes
 from talk3d.model.conditioning import conditioning_for
 from talk3d.model.config import ModelConfig
 
@@ -93,6 +94,11 @@ class TrainingData:
         self.intrinsics = self.dataset.intrinsics
         # (T, D) float16 features in memory: 16 KB per second of audio.
         self.audio_feats = np.array(self.dataset.audio_feats)
+        # (N, K) lip-motion codes from the tracked lips (models with a lip-motion code only).
+        self.mouth_codes: np.ndarray | None = None
+        if model_config.mouth_code > 0:
+            self.mouth_codes = lip_codes(self.dataset.landmarks, self.dataset.canonical_landmarks,
+                                         np.asarray(self.train_indices), model_config.mouth_code)
 
     @property
     def train_indices(self) -> range:
@@ -147,6 +153,10 @@ class TrainingData:
             "mouth_box": torch.from_numpy(boxes),
             "frame_index": torch.from_numpy(idx),
         }
+        if self.mouth_codes is not None:
+            code = np.zeros((b, self.model_config.mouth_code), np.float32)
+            code[:, :self.mouth_codes.shape[1]] = self.mouth_codes[idx]
+            out["mouth_code"] = torch.from_numpy(code)
         return to_device(out, device)
 
     def train_index_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:

@@ -27,8 +27,10 @@ from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig, finalize
 from talk3d.fit.data import TrainingData, to_device
+from talk3d.fit.lipsync import AudioAugment, pretrain_mouth_head
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
 from talk3d.io import atomic_path, setup_file_log, write_json
+from talk3d.model.conditioning import conditioning_for
 
 METRICS = "metrics.jsonl"
 PREVIEWS = "previews"
@@ -111,6 +113,41 @@ def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> N
     colour = torch.where(n > 0, (image * torso).sum(0) / n.clamp_min(1.0), image.mean(0))
     alpha = torch.where(visible.sum(0) > 0, n / visible.sum(0).clamp_min(1.0), (mask > 0).float().mean(0))
     model.set_torso_init(colour, alpha)
+
+
+def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, device: torch.device) -> dict[str, float]:
+    """Teach the token encoder to predict the lip-motion code from audio before the U-Net needs it.
+
+    Returns ``{"lip_code_mse", "lip_code_val_corr"}``: the final training error and, on the
+    held-out frames, the correlation of the predicted and tracked first code component
+    (the mouth opening, mostly); NaN without held-out frames.
+    """
+    enc = model.tokens
+    mcfg = cfg.model
+
+    def windows(frames: np.ndarray) -> torch.Tensor:
+        cond = conditioning_for(mcfg, data.audio_feats, data.manifest.audio_feature_rate, data.manifest.fps,
+                                data.blink, data.poses, frames)
+        return cond["audio"].to(device)
+
+    train = np.asarray(data.train_indices)
+    codes = torch.from_numpy(data.mouth_codes).to(device)
+    augment = AudioAugment() if cfg.audio_augment else None
+    with make_progress() as bar:
+        task = bar.add_task("lip-sync pretraining", total=cfg.mouth_pretrain_steps, status="")
+        losses = pretrain_mouth_head(enc, windows(train), codes[train], cfg.mouth_pretrain_steps,
+                                     augment=augment, bins=mcfg.audio_dim, seed=cfg.seed,
+                                     progress=lambda k, v: bar.update(task, completed=k, status=f"MSE {v:.3f}"))
+    val = np.asarray(data.val_indices)
+    corr = float("nan")
+    if val.size > 2:
+        with torch.no_grad():
+            pred = enc.mouth_code(windows(val))[:, 0].cpu().numpy()
+        corr = float(np.corrcoef(pred, data.mouth_codes[val, 0])[0, 1])
+    res = {"lip_code_mse": float(np.mean(losses[-50:])) if losses else float("nan"), "lip_code_val_corr": corr}
+    info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, "
+         f"held-out mouth-code correlation {corr:.2f}")
+    return res
 
 
 def lr_factor(cfg: FitConfig, step: int) -> float:
@@ -257,6 +294,7 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     rng_before = torch.get_rng_state()
     window: dict[str, list[float]] = {}
     index_iter = data.train_index_batches(cfg.batch_size, cfg.seed, start)
+    augment = AudioAugment() if cfg.audio_augment else None
 
     def save(stage: str) -> None:
         ck.save_checkpoint(run_dir, step, stage, model, optimizer, cfg_dict, last_metrics, cfg.keep_checkpoints)
@@ -280,7 +318,12 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
                 factor = lr_factor(cfg, step)
                 for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     g["lr"] = base * factor
+                if (step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
+                        and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in last_metrics):
+                    last_metrics.update(pretrain_lips(model, data, cfg, device))
                 batch = to_device(data.batch(next(index_iter).tolist()), device)
+                if stage != "identity" and augment is not None:
+                    batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
                 out = _forward(model, batch, stage, amp)
                 losses = compute_losses(out, batch, model, _stage_weights(cfg, stage))
                 loss = losses["total"]

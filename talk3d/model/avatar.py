@@ -93,7 +93,12 @@ class Avatar(nn.Module):
 
     def deltaplane(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """``dP_t`` ``(B, 3, C, R, R)`` for a conditioning batch (see ``frame_conditioning``)."""
-        return self.unet(self.identity_planes(), self.tokens(cond))
+        return self.deltaplane_and_code(cond)[0]
+
+    def deltaplane_and_code(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``dP_t`` ``(B, 3, C, R, R)`` and the predicted lip-motion code ``(B, K)`` (None without one)."""
+        tokens, code = self.tokens.encode(cond)
+        return self.unet(self.identity_planes(), tokens), code
 
     def planes(self, cond: dict[str, torch.Tensor] | None, motion_scale: float = 1.0,
                deltaplane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -193,10 +198,14 @@ class Avatar(nn.Module):
             deltaplane: precomputed ``(B, 3, C, R, R)`` (skips the U-Net; ``cond`` is then ignored).
         Returns:
             :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
-            ``cond`` is None). In image torso mode ``cond["pose"]`` and ``cond["torso"]`` (the
+            ``cond`` is None) and, for models with a lip-motion code, the predicted
+            ``mouth_code (B, K)`` (when the U-Net ran). In image torso mode ``cond["pose"]`` and ``cond["torso"]`` (the
             tracked offset, optional) place the torso (identity when ``cond`` is None), also
             when ``deltaplane`` is given.
         """
+        code = None
+        if deltaplane is None and cond is not None:
+            deltaplane, code = self.deltaplane_and_code(cond)
         planes, dp = self.planes(cond, motion_scale, deltaplane)
         pose = cond.get("pose") if cond is not None else None
         offset = cond.get("torso") if cond is not None else None
@@ -205,4 +214,6 @@ class Avatar(nn.Module):
             p = self.identity_planes()
             dp = p.new_zeros(cam2world.shape[0], *p.shape)
         out["deltaplane"] = dp
+        if code is not None:
+            out["mouth_code"] = code
         return out

@@ -185,12 +185,14 @@ def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, f
 
 
 class TokenEncoder(nn.Module):
-    """Conditioning dict -> tokens ``(B, A + 3, token_dim)``.
+    """Conditioning dict -> tokens ``(B, A + 3 [+ 1], token_dim)``.
 
     Audio: each window entry -> a token (MLP + position embedding; a LayerNorm first when
-    ``cfg.audio_norm == "layer"``), then one
-    self-attention layer smooths over neighbouring frames. Blink and pose -> one token
-    each; plus a learned null token (lets attention attend to "nothing").
+    ``cfg.audio_norm == "layer"``), then one self-attention layer smooths over neighbouring
+    frames. With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts
+    a ``K``-number lip-motion code (trained against tracked lip landmarks), which becomes one
+    more token. Blink and pose -> one token each; plus a learned null token (lets attention
+    attend to "nothing").
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -207,29 +209,51 @@ class TokenEncoder(nn.Module):
         self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)
         self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.norm = nn.LayerNorm(d)
+        if cfg.mouth_code > 0:
+            self.mouth_head = nn.Sequential(nn.Flatten(), nn.Linear(cfg.audio_frames * d, d), nn.GELU(),
+                                            nn.Linear(d, cfg.mouth_code))
+            self.mouth_in = nn.Sequential(nn.Linear(cfg.mouth_code, d), nn.GELU(), nn.Linear(d, d))
+            self.mouth_emb = nn.Parameter(torch.randn(d) * 0.02)
 
-    def forward(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, A + 3, token_dim)``."""
-        audio, blink, pose = cond["audio"], cond["blink"], cond["pose"]
+    def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, A, audio_token_input)`` audio windows -> smoothed audio tokens ``(B, A, token_dim)``."""
         a, din = self.cfg.audio_frames, self.cfg.audio_token_input
         if audio.dim() != 3 or audio.shape[1:] != (a, din):
             raise ValueError(f"cond['audio'] must be (B, {a}, {din}) for this model, got {tuple(audio.shape)}; "
                              "build it with conditioning_for(cfg, ...)")
+        return self.smooth(self.audio_in(audio) + self.audio_pos + self.type_emb[0])
+
+    def mouth_code(self, audio: torch.Tensor) -> torch.Tensor:
+        """Lip-motion code ``(B, K)`` predicted from audio windows ``(B, A, audio_token_input)``."""
+        if self.cfg.mouth_code <= 0:
+            raise ValueError("this model has no lip-motion code (mouth_code = 0)")
+        return self.mouth_head(self.audio_tokens(audio))
+
+    def encode(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, K_tok, token_dim)`` and the
+        predicted lip-motion code ``(B, mouth_code)`` (None when the model has none)."""
+        audio, blink, pose = cond["audio"], cond["blink"], cond["pose"]
         if pose.shape[-1] != self.cfg.pose_dim:
             raise ValueError(f"cond['pose'] must be (B, {self.cfg.pose_dim}), got {tuple(pose.shape)}")
         b = audio.shape[0]
-        ta = self.audio_in(audio) + self.audio_pos + self.type_emb[0]
-        ta = self.smooth(ta)
+        ta = self.audio_tokens(audio)
         tb = (self.blink_in(blink) + self.type_emb[1])[:, None]
         if self.cfg.pose_token:
             tp = (self.pose_in(pose) + self.type_emb[2])[:, None]
         else:  # a constant token: the pose cannot identify training frames (see ModelConfig.pose_token)
             tp = self.type_emb[2].expand(b, 1, -1)
-        tokens = torch.cat([ta, tb, tp, self.null.expand(b, 1, -1)], 1)
-        return self.norm(tokens)
+        parts, code = [ta, tb, tp, self.null.expand(b, 1, -1)], None
+        if self.cfg.mouth_code > 0:
+            code = self.mouth_head(ta)
+            parts.insert(1, (self.mouth_in(code) + self.mouth_emb)[:, None])
+        return self.norm(torch.cat(parts, 1)), code
+
+    def forward(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, K_tok, token_dim)``."""
+        return self.encode(cond)[0]
 
 
 def token_count(cfg: ModelConfig) -> int:
-    """Number of tokens the encoder produces: ``A + 3``."""
-    return cfg.audio_frames + 3
+    """Number of tokens the encoder produces: ``A + 3``, plus 1 with a lip-motion code."""
+    return cfg.audio_frames + 3 + (1 if cfg.mouth_code > 0 else 0)
 

@@ -68,6 +68,12 @@ class ModelConfig:
     per frame, so the U-Net used it to look up each training frame's mouth and ignored the
     audio (measured on Obama: identical mouth tracks for two different driving audios). The
     image-space torso warp still reads the pose. Configs saved before this field default to on."""
+    mouth_code: int = 8
+    """Size of the lip-motion code (0 = off). The token encoder predicts it from the audio window
+    (trained against the tracked lip landmarks, see :mod:`talk3d.fit.lipsync`) and hands it to
+    the U-Net as one more token. Without it the deltaplanes learned no audio dependence in a
+    CPU-sized fit (Obama quick preset: the mouth opening of a render did not change when the
+    audio was swapped). Configs saved before this field default to 0."""
     token_dim: int = 64
     """Width of the conditioning tokens."""
     attn_heads: int = 4
@@ -106,6 +112,8 @@ class ModelConfig:
             raise ValueError("triplane_res must be divisible by 2**len(unet_widths)")
         if self.audio_norm not in ("floor", "loudness", "layer"):
             raise ValueError(f"audio_norm must be 'floor', 'loudness' or 'layer', got {self.audio_norm!r}")
+        if self.mouth_code < 0:
+            raise ValueError(f"mouth_code must be >= 0, got {self.mouth_code}")
         if self.torso_mode not in ("volume", "image"):
             raise ValueError(f"torso_mode must be 'volume' or 'image', got {self.torso_mode!r}")
         self.box_min = tuple(float(v) for v in self.box_min)  # type: ignore[assignment]
@@ -154,6 +162,7 @@ class ModelConfig:
         kw.setdefault("pose_token", True)  # runs saved before the field existed used the pose token
         kw.setdefault("audio_norm", "layer")  # ... and a LayerNorm on the audio tokens
         kw.setdefault("torso_mode", "volume")  # ... and rendered the torso in the volume
+        kw.setdefault("mouth_code", 0)  # ... and had no lip-motion code
         return cls(**kw)
 
     @classmethod

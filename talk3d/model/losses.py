@@ -46,6 +46,9 @@ class LossWeights:
     """Mean squared deltaplane (keeps motion small so it cannot absorb geometry)."""
     delta_tv: float = 0.01
     """Total variation of the deltaplane (keeps motion smooth)."""
+    mouth_code: float = 1.0
+    """Mean-squared error of the lip-motion code predicted from the audio against the tracked
+    one (models with ``mouth_code > 0``; keeps the audio tokens tied to the lips)."""
     ssim_window: int = 11
     """SSIM window size (output resolution; the neural one uses ``min(window, 7)``)."""
 
@@ -184,6 +187,8 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
         out["delta_l2"] = dp.pow(2).mean()
         out["delta_tv"] = tv_loss(dp)
+    if w.mouth_code > 0 and "mouth_code" in outputs and "mouth_code" in batch:
+        out["mouth_code"] = (outputs["mouth_code"] - batch["mouth_code"].to(image)).pow(2).mean()
     total = image.new_zeros(())
     for name, value in out.items():
         total = total + getattr(w, name) * value

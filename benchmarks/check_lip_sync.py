@@ -1,0 +1,97 @@
+"""Does the audio drive the mouth? Two checks on a fitted avatar, with the head pose held fixed
+(so a moving head cannot make the mouth look as if it moved):
+
+1. swap: render one frame's pose with the audio windows of the ``--count`` most open and the
+   ``--count`` most closed training frames (by the tracked mouth opening); report the rendered
+   mouth opening (FaceMesh, ``talk3d.face.landmarks.mouth_opening``) of each group.
+2. self-drive: render every frame of the dataset with its own audio at the mean pose and no
+   blinks; report the correlation of the rendered and the tracked mouth opening on the
+   training and on the held-out frames, and the rendered opening's standard deviation.
+
+    python benchmarks/check_lip_sync.py RUN_DIR [--out lip_sync.json]
+
+Needs the run's dataset folder (for the tracked landmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _openings(images: torch.Tensor, tracker) -> np.ndarray:
+    from talk3d.face.landmarks import mouth_opening
+
+    out = []
+    for img in (images.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy():
+        lm = tracker.detect(img)
+        out.append(float(mouth_opening(lm[None])[0]) if lm is not None else np.nan)
+    return np.array(out)
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--out", type=Path, default=None, help="JSON file for the figures")
+    ap.add_argument("--count", type=int, default=5, help="frames per group in the swap check")
+    ap.add_argument("--batch", type=int, default=4)
+    args = ap.parse_args()
+
+    from talk3d.face.landmarks import mouth_opening
+    from talk3d.face.tracker import FaceTracker
+    from talk3d.fit.checkpoint import load_run
+    from talk3d.model.conditioning import conditioning_for
+    from talk3d.render import paths
+
+    run = load_run(args.run_dir, "cpu")
+    m, cfg, av = run.manifest, run.model_config, run.avatar
+    tracked = mouth_opening(np.load(Path(run.dataset_dir) / "landmarks.npy"))
+    poses = torch.as_tensor(run.poses, dtype=torch.float32)
+    fixed = paths.mean_pose(poses)
+    k = torch.as_tensor(np.asarray(m.intrinsics, np.float32))
+    no_blink = np.zeros(m.num_frames, np.float32)
+    feats = np.asarray(run.audio_feats, np.float32)
+
+    def render(frames: np.ndarray) -> torch.Tensor:
+        imgs = []
+        for b0 in range(0, frames.size, args.batch):
+            idx = frames[b0:b0 + args.batch]
+            cond = conditioning_for(cfg, feats, m.audio_feature_rate, m.fps, no_blink, poses, idx)
+            cond["pose"] = cond["pose"][:1].expand(len(idx), -1).clone()
+            cond["torso"] = torch.zeros(len(idx), 2)
+            cams = fixed.expand(len(idx), 4, 4)
+            imgs.append(av(cams, k.expand(len(idx), 3, 3), cond)["rgb"])
+        return torch.cat(imgs)
+
+    train = np.asarray(m.train_frames)
+    order = train[np.argsort(tracked[train])]
+    closed, opened = order[:args.count], order[-args.count:]
+    res: dict[str, object] = {"run": str(args.run_dir)}
+    with FaceTracker(static=True) as tr:
+        o_open, o_closed = _openings(render(opened), tr), _openings(render(closed), tr)
+    res["swap"] = {"tracked_open": float(tracked[opened].mean()), "tracked_closed": float(tracked[closed].mean()),
+                   "rendered_open": float(np.nanmean(o_open)), "rendered_closed": float(np.nanmean(o_closed))}
+    with FaceTracker(static=False) as tr:
+        rendered = _openings(render(np.arange(m.num_frames)), tr)
+    ok = np.isfinite(rendered)
+    val = np.zeros(m.num_frames, bool)
+    val[np.asarray(m.val_frames)] = True
+
+    def corr(sel: np.ndarray) -> float:
+        sel = sel & ok
+        return float(np.corrcoef(rendered[sel], tracked[sel])[0, 1]) if sel.sum() > 2 else float("nan")
+
+    res["self_drive"] = {"corr_train": corr(~val), "corr_val": corr(val), "rendered_std": float(np.nanstd(rendered)),
+                         "tracked_std": float(tracked.std()), "detected": float(ok.mean())}
+    print(json.dumps(res, indent=1))
+    if args.out is not None:
+        args.out.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Lip-sync supervision for the fit: lip-motion codes from tracked landmarks, audio
+augmentation, and pretraining of the audio encoder on them.
+
+Why: with only an image loss, a CPU-sized fit (a few thousand steps on 20 s of video) learned
+deltaplanes that did not depend on the audio at all. The tracked FaceMesh lips are a direct,
+cheap signal: the token encoder learns to predict each frame's lip shape from its audio window
+(seconds of training, no rendering), and the U-Net gets that prediction as a token.
+
+The code of a frame: the lip landmarks in the canonical face frame (similarity on the stable
+landmarks removes head pose and scale), x/y only, minus the training mean, projected on the
+training frames' principal components and divided by each component's standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from talk3d.face.landmarks import MOUTH, STABLE_LANDMARKS
+from talk3d.face.pose import umeyama
+
+
+def lip_codes(landmarks: np.ndarray, canonical: np.ndarray, train: np.ndarray, size: int) -> np.ndarray:
+    """Per-frame lip-motion codes.
+
+    Args:
+        landmarks: ``(N, 478, 3)`` tracked pixel landmarks.
+        canonical: ``(478, 3)`` canonical landmark shape (world units).
+        train: indices of the training frames (the statistics come from them only).
+        size: number of code components ``K`` (fewer when there are fewer training frames).
+    Returns:
+        ``(N, K)`` float32 codes, zero mean and unit variance per component on ``train``.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    can = np.asarray(canonical, dtype=np.float64)
+    flip = np.array([1.0, -1.0, -1.0])  # pixel frame (y down, z away) -> world (y up, z out)
+    lips = np.empty((lm.shape[0], MOUTH.size, 2))
+    for i, frame in enumerate(lm):
+        pts = frame * flip
+        s, rot, t = umeyama(pts[STABLE_LANDMARKS], can[STABLE_LANDMARKS])
+        lips[i] = (s * pts[MOUTH] @ rot.T + t)[:, :2]
+    x = lips.reshape(lm.shape[0], -1)
+    train = np.asarray(train, dtype=np.int64)
+    mean = x[train].mean(0)
+    _, sv, vt = np.linalg.svd(x[train] - mean, full_matrices=False)
+    k = int(min(size, vt.shape[0], max(1, train.size - 1)))
+    codes = (x - mean) @ vt[:k].T
+    codes /= np.maximum(codes[train].std(0), 1e-8)
+    return codes.astype(np.float32)
+
+
+@dataclass
+class AudioAugment:
+    """Random changes of normalised audio windows that keep what drives the lips (timing and
+    energy) but vary what a new recording changes (spectral colour, bandwidth, level, noise).
+
+    Applied per sample: a gain, a spectral tilt (a gain that varies log-linearly across the mel
+    bins), with probability ``lowpass_p`` the bins above a random cutoff set to 0 (band-limited
+    or telephone audio), and Gaussian noise. Pauses stay ~0 except for the noise.
+    """
+
+    gain: tuple[float, float] = (0.7, 1.3)
+    tilt: float = 0.6
+    """Largest log-gain difference between the lowest and the highest bin (each way)."""
+    lowpass_p: float = 0.3
+    lowpass_min: float = 0.5
+    """Lowest cutoff as a fraction of the bins."""
+    noise: float = 0.08
+    """Largest noise standard deviation (normalised units)."""
+
+    def __call__(self, audio: torch.Tensor, bins: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment ``audio (B, A, rows * bins)`` (normalised windows); returns a new tensor."""
+        b = audio.shape[0]
+        x = audio.reshape(b, audio.shape[1], -1, bins)
+        opts = {"generator": generator, "device": "cpu"}
+
+        def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+            return (lo + (hi - lo) * torch.rand(*shape, **opts)).to(audio)
+
+        ramp = torch.linspace(-0.5, 0.5, bins).to(audio)
+        gain = uniform(*self.gain, b, 1) * torch.exp(uniform(-self.tilt, self.tilt, b, 1) * ramp)
+        cutoff = uniform(self.lowpass_min, 1.0, b, 1) * bins
+        keep = torch.arange(bins).to(audio)[None] < cutoff
+        keep = keep | (torch.rand(b, 1, **opts).to(audio.device) >= self.lowpass_p)
+        x = x * (gain * keep)[:, None, None]
+        x = x + uniform(0.0, self.noise, b, 1, 1, 1) * torch.randn(x.shape, **opts).to(audio)
+        return x.reshape(audio.shape)
+
+
+def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: torch.Tensor, steps: int,
+                        batch: int = 64, lr: float = 2e-3, augment: AudioAugment | None = None,
+                        bins: int = 80, seed: int = 0, progress=None) -> list[float]:
+    """Train the token encoder's audio path and lip-code head to predict ``codes`` from ``audio``.
+
+    Args:
+        encoder: a :class:`talk3d.model.conditioning.TokenEncoder` with ``mouth_code > 0``.
+        audio: ``(N, A, rows * bins)`` normalised audio windows of the training frames.
+        codes: ``(N, K)`` their lip-motion codes.
+        steps: optimiser steps (Adam, cosine-decayed learning rate).
+        augment: audio augmentation applied to every batch (None: none).
+        progress: optional callable ``(step, loss)`` called every 50 steps.
+    Returns:
+        the mean-squared error of each step.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for n, p in encoder.named_parameters()
+              if n.startswith(("audio_in.", "audio_pos", "smooth.", "mouth_head.", "type_emb"))]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    losses = []
+    was_training = encoder.training
+    encoder.train()
+    n = audio.shape[0]
+    for step in range(steps):
+        idx = torch.randint(0, n, (min(batch, n),), generator=gen).to(audio.device)
+        x = audio[idx]
+        if augment is not None:
+            x = augment(x, bins, gen)
+        loss = (encoder.mouth_code(x) - codes[idx]).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if progress is not None and (step + 1) % 50 == 0:
+            progress(step + 1, float(np.mean(losses[-50:])))
+    encoder.train(was_training)
+    return losses

@@ -1,0 +1,115 @@
+"""Lip-sync supervision: lip-motion codes, audio augmentation, encoder pretraining, model wiring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from talk3d.face.landmarks import MOUTH, mouth_opening
+from talk3d.fit.lipsync import AudioAugment, lip_codes, pretrain_mouth_head
+from talk3d.model import Avatar, ModelConfig, conditioning_for
+from talk3d.model.conditioning import TokenEncoder, token_count
+
+
+def _talking_landmarks(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel landmarks ``(n, 478, 3)`` of a random rigid 'face' whose lower lip drops by
+    ``opening (n,)``, seen under random head rotations, scales and shifts; plus the canonical shape."""
+    rng = np.random.default_rng(seed)
+    canonical = rng.normal(size=(478, 3))
+    opening = rng.uniform(0.0, 1.0, n)
+    lower = np.isin(np.arange(478), MOUTH[: MOUTH.size // 2])
+    out = np.empty((n, 478, 3))
+    for i in range(n):
+        shape = canonical.copy()
+        shape[lower, 1] -= 0.3 * opening[i]
+        rot = Rotation.from_euler("yxz", rng.uniform(-20, 20, 3), degrees=True).as_matrix()
+        posed = rng.uniform(50, 80) * shape @ rot.T + rng.uniform(100, 150, 3)
+        out[i] = posed * np.array([1.0, -1.0, -1.0])  # world (y up) -> pixel frame (y down)
+    return out.astype(np.float32), canonical.astype(np.float32), opening
+
+
+def test_lip_code_follows_the_lips_and_ignores_head_pose():
+    lm, canonical, opening = _talking_landmarks(60)
+    codes = lip_codes(lm, canonical, np.arange(40), 4)
+    assert codes.shape == (60, 4) and codes.dtype == np.float32
+    np.testing.assert_allclose(codes[:40].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(codes[:40].std(0)[0], 1.0, rtol=1e-4)
+    # One motion drives the lips: the first component is it, on held-out frames too.
+    assert abs(np.corrcoef(codes[40:, 0], opening[40:])[0, 1]) > 0.999
+    # Pose, scale and position of the head do not leak into the code.
+    assert abs(np.corrcoef(codes[:, 0], lm[:, 0, 0])[0, 1]) < 0.5
+
+
+def test_lip_code_of_real_face_shape_tracks_mouth_opening():
+    # FaceMesh-like check: the mouth_opening measure and the code agree on the synthetic lips.
+    lm, canonical, opening = _talking_landmarks(30, seed=3)
+    codes = lip_codes(lm, canonical, np.arange(30), 2)
+    assert np.isfinite(mouth_opening(lm)).all()
+    assert abs(np.corrcoef(codes[:, 0], opening)[0, 1]) > 0.99
+
+
+def test_audio_augment_keeps_shape_pauses_and_can_band_limit():
+    torch.manual_seed(0)
+    bins = 10
+    audio = torch.rand(16, 5, 2 * bins) + 0.5
+    quiet = AudioAugment(noise=0.0)
+    out = quiet(torch.zeros_like(audio), bins, torch.Generator().manual_seed(1))
+    assert out.shape == audio.shape and torch.equal(out, torch.zeros_like(audio))  # pauses stay silent
+    lowpass = AudioAugment(noise=0.0, lowpass_p=1.0, lowpass_min=0.5, gain=(1.0, 1.0), tilt=0.0)
+    out = lowpass(audio, bins, torch.Generator().manual_seed(1)).reshape(16, 5, 2, bins)
+    kept = (out != 0).all(dim=(1, 2))  # (16, bins): which bins survive, per sample
+    assert kept[:, : bins // 2].all()  # the cutoff is never below half the bins
+    assert (kept.int().diff(dim=1) <= 0).all()  # what is removed is the top of the band
+    assert (~kept[:, -1]).sum() >= 8  # and most samples lose their highest bin
+    assert torch.equal(out[:, :, :, 0], audio.reshape(16, 5, 2, bins)[..., 0])  # unchanged below the cutoff
+    varied = AudioAugment()(audio, bins, torch.Generator().manual_seed(2))
+    assert not torch.allclose(varied, audio)
+    ratio = (varied / audio).reshape(16, -1)
+    assert ratio.std(0).mean() > 0.05  # samples get different gains
+
+
+def test_pretraining_learns_a_code_the_audio_determines():
+    cfg = ModelConfig.tiny()
+    enc = TokenEncoder(cfg)
+    g = torch.Generator().manual_seed(0)
+    audio = torch.randn(64, cfg.audio_frames, cfg.audio_token_input, generator=g)
+    w = torch.randn(cfg.audio_frames * cfg.audio_token_input, cfg.mouth_code, generator=g) / 10
+    codes = audio.flatten(1) @ w
+    codes = (codes - codes.mean(0)) / codes.std(0)
+    with torch.no_grad():
+        before = float((enc.mouth_code(audio) - codes).pow(2).mean())
+    losses = pretrain_mouth_head(enc, audio, codes, steps=150, batch=32, lr=3e-3, bins=cfg.audio_dim)
+    with torch.no_grad():
+        after = float((enc.mouth_code(audio) - codes).pow(2).mean())
+    assert after < 0.3 * before, (before, after, losses[-1])
+
+
+def test_model_hands_the_code_to_the_unet_and_returns_it():
+    cfg = ModelConfig.tiny()
+    av = Avatar(cfg)
+    n = 12
+    c2w = torch.eye(4).expand(n, 4, 4).clone()
+    c2w[:, 2, 3] = 4.0
+    feats = torch.randn(100, cfg.audio_dim)
+    cond = conditioning_for(cfg, feats, 100.0, 25.0, torch.zeros(n), c2w, torch.arange(3))
+    tokens, code = av.tokens.encode(cond)
+    assert tokens.shape == (3, token_count(cfg), cfg.token_dim) and code.shape == (3, cfg.mouth_code)
+    k = torch.eye(3).expand(3, 3, 3).clone()
+    k[:, 0, 0] = k[:, 1, 1] = 1.6
+    k[:, :2, 2] = 0.5
+    out = av(c2w[:3], k, cond)
+    assert torch.equal(out["mouth_code"], code)
+    assert "mouth_code" not in av(c2w[:3], k, None)
+    plain = ModelConfig.tiny(mouth_code=0)
+    assert token_count(plain) == token_count(cfg) - 1
+    assert "mouth_code" not in Avatar(plain)(c2w[:3], k, cond)
+
+
+def test_configs_saved_before_the_lip_code_load_without_it():
+    data = ModelConfig.tiny().to_dict()
+    del data["mouth_code"]
+    assert ModelConfig.from_dict(data).mouth_code == 0
+    with pytest.raises(ValueError):
+        ModelConfig.tiny(mouth_code=-1)
