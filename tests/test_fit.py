@@ -130,10 +130,18 @@ def test_resume_continues_step_count(tmp_path: Path, tiny: Path) -> None:
     assert fresh.start_step == 0 and [s for s, _ in ck.list_checkpoints(run)] == [1, 2]
 
 
-def test_interrupt_then_resume_matches_uninterrupted(tmp_path: Path, tiny: Path, monkeypatch) -> None:
+def _config(steps: int, lip_code: bool):
+    cfg = tiny_config(steps=steps)
+    if lip_code:  # the experimental lip-motion code: pretraining at the audio stage, augmentation
+        cfg.model.mouth_code, cfg.audio_augment = 4, True
+    return cfg
+
+
+@pytest.mark.parametrize("lip_code", [False, True])
+def test_interrupt_then_resume_matches_uninterrupted(tmp_path: Path, tiny: Path, monkeypatch, lip_code) -> None:
     import talk3d.model.losses as losses
 
-    fit(tiny, tmp_path / "a", tiny_config(steps=4))
+    fit(tiny, tmp_path / "a", _config(4, lip_code))
     real = losses.compute_losses
     calls = {"n": 0}
 
@@ -145,10 +153,10 @@ def test_interrupt_then_resume_matches_uninterrupted(tmp_path: Path, tiny: Path,
 
     monkeypatch.setattr(losses, "compute_losses", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny, tmp_path / "b", tiny_config(steps=4))
+        fit(tiny, tmp_path / "b", _config(4, lip_code))
     assert ck.list_checkpoints(tmp_path / "b")[-1][0] == 2 and not (tmp_path / "b" / "avatar.json").exists()
     monkeypatch.setattr(losses, "compute_losses", real)
-    res = fit(tiny, tmp_path / "b", tiny_config(steps=4))
+    res = fit(tiny, tmp_path / "b", _config(4, lip_code))
     assert res.start_step == 2
     wa, wb = load_file(str(tmp_path / "a" / "avatar.safetensors")), load_file(str(tmp_path / "b" / "avatar.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

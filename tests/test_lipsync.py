@@ -71,7 +71,7 @@ def test_audio_augment_keeps_shape_pauses_and_can_band_limit():
 
 
 def test_pretraining_learns_a_code_the_audio_determines():
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig.tiny(mouth_code=8)
     enc = TokenEncoder(cfg)
     g = torch.Generator().manual_seed(0)
     audio = torch.randn(64, cfg.audio_frames, cfg.audio_token_input, generator=g)
@@ -87,7 +87,7 @@ def test_pretraining_learns_a_code_the_audio_determines():
 
 
 def test_model_hands_the_code_to_the_unet_and_returns_it():
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig.tiny(mouth_code=8)
     av = Avatar(cfg)
     n = 12
     c2w = torch.eye(4).expand(n, 4, 4).clone()

@@ -62,10 +62,10 @@ class FitConfig:
     """Steps that train the audio encoder to predict the tracked lip-motion code, alone and
     without rendering, when the audio stage starts (seconds on a CPU; models with
     ``mouth_code > 0`` only; see :mod:`talk3d.fit.lipsync`)."""
-    audio_augment: bool = True
+    audio_augment: bool = False
     """Randomly recolour, band-limit, rescale and add noise to the training audio windows
-    (audio and refine stages, and the pretraining), so the lips follow other voices and
-    microphones than the training clip's."""
+    (audio and refine stages, and the lip-code pretraining), so the lips would follow other
+    voices and microphones than the training clip's (experimental, off: see docs/model.md)."""
     warmup_steps: int = 50
     """Linear learning-rate warm-up at the start of the fit."""
     grad_clip: float = 1.0

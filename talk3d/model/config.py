@@ -68,12 +68,12 @@ class ModelConfig:
     per frame, so the U-Net used it to look up each training frame's mouth and ignored the
     audio (measured on Obama: identical mouth tracks for two different driving audios). The
     image-space torso warp still reads the pose. Configs saved before this field default to on."""
-    mouth_code: int = 8
-    """Size of the lip-motion code (0 = off). The token encoder predicts it from the audio window
-    (trained against the tracked lip landmarks, see :mod:`talk3d.fit.lipsync`) and hands it to
-    the U-Net as one more token. Without it the deltaplanes learned no audio dependence in a
-    CPU-sized fit (Obama quick preset: the mouth opening of a render did not change when the
-    audio was swapped). Configs saved before this field default to 0."""
+    mouth_code: int = 0
+    """Size of the lip-motion code (0 = off; experimental, see docs/model.md). The token
+    encoder then predicts it from the audio window (trained against the tracked lip landmarks,
+    :mod:`talk3d.fit.lipsync`) and hands it to the U-Net as one more token. Measured on the
+    Obama quick fit: the code is predictable from audio (held-out correlation 0.77), but after
+    500 audio-stage steps the rendered mouth still did not follow it, so it stays off."""
     token_dim: int = 64
     """Width of the conditioning tokens."""
     attn_heads: int = 4
