@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 
-def _openings(images: torch.Tensor, tracker) -> np.ndarray:
-    from talk3d.face.landmarks import mouth_opening
+def _openings(images: torch.Tensor, static: bool) -> np.ndarray:
+    """Mouth opening ``(B,)`` of rendered ``images (B, 3, H, W)`` in [0, 1] (NaN where no face)."""
+    from talk3d.eval.tracking import detect_sequence
+    from talk3d.face.landmarks import mouth_opening  # the measure used for the tracked video
 
-    out = []
-    for img in (images.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy():
-        lm = tracker.detect(img)
-        out.append(float(mouth_opening(lm[None])[0]) if lm is not None else np.nan)
-    return np.array(out)
+    frames = (images.clamp(0, 1) * 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    landmarks, _ = detect_sequence(frames, static=static)
+    return mouth_opening(landmarks)
 
 
 @torch.no_grad()
@@ -44,7 +44,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from talk3d.face.landmarks import mouth_opening
-    from talk3d.face.tracker import FaceTracker
     from talk3d.fit.checkpoint import load_run
     from talk3d.model.conditioning import conditioning_for
     from talk3d.render import paths
@@ -73,15 +72,13 @@ def main() -> None:
     order = train[np.argsort(tracked[train])]
     closed, opened = order[:args.count], order[-args.count:]
     res: dict[str, object] = {"run": str(args.run_dir)}
-    with FaceTracker(static=True) as tr:
-        o_open, o_closed = _openings(render(opened), tr), _openings(render(closed), tr)
+    o_open, o_closed = _openings(render(opened), static=True), _openings(render(closed), static=True)
     res["swap"] = {"tracked_open": float(tracked[opened].mean()), "tracked_closed": float(tracked[closed].mean()),
                    "rendered_open": float(np.nanmean(o_open)), "rendered_closed": float(np.nanmean(o_closed))}
     if args.swap_only:
         print(json.dumps(res, indent=1))
         return
-    with FaceTracker(static=False) as tr:
-        rendered = _openings(render(np.arange(m.num_frames)), tr)
+    rendered = _openings(render(np.arange(m.num_frames)), static=False)
     ok = np.isfinite(rendered)
     val = np.zeros(m.num_frames, bool)
     val[np.asarray(m.val_frames)] = True

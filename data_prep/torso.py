@@ -22,22 +22,16 @@ MIN_RESPONSE = 0.05
 """Phase-correlation peaks weaker than this are unreliable: the frame's offset is interpolated."""
 
 
-def _gray(path: Path, size: int) -> np.ndarray:
+def _read_resized(path: Path, size: int, labels: bool = False) -> np.ndarray:
+    """A frame as ``(size, size)`` float32 grey levels, or a mask as uint8 labels (nearest neighbour)."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED if labels else cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise OSError(f"could not read '{path}'")
+    if labels:
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_NEAREST)
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-
-def _labels(path: Path, size: int) -> np.ndarray:
-    import cv2
-
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise OSError(f"could not read '{path}'")
-    return cv2.resize(lab, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def steady_torso_window(masks_dir: Path, frames: np.ndarray, size: int, presence: float = 0.9) -> np.ndarray | None:
@@ -48,7 +42,7 @@ def steady_torso_window(masks_dir: Path, frames: np.ndarray, size: int, presence
     """
     import cv2
 
-    freq = np.mean([_labels(masks_dir / frame_name(int(i), "png"), size) == MASK_TORSO for i in frames], axis=0)
+    freq = np.mean([_read_resized(masks_dir / frame_name(int(i), "png"), size, labels=True) == MASK_TORSO for i in frames], axis=0)
     region = (freq >= presence).astype(np.float32)
     if region.mean() < MIN_REGION_FRACTION:
         return None
@@ -91,14 +85,14 @@ def track_torso(dataset_dir: Path, num_frames: int, train_end: int, work_size: i
         return np.zeros((num_frames, 2), np.float32), {"torso_tracked": 0.0}
     # a sharp reference: the sampled training frame closest to their mean (the mean itself is
     # blurred by the sway and biases phase correlation towards zero shift)
-    grays = np.stack([_gray(frames_dir / frame_name(int(i), "jpg"), work_size) for i in sample])
+    grays = np.stack([_read_resized(frames_dir / frame_name(int(i), "jpg"), work_size) for i in sample])
     mean = grays.mean(axis=0)
     reference = grays[int(np.argmin([float(np.sum(window * (g - mean) ** 2)) for g in grays]))]
     del grays
     shifts = np.zeros((num_frames, 2), np.float64)
     good = np.zeros(num_frames, bool)
     for i in range(num_frames):
-        img = _gray(frames_dir / frame_name(i, "jpg"), work_size)
+        img = _read_resized(frames_dir / frame_name(i, "jpg"), work_size)
         # phaseCorrelate scales its inputs by the window in place: give it copies
         (dx, dy), response = cv2.phaseCorrelate(reference.copy(), img, window.copy())
         shifts[i] = (dx, dy)

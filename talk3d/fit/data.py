@@ -154,9 +154,7 @@ class TrainingData:
             "frame_index": torch.from_numpy(idx),
         }
         if self.mouth_codes is not None:
-            code = np.zeros((b, self.model_config.mouth_code), np.float32)
-            code[:, :self.mouth_codes.shape[1]] = self.mouth_codes[idx]
-            out["mouth_code"] = torch.from_numpy(code)
+            out["mouth_code"] = torch.from_numpy(self.mouth_codes[idx])
         return to_device(out, device)
 
     def train_index_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:

@@ -29,9 +29,10 @@ def lip_codes(landmarks: np.ndarray, canonical: np.ndarray, train: np.ndarray, s
         landmarks: ``(N, 478, 3)`` tracked pixel landmarks.
         canonical: ``(478, 3)`` canonical landmark shape (world units).
         train: indices of the training frames (the statistics come from them only).
-        size: number of code components ``K`` (fewer when there are fewer training frames).
+        size: number of code components ``K``.
     Returns:
-        ``(N, K)`` float32 codes, zero mean and unit variance per component on ``train``.
+        ``(N, K)`` float32 codes, zero mean and unit variance per component on ``train``;
+        components beyond the rank of the training lips (very short clips) are 0.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     can = np.asarray(canonical, dtype=np.float64)
@@ -46,9 +47,10 @@ def lip_codes(landmarks: np.ndarray, canonical: np.ndarray, train: np.ndarray, s
     mean = x[train].mean(0)
     _, sv, vt = np.linalg.svd(x[train] - mean, full_matrices=False)
     k = int(min(size, vt.shape[0], max(1, train.size - 1)))
-    codes = (x - mean) @ vt[:k].T
-    codes /= np.maximum(codes[train].std(0), 1e-8)
-    return codes.astype(np.float32)
+    codes = np.zeros((lm.shape[0], size), np.float32)
+    codes[:, :k] = (x - mean) @ vt[:k].T
+    codes[:, :k] /= np.maximum(codes[train, :k].std(0), 1e-8)
+    return codes
 
 
 @dataclass

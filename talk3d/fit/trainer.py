@@ -115,8 +115,11 @@ def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> N
     model.set_torso_init(colour, alpha)
 
 
-def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, device: torch.device) -> dict[str, float]:
+def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, device: torch.device,
+                  augment: AudioAugment | None = None) -> dict[str, float]:
     """Teach the token encoder to predict the lip-motion code from audio before the U-Net needs it.
+
+    ``augment`` (None: none) changes every pretraining batch of audio windows.
 
     Returns ``{"lip_code_mse", "lip_code_val_corr"}``: the final training error and, on the
     held-out frames, the correlation of the predicted and tracked first code component
@@ -132,7 +135,6 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
 
     train = np.asarray(data.train_indices)
     codes = torch.from_numpy(data.mouth_codes).to(device)
-    augment = AudioAugment() if cfg.audio_augment else None
     with make_progress() as bar:
         task = bar.add_task("lip-sync pretraining", total=cfg.mouth_pretrain_steps, status="")
         losses = pretrain_mouth_head(enc, windows(train), codes[train], cfg.mouth_pretrain_steps,
@@ -320,7 +322,7 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
                     g["lr"] = base * factor
                 if (step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
                         and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in last_metrics):
-                    last_metrics.update(pretrain_lips(model, data, cfg, device))
+                    last_metrics.update(pretrain_lips(model, data, cfg, device, augment))
                 batch = to_device(data.batch(next(index_iter).tolist()), device)
                 if stage != "identity" and augment is not None:
                     batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
