@@ -62,10 +62,16 @@ class FitConfig:
     """Steps that train the audio encoder to predict the tracked lip-motion code, alone and
     without rendering, when the audio stage starts (seconds on a CPU; models with
     ``mouth_code > 0`` only; see :mod:`talk3d.fit.lipsync`)."""
-    audio_augment: bool = False
+    lip_teacher: bool = True
+    """With a lip-motion code: drive the U-Net token and the lip basis with the tracked code
+    (plus noise) instead of the predicted one in the audio and refine stages (teacher
+    forcing; the prediction is still trained by its loss and drives validation and render)."""
+    lip_teacher_noise: float = 0.1
+    """Std of the noise added to the tracked code under teacher forcing (code units = 1 std)."""
+    audio_augment: bool = True
     """Randomly recolour, band-limit, rescale and add noise to the training audio windows
-    (audio and refine stages, and the lip-code pretraining), so the lips would follow other
-    voices and microphones than the training clip's (experimental, off: see docs/model.md)."""
+    (audio and refine stages, and the lip-code pretraining), so the lips follow other voices
+    and microphones than the training clip's."""
     warmup_steps: int = 50
     """Linear learning-rate warm-up at the start of the fit."""
     grad_clip: float = 1.0

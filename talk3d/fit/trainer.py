@@ -83,8 +83,9 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> None:
 
 
 def _is_texture(name: str) -> bool:
-    """Parameters trained at the triplane learning rate: the triplane and the image-mode torso texture."""
-    return name.startswith("triplane.") or name == "torso.texture"
+    """Parameters trained at the triplane learning rate: the triplane, the image-mode torso
+    texture and the lip-driven deltaplane basis."""
+    return name.startswith("triplane.") or name in ("torso.texture", "mouth_basis")
 
 
 def _param_groups(model: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any]]:
@@ -150,6 +151,11 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
     info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, "
          f"held-out mouth-code correlation {corr:.2f}")
     return res
+
+
+def teacher_code(tracked: torch.Tensor, noise: float) -> torch.Tensor:
+    """The tracked lip code ``(B, K)`` with Gaussian noise of std ``noise`` (teacher forcing)."""
+    return tracked + noise * torch.randn_like(tracked) if noise > 0 else tracked
 
 
 def lr_factor(cfg: FitConfig, step: int) -> float:
@@ -326,6 +332,8 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
                 batch = to_device(data.batch(next(index_iter).tolist()), device)
                 if stage != "identity" and augment is not None:
                     batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
+                if stage != "identity" and cfg.lip_teacher and "mouth_code" in batch:
+                    batch["cond"]["mouth_drive"] = teacher_code(batch["mouth_code"], cfg.lip_teacher_noise)
                 out = _forward(model, batch, stage, amp)
                 losses = compute_losses(out, batch, model, _stage_weights(cfg, stage))
                 loss = losses["total"]

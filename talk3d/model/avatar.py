@@ -53,6 +53,9 @@ class Avatar(nn.Module):
         self.unet = DeltaplaneUNet(cfg)
         self.superres = SuperResolution(cfg)
         self.torso = TorsoLayer(cfg) if cfg.torso_mode == "image" else None
+        if cfg.mouth_basis:
+            half = cfg.triplane_res // 2
+            self.mouth_basis = nn.Parameter(torch.zeros(cfg.mouth_code, 3, cfg.triplane_channels, half, half))
         self.register_buffer("background", torch.full((3, cfg.out_res, cfg.out_res), 0.5))
         self.register_buffer("canonical_landmarks", torch.zeros(NUM_LANDMARKS, 3))
 
@@ -96,9 +99,23 @@ class Avatar(nn.Module):
         return self.deltaplane_and_code(cond)[0]
 
     def deltaplane_and_code(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``dP_t`` ``(B, 3, C, R, R)`` and the predicted lip-motion code ``(B, K)`` (None without one)."""
+        """``dP_t`` ``(B, 3, C, R, R)`` and the predicted lip-motion code ``(B, K)`` (None without one).
+
+        With ``cfg.mouth_basis`` the lip-driven basis term is added (driven by
+        ``cond["mouth_drive"]`` when given, else by the predicted code).
+        """
         tokens, code = self.tokens.encode(cond)
-        return self.unet(self.identity_planes(), tokens), code
+        delta = self.unet(self.identity_planes(), tokens)
+        if self.cfg.mouth_basis and code is not None:
+            delta = delta + self.basis_delta(cond.get("mouth_drive", code).to(delta))
+        return delta, code
+
+    def basis_delta(self, code: torch.Tensor) -> torch.Tensor:
+        """Lip-driven deltaplane ``sum_k code_k B_k`` ``(B, 3, C, R, R)`` for ``code (B, K)``."""
+        k, _, c, h, _ = self.mouth_basis.shape
+        mix = (code @ self.mouth_basis.reshape(k, -1)).reshape(-1, c, h, h)  # (B*3, C, R/2, R/2)
+        r = self.cfg.triplane_res
+        return F.interpolate(mix, size=(r, r), mode="bilinear", align_corners=False).reshape(-1, 3, c, r, r)
 
     def planes(self, cond: dict[str, torch.Tensor] | None, motion_scale: float = 1.0,
                deltaplane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -191,7 +191,8 @@ class TokenEncoder(nn.Module):
     ``cfg.audio_norm == "layer"``), then one self-attention layer smooths over neighbouring
     frames. With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts
     a ``K``-number lip-motion code (trained against tracked lip landmarks), which becomes one
-    more token. Blink and pose -> one token each; plus a learned null token (lets attention
+    more token; the audio tokens then reach the U-Net detached (the encoder is trained by the
+    code loss only). Blink and pose -> one token each; plus a learned null token (lets attention
     attend to "nothing").
     """
 
@@ -231,7 +232,12 @@ class TokenEncoder(nn.Module):
 
     def encode(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, K_tok, token_dim)`` and the
-        predicted lip-motion code ``(B, mouth_code)`` (None when the model has none)."""
+        predicted lip-motion code ``(B, mouth_code)`` (None when the model has none).
+
+        ``cond["mouth_drive"]`` ``(B, mouth_code)``, when given, replaces the predicted code in
+        the tokens (teacher forcing with the tracked code during the fit); the returned code is
+        still the prediction (for its loss).
+        """
         audio, blink, pose = cond["audio"], cond["blink"], cond["pose"]
         if pose.shape[-1] != self.cfg.pose_dim:
             raise ValueError(f"cond['pose'] must be (B, {self.cfg.pose_dim}), got {tuple(pose.shape)}")
@@ -244,8 +250,12 @@ class TokenEncoder(nn.Module):
             tp = self.type_emb[2].expand(b, 1, -1)
         parts, code = [ta, tb, tp, self.null.expand(b, 1, -1)], None
         if self.cfg.mouth_code > 0:
+            # The audio encoder learns from the lip-code loss alone: the image loss reaching
+            # it through the U-Net's attention undid the lip prediction within 50 steps.
+            parts[0] = ta.detach()
             code = self.mouth_head(ta)
-            parts.insert(1, (self.mouth_in(code) + self.mouth_emb)[:, None])
+            drive = cond.get("mouth_drive", code)
+            parts.insert(1, (self.mouth_in(drive.to(code)) + self.mouth_emb)[:, None])
         return self.norm(torch.cat(parts, 1)), code
 
     def forward(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -68,12 +68,19 @@ class ModelConfig:
     per frame, so the U-Net used it to look up each training frame's mouth and ignored the
     audio (measured on Obama: identical mouth tracks for two different driving audios). The
     image-space torso warp still reads the pose. Configs saved before this field default to on."""
-    mouth_code: int = 0
-    """Size of the lip-motion code (0 = off; experimental, see docs/model.md). The token
-    encoder then predicts it from the audio window (trained against the tracked lip landmarks,
-    :mod:`talk3d.fit.lipsync`) and hands it to the U-Net as one more token. Measured on the
-    Obama quick fit: the code is predictable from audio (held-out correlation 0.77), but after
-    500 audio-stage steps the rendered mouth still did not follow it, so it stays off."""
+    mouth_code: int = 8
+    """Size of the lip-motion code (0 = off). The token encoder predicts it from the audio
+    window (trained against the tracked lip landmarks, :mod:`talk3d.fit.lipsync`) and hands it
+    to the U-Net as one more token and, with :attr:`mouth_basis`, to a linear deltaplane basis.
+    Without the code the fitted mouth did not follow the audio at all (Obama: rendered mouth
+    opening 0.090 vs 0.089 for the audio of the most open vs the most closed frames; see
+    docs/model.md)."""
+    mouth_basis: bool = True
+    """With a lip-motion code, add a linear deltaplane basis: ``dP_t += sum_k code_k B_k`` with
+    ``B`` ``(K, 3, C, R/2, R/2)`` learned (zero at start, bilinearly upsampled to ``R``). A
+    direct path from the lips to the planes that the U-Net's attention cannot average away;
+    during the fit the tracked code drives it (teacher forcing), at render time the code
+    predicted from the audio."""
     token_dim: int = 64
     """Width of the conditioning tokens."""
     attn_heads: int = 4
@@ -99,6 +106,8 @@ class ModelConfig:
     """Free-form notes kept with the config (e.g. the preset name); not used by the model."""
 
     def __post_init__(self) -> None:
+        if self.mouth_code == 0:
+            self.mouth_basis = False
         ratio = self.out_res // self.neural_res
         if self.out_res % self.neural_res or ratio & (ratio - 1):
             raise ValueError(f"out_res/neural_res must be a power of 2, got {self.out_res}/{self.neural_res}")
@@ -163,6 +172,7 @@ class ModelConfig:
         kw.setdefault("audio_norm", "layer")  # ... and a LayerNorm on the audio tokens
         kw.setdefault("torso_mode", "volume")  # ... and rendered the torso in the volume
         kw.setdefault("mouth_code", 0)  # ... and had no lip-motion code
+        kw.setdefault("mouth_basis", False)  # ... nor a lip-driven deltaplane basis
         return cls(**kw)
 
     @classmethod
