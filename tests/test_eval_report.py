@@ -37,6 +37,7 @@ class EchoDriver:
         self.dataset_dir, self.step, self.device = root, 0, "cpu"
         self.torso_offsets = np.zeros((m.num_frames, 2), np.float32)
         self.calls: list[tuple[float, float, int]] = []
+        self.posed: list[np.ndarray] = []
 
     def driving_sequence(self, audio_path, max_seconds):
         from talk3d.audio import load_audio_features
@@ -50,6 +51,7 @@ class EchoDriver:
     def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
         idx = np.asarray(frame_indices)
         self.calls.append((yaw, pitch, len(idx)))
+        self.posed.append(np.asarray(poses)[idx])
         for s in range(0, len(idx), batch_size):
             sel = idx[s:s + batch_size] % self.manifest.num_frames
             rgb = np.stack([np.roll(self.ds.frame(int(i)), int(yaw / 10), axis=1) for i in sel])
@@ -79,6 +81,10 @@ def test_report_on_echo_driver(tiny: Path, tmp_path: Path):
     assert sd["frames"] == 2  # the tiny dataset holds 2 held-out frames
     assert math.isinf(sd["psnr"]) and math.isinf(sd["mouth_psnr"])
     assert sd["ssim"] == pytest.approx(1.0, abs=1e-5)
+    # the audio-alone lip check rendered the held-out frames at one (the mean) pose
+    assert "mouth_open_corr_fixed_pose" in sd and "mouth_open_std_ratio_fixed_pose" in sd
+    still = [p for p in driver.posed if len(p) == 2 and np.allclose(p, p[:1])]
+    assert still and not np.allclose(still[0][0], driver.poses[sd["first_frame"]])
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["self_driven"]["psnr"] == "inf"
     assert [(r["yaw"], r["pitch"]) for r in on_disk["novel_views"]] == [
@@ -91,6 +97,7 @@ def test_report_on_echo_driver(tiny: Path, tmp_path: Path):
     assert report["training"]["plotted"] == ["loss", "psnr"]
     md = (out / "report.md").read_text()
     assert "| PSNR (dB) | inf |" in md and "Novel views" in md and "audio.wav" in md
+    assert "head held still (audio alone)" in md
     with pytest.raises(UserError, match="--force"):
         evaluate(run, cfg, driver=driver)
     cfg.force = True

@@ -132,8 +132,9 @@ def test_resume_continues_step_count(tmp_path: Path, tiny: Path) -> None:
 
 def _config(steps: int, lip_code: bool):
     cfg = tiny_config(steps=steps)
-    if lip_code:  # the experimental lip-motion code: pretraining at the audio stage, augmentation
-        cfg.model.mouth_code, cfg.audio_augment = 4, True
+    # with the lip-motion code (the default): pretraining at the audio stage, augmentation, the
+    # lip basis driven by the noisy tracked code (teacher forcing); without: none of these
+    cfg.model.mouth_code, cfg.audio_augment = (4, True) if lip_code else (0, False)
     return cfg
 
 
@@ -160,6 +161,9 @@ def test_interrupt_then_resume_matches_uninterrupted(tmp_path: Path, tiny: Path,
     assert res.start_step == 2
     wa, wb = load_file(str(tmp_path / "a" / "avatar.safetensors")), load_file(str(tmp_path / "b" / "avatar.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert ("mouth_basis" in wa) == lip_code
+    if lip_code:  # the audio steps trained the lip basis
+        assert wa["mouth_basis"].abs().amax() > 0
 
 
 def test_nan_loss_keeps_last_good_checkpoint(tmp_path: Path, tiny: Path, monkeypatch) -> None:

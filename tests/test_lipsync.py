@@ -113,3 +113,61 @@ def test_configs_saved_before_the_lip_code_load_without_it():
     assert ModelConfig.from_dict(data).mouth_code == 0
     with pytest.raises(ValueError):
         ModelConfig.tiny(mouth_code=-1)
+
+
+def _tiny_batch(cfg: ModelConfig, n: int = 3) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    c2w = torch.eye(4).expand(n, 4, 4).clone()
+    c2w[:, :3, :3] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # OpenCV camera at z = 4 looking at the head
+    c2w[:, 2, 3] = 4.0
+    k = torch.eye(3).expand(n, 3, 3).clone()
+    k[:, 0, 0] = k[:, 1, 1] = 1.6
+    k[:, :2, 2] = 0.5
+    feats = torch.randn(100, cfg.audio_dim, generator=torch.Generator().manual_seed(0))
+    cond = conditioning_for(cfg, feats, 100.0, 25.0, torch.zeros(n), c2w, torch.arange(n))
+    return c2w, k, cond
+
+
+def test_lip_basis_is_linear_in_the_code_and_teacher_code_replaces_the_prediction():
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(mouth_code=4)
+    assert cfg.mouth_basis  # on by default with a code
+    av = Avatar(cfg)
+    assert av.mouth_basis.shape == (4, 3, cfg.triplane_channels, cfg.triplane_res // 2, cfg.triplane_res // 2)
+    assert torch.equal(av.basis_delta(torch.randn(2, 4)), torch.zeros(2, 3, cfg.triplane_channels,
+                                                                      cfg.triplane_res, cfg.triplane_res))
+    with torch.no_grad():
+        av.mouth_basis.normal_()
+    a, b = torch.randn(2, 4), torch.randn(2, 4)
+    torch.testing.assert_close(av.basis_delta(a + 2 * b), av.basis_delta(a) + 2 * av.basis_delta(b))
+    c2w, k, cond = _tiny_batch(cfg)
+    with torch.no_grad():
+        predicted, code = av.deltaplane_and_code(cond)
+        forced, code_forced = av.deltaplane_and_code({**cond, "mouth_drive": code + 1.0})
+    torch.testing.assert_close(code_forced, code)  # the returned code is still the prediction
+    assert (forced - predicted).abs().amax() > 1e-3  # ... but the deltaplane follows the teacher code
+    assert not hasattr(Avatar(ModelConfig.tiny(mouth_code=0)), "mouth_basis")
+
+
+def test_image_loss_trains_the_lip_basis_but_not_the_audio_encoder():
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(mouth_code=4)
+    av = Avatar(cfg)
+    with torch.no_grad():
+        av.unet.out.weight.normal_(std=0.1)  # let the U-Net's output depend on its tokens
+    c2w, k, cond = _tiny_batch(cfg)
+    cond["mouth_drive"] = torch.randn(3, 4)
+    out = av(c2w, k, cond)
+    out["rgb"].mean().backward()
+    assert av.mouth_basis.grad is not None and av.mouth_basis.grad.abs().sum() > 0
+    assert av.tokens.mouth_in[0].weight.grad.abs().sum() > 0  # the teacher code reaches the U-Net token
+    encoder = [av.tokens.audio_in[1].weight, av.tokens.mouth_head[1].weight]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in encoder)
+    out["mouth_code"].pow(2).mean().backward()  # only the code loss trains the encoder
+    assert all(p.grad.abs().sum() > 0 for p in encoder)
+
+
+def test_configs_saved_before_the_lip_basis_load_without_it():
+    data = ModelConfig.tiny(mouth_code=4).to_dict()
+    del data["mouth_basis"]
+    assert not ModelConfig.from_dict(data).mouth_basis
+    assert not ModelConfig.tiny(mouth_code=0, mouth_basis=True).mouth_basis

@@ -96,6 +96,8 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
         },
     }
     sd = suites.self_driven(driver, dataset, config.max_val_frames, config.batch_size)
+    sd.figures.update(suites.fixed_pose_lip_sync(driver, sd.arrays["indices"], sd.arrays["open_gt"],
+                                                 config.batch_size))
     report["self_driven"] = sd.figures
     info(f"self-driven: PSNR {_fmt(sd.figures['psnr'])}, SSIM {_fmt(sd.figures['ssim'], 3)}, "
          f"LMD mouth {_fmt(sd.figures['lmd_mouth'])}")
@@ -199,6 +201,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             ["LMD mouth, dlib 68 (px @512)", _fmt(sd["lmd_mouth_dlib68"])],
             ["LMD face, dlib 68 (px @512)", _fmt(sd["lmd_face_dlib68"])],
             ["mouth-opening correlation with ground truth", _fmt(sd["mouth_open_corr"], 3)],
+            ["... with the head held still (audio alone)", _fmt(sd.get("mouth_open_corr_fixed_pose"), 3)],
+            ["mouth-opening std, audio alone / ground truth", _fmt(sd.get("mouth_open_std_ratio_fixed_pose"), 3)],
             ["face detected in renders / ground truth",
              f"{_fmt(sd['face_detected_render'], 3)} / {_fmt(sd['face_detected_gt'], 3)}"],
         ]),
