@@ -62,6 +62,13 @@ class FitConfig:
     """Steps that train the audio encoder to predict the tracked lip-motion code, alone and
     without rendering, when the audio stage starts (seconds on a CPU; models with
     ``mouth_code > 0`` only; see :mod:`talk3d.fit.lipsync`)."""
+    lip_silence_fraction: float = 0.1
+    """Share of every lip-pretraining batch made of silent audio windows whose target is the
+    mouth at rest (mean code of the 10 % most closed training frames): without them the
+    pauses of other recordings opened the mouth (the Obama clip has almost no pauses)."""
+    freeze_lip_encoder: bool = True
+    """Freeze the audio encoder and lip-code head after the lip pretraining (their code loss at
+    batch 1 only adds noise, and forgets the silence examples); the code's MSE is still logged."""
     lip_teacher: bool = True
     """With a lip-motion code: drive the U-Net token and the lip basis with the tracked code
     (plus noise) instead of the predicted one in the audio and refine stages (teacher

@@ -91,9 +91,58 @@ class AudioAugment:
         return x.reshape(audio.shape)
 
 
+AUDIO_ENCODER = ("audio_in.", "audio_pos", "smooth.", "mouth_head.")
+"""Parameter-name prefixes of the token encoder's audio path and lip-code head."""
+
+
+def freeze_audio_encoder(encoder: torch.nn.Module) -> None:
+    """Stop training the audio path and lip-code head of ``encoder`` (after the pretraining)."""
+    for name, p in encoder.named_parameters():
+        if name.startswith(AUDIO_ENCODER):
+            p.requires_grad_(False)
+
+
+def rest_code(codes: np.ndarray, opening: np.ndarray, quantile: float = 0.1) -> np.ndarray:
+    """Lip code of the mouth at rest: the mean code ``(K,)`` of the frames whose mouth opening
+    ``(N,)`` is in the lowest ``quantile`` (``codes (N, K)``)."""
+    closed = opening <= np.quantile(opening, quantile)
+    return codes[closed].mean(0).astype(np.float32)
+
+
+def silent_span_mask(count: int, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(count, frames)`` masks that are 0 on a random span around the window's centre frame
+    and 1 elsewhere: the span reaches 2 to ``frames // 2`` frames to each side, so speech may
+    remain at the window's edges (a pause between words) or the whole window is silent."""
+    c = frames // 2
+    lo = c - torch.randint(min(2, c), c + 1, (count, 1), generator=generator)
+    hi = c + torch.randint(min(2, c), c + 1, (count, 1), generator=generator)
+    t = torch.arange(frames)[None]
+    return ((t < lo) | (t > hi)).float()
+
+
+def room_tone(count: int, frames: int, rows: int, bins: int, generator: torch.Generator | None = None,
+              level: float = 0.2, noise: float = 0.08) -> torch.Tensor:
+    """Floor-normalised features of pauses that are not digital silence: ``(count, frames,
+    rows * bins)``. Each sample gets a level in ``[0, level)`` that decays from the low bins
+    (a random decay length of 5-40 % of the bins: hum, breath, room noise sit low), plus
+    Gaussian noise of std up to ``noise``. (Measured: the two-speaker sample's pauses have a
+    mean of 0.04, std 0.075 and low bins near 0.1 in these units, and an encoder trained with
+    exact zeros as silence read them as speech.)"""
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=generator)
+
+    b = torch.arange(bins, dtype=torch.float32)
+    decay = torch.exp(-b[None] / (uniform(0.05, 0.4, count, 1) * bins))  # (count, bins)
+    base = uniform(0.0, level, count, 1) * decay
+    out = base[:, None, None, :] + uniform(0.0, noise, count, 1, 1, 1) * torch.randn(
+        count, frames, rows, bins, generator=generator)
+    return out.reshape(count, frames, rows * bins)
+
+
 def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: torch.Tensor, steps: int,
                         batch: int = 64, lr: float = 2e-3, augment: AudioAugment | None = None,
-                        bins: int = 80, seed: int = 0, progress=None) -> list[float]:
+                        bins: int = 80, seed: int = 0, progress=None, rest: torch.Tensor | None = None,
+                        silence: float = 0.0) -> list[float]:
     """Train the token encoder's audio path and lip-code head to predict ``codes`` from ``audio``.
 
     Args:
@@ -103,12 +152,15 @@ def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: to
         steps: optimiser steps (Adam, cosine-decayed learning rate).
         augment: audio augmentation applied to every batch (None: none).
         progress: optional callable ``(step, loss)`` called every 50 steps.
+        rest: ``(K,)`` code of the mouth at rest (see :func:`rest_code`); with ``silence > 0``
+            that fraction of every batch is silent windows (all zeros: the noise floor under
+            ``audio_norm="floor"``, before augmentation) with this target, so pauses close the
+            mouth even when the training clip has none.
     Returns:
         the mean-squared error of each step.
     """
     gen = torch.Generator().manual_seed(seed)
-    params = [p for n, p in encoder.named_parameters()
-              if n.startswith(("audio_in.", "audio_pos", "smooth.", "mouth_head.", "type_emb"))]
+    params = [p for n, p in encoder.named_parameters() if n.startswith((*AUDIO_ENCODER, "type_emb"))]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     losses = []
@@ -117,10 +169,17 @@ def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: to
     n = audio.shape[0]
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch, n),), generator=gen).to(audio.device)
-        x = audio[idx]
+        x, target = audio[idx], codes[idx]
+        quiet = int(round(silence * len(idx))) if rest is not None else 0
+        if quiet > 0:
+            x, target = x.clone(), target.clone()
+            keep = silent_span_mask(quiet, x.shape[1], gen).to(x)[:, :, None]
+            floor = room_tone(quiet, x.shape[1], x.shape[2] // bins, bins, gen).to(x)
+            x[:quiet] = x[:quiet] * keep + floor * (1.0 - keep)
+            target[:quiet] = rest.to(target)
         if augment is not None:
             x = augment(x, bins, gen)
-        loss = (encoder.mouth_code(x) - codes[idx]).pow(2).mean()
+        loss = (encoder.mouth_code(x) - target).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

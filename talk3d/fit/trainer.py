@@ -24,10 +24,11 @@ import torch
 from talk3d.console import info, make_progress, warn
 from talk3d.device import resolve_device
 from talk3d.errors import UserError
+from talk3d.face.landmarks import mouth_opening
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig, finalize
 from talk3d.fit.data import TrainingData, to_device
-from talk3d.fit.lipsync import AudioAugment, pretrain_mouth_head
+from talk3d.fit.lipsync import AudioAugment, freeze_audio_encoder, pretrain_mouth_head, rest_code
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
 from talk3d.io import atomic_path, setup_file_log, write_json
 from talk3d.model.conditioning import conditioning_for
@@ -136,11 +137,16 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
 
     train = np.asarray(data.train_indices)
     codes = torch.from_numpy(data.mouth_codes).to(device)
+    rest = None
+    if mcfg.audio_norm == "floor" and cfg.lip_silence_fraction > 0:  # silence is all zeros only there
+        opening = mouth_opening(np.asarray(data.dataset.landmarks)[train])
+        rest = torch.from_numpy(rest_code(data.mouth_codes[train], opening)).to(device)
     with make_progress() as bar:
         task = bar.add_task("lip-sync pretraining", total=cfg.mouth_pretrain_steps, status="")
         losses = pretrain_mouth_head(enc, windows(train), codes[train], cfg.mouth_pretrain_steps,
                                      augment=augment, bins=mcfg.audio_dim, seed=cfg.seed,
-                                     progress=lambda k, v: bar.update(task, completed=k, status=f"MSE {v:.3f}"))
+                                     progress=lambda k, v: bar.update(task, completed=k, status=f"MSE {v:.3f}"),
+                                     rest=rest, silence=cfg.lip_silence_fraction)
     val = np.asarray(data.val_indices)
     corr = float("nan")
     if val.size > 2:
@@ -329,13 +335,19 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
                 if (step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
                         and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in last_metrics):
                     last_metrics.update(pretrain_lips(model, data, cfg, device, augment))
+                lip_frozen = cfg.freeze_lip_encoder and data.mouth_codes is not None and stage != "identity"
+                if lip_frozen:  # idempotent; also right after a resume
+                    freeze_audio_encoder(model.tokens)
                 batch = to_device(data.batch(next(index_iter).tolist()), device)
                 if stage != "identity" and augment is not None:
                     batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
                 if stage != "identity" and cfg.lip_teacher and "mouth_code" in batch:
                     batch["cond"]["mouth_drive"] = teacher_code(batch["mouth_code"], cfg.lip_teacher_noise)
                 out = _forward(model, batch, stage, amp)
-                losses = compute_losses(out, batch, model, _stage_weights(cfg, stage))
+                weights = _stage_weights(cfg, stage)
+                if lip_frozen:  # the code's MSE is still logged, but trains nothing
+                    weights = dataclasses.replace(weights, mouth_code=0.0)
+                losses = compute_losses(out, batch, model, weights)
                 loss = losses["total"]
                 if not torch.isfinite(loss):
                     good = ck.list_checkpoints(run_dir)

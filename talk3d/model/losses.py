@@ -187,7 +187,7 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
         out["delta_l2"] = dp.pow(2).mean()
         out["delta_tv"] = tv_loss(dp)
-    if w.mouth_code > 0 and "mouth_code" in outputs and "mouth_code" in batch:
+    if "mouth_code" in outputs and "mouth_code" in batch:  # logged also at weight 0 (frozen encoder)
         out["mouth_code"] = (outputs["mouth_code"] - batch["mouth_code"].to(image)).pow(2).mean()
     total = image.new_zeros(())
     for name, value in out.items():
