@@ -8,7 +8,15 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from talk3d.face.landmarks import MOUTH, mouth_opening
-from talk3d.fit.lipsync import AudioAugment, lip_codes, pretrain_mouth_head
+from talk3d.fit.lipsync import (
+    AudioAugment,
+    freeze_audio_encoder,
+    lip_codes,
+    pretrain_mouth_head,
+    rest_code,
+    room_tone,
+    silent_span_mask,
+)
 from talk3d.model import Avatar, ModelConfig, conditioning_for
 from talk3d.model.conditioning import TokenEncoder, token_count
 
@@ -171,3 +179,48 @@ def test_configs_saved_before_the_lip_basis_load_without_it():
     del data["mouth_basis"]
     assert not ModelConfig.from_dict(data).mouth_basis
     assert not ModelConfig.tiny(mouth_code=0, mouth_basis=True).mouth_basis
+
+
+def test_silent_spans_cover_the_centre_and_sometimes_leave_speech_at_the_edges():
+    mask = silent_span_mask(400, 17, torch.Generator().manual_seed(0))
+    assert mask.shape == (400, 17) and set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert (mask[:, 6:11] == 0).all()  # the centre frame and 2 frames each side are always silent
+    assert (mask[:, 0] == 1).any() and (mask[:, 0] == 0).any()  # edges: sometimes speech, sometimes not
+    silent = (mask == 0).int()
+    assert ((silent.diff(dim=1) != 0).sum(1) <= 2).all()  # one contiguous span
+
+
+def test_room_tone_is_quiet_low_and_varied():
+    tone = room_tone(256, 5, 2, 40, torch.Generator().manual_seed(0)).reshape(256, 5, 2, 40)
+    assert tone.mean().abs() < 0.1 and tone.std() < 0.1
+    bins = tone.mean(dim=(0, 1, 2))
+    assert bins[:4].mean() > bins[-4:].mean() + 0.01  # louder in the low bins
+    assert tone.mean(dim=(1, 2, 3)).std() > 0.005  # samples differ in level
+
+
+def test_rest_code_is_the_mean_of_the_most_closed_frames():
+    codes = np.arange(20, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], np.float32)
+    opening = np.arange(20, dtype=np.float64)[::-1]  # the last frames are the most closed
+    np.testing.assert_allclose(rest_code(codes, opening, quantile=0.1), [18.5, -37.0])
+
+
+def test_pretraining_with_silence_maps_pauses_to_the_rest_code_and_freezing_stops_training():
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(mouth_code=4)
+    enc = TokenEncoder(cfg)
+    g = torch.Generator().manual_seed(0)
+    audio = torch.rand(64, cfg.audio_frames, cfg.audio_token_input, generator=g) + 0.5  # all speech
+    codes = torch.randn(64, 4, generator=g) * 0.3
+    rest = torch.tensor([2.0, -1.0, 0.5, 1.5])
+    pretrain_mouth_head(enc, audio, codes, steps=300, batch=32, lr=3e-3, bins=cfg.audio_dim, rest=rest,
+                        silence=0.25)
+    pauses = room_tone(16, cfg.audio_frames, cfg.mel_per_frame, cfg.audio_dim, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        pred = enc.mouth_code(pauses)
+        speech = enc.mouth_code(audio)
+    assert (pred - rest).pow(2).mean() < 0.1 * rest.pow(2).mean()
+    assert (speech - rest).pow(2).mean() > rest.pow(2).mean() * 0.5  # speech is not read as a pause
+    freeze_audio_encoder(enc)
+    frozen = {n for n, p in enc.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("audio_in.", "audio_pos", "smooth.", "mouth_head.")) for n in frozen)
+    assert enc.blink_in[0].weight.requires_grad

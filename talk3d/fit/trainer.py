@@ -123,9 +123,9 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
 
     ``augment`` (None: none) changes every pretraining batch of audio windows.
 
-    Returns ``{"lip_code_mse", "lip_code_val_corr"}``: the final training error and, on the
-    held-out frames, the correlation of the predicted and tracked first code component
-    (the mouth opening, mostly); NaN without held-out frames.
+    Returns ``{"lip_code_mse", "lip_code_val_corr", "lip_code_val_mse"}``: the final training
+    error and, on the held-out frames, the correlation and mean squared error of the predicted
+    and tracked first code component (the mouth opening, mostly); NaN without held-out frames.
     """
     enc = model.tokens
     mcfg = cfg.model
@@ -148,14 +148,16 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
                                      progress=lambda k, v: bar.update(task, completed=k, status=f"MSE {v:.3f}"),
                                      rest=rest, silence=cfg.lip_silence_fraction)
     val = np.asarray(data.val_indices)
-    corr = float("nan")
+    corr = err = float("nan")
     if val.size > 2:
         with torch.no_grad():
             pred = enc.mouth_code(windows(val))[:, 0].cpu().numpy()
         corr = float(np.corrcoef(pred, data.mouth_codes[val, 0])[0, 1])
-    res = {"lip_code_mse": float(np.mean(losses[-50:])) if losses else float("nan"), "lip_code_val_corr": corr}
-    info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, "
-         f"held-out mouth-code correlation {corr:.2f}")
+        err = float(np.mean((pred - data.mouth_codes[val, 0]) ** 2))
+    res = {"lip_code_mse": float(np.mean(losses[-50:])) if losses else float("nan"), "lip_code_val_corr": corr,
+           "lip_code_val_mse": err}
+    info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, held-out "
+         f"mouth-code correlation {corr:.2f}, MSE {err:.2f}")
     return res
 
 
