@@ -48,7 +48,8 @@ class LossWeights:
     """Total variation of the deltaplane (keeps motion smooth)."""
     mouth_code: float = 1.0
     """Mean-squared error of the lip-motion code predicted from the audio against the tracked
-    one (models with ``mouth_code > 0``; keeps the audio tokens tied to the lips)."""
+    one (models with ``mouth_code > 0``). Always logged; the trainer sets the weight to 0 once
+    the lip encoder is frozen (``FitConfig.freeze_lip_encoder``, the default)."""
     ssim_window: int = 11
     """SSIM window size (output resolution; the neural one uses ``min(window, 7)``)."""
 
