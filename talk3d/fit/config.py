@@ -72,7 +72,7 @@ class FitConfig:
     lip_teacher: bool = True
     """With a lip-motion code: drive the U-Net token and the lip basis with the tracked code
     (plus noise) instead of the predicted one in the audio and refine stages (teacher
-    forcing; the prediction is still trained by its loss and drives validation and render)."""
+    forcing; the prediction from the audio drives validation, render and eval)."""
     lip_teacher_noise: float = 0.1
     """Std of the noise added to the tracked code under teacher forcing (code units = 1 std)."""
     audio_augment: bool = True

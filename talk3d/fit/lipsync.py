@@ -4,7 +4,8 @@ augmentation, and pretraining of the audio encoder on them.
 Why: with only an image loss, a CPU-sized fit (a few thousand steps on 20 s of video) learned
 deltaplanes that did not depend on the audio at all. The tracked FaceMesh lips are a direct,
 cheap signal: the token encoder learns to predict each frame's lip shape from its audio window
-(seconds of training, no rendering), and the U-Net gets that prediction as a token.
+(seconds of training, no rendering, then frozen); the fit drives the lip token and the lip
+basis (:class:`talk3d.model.avatar.Avatar`) with the tracked code, render with the prediction.
 
 The code of a frame: the lip landmarks in the canonical face frame (similarity on the stable
 landmarks removes head pose and scale), x/y only, minus the training mean, projected on the
@@ -20,6 +21,11 @@ import torch
 
 from talk3d.face.landmarks import MOUTH, STABLE_LANDMARKS
 from talk3d.face.pose import umeyama
+
+
+def _uniform(lo: float, hi: float, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """CPU float32 samples of ``U(lo, hi)`` with ``shape`` (reproducible with ``generator``)."""
+    return lo + (hi - lo) * torch.rand(*shape, generator=generator)
 
 
 def lip_codes(landmarks: np.ndarray, canonical: np.ndarray, train: np.ndarray, size: int) -> np.ndarray:
@@ -79,7 +85,7 @@ class AudioAugment:
         opts = {"generator": generator, "device": "cpu"}
 
         def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-            return (lo + (hi - lo) * torch.rand(*shape, **opts)).to(audio)
+            return _uniform(lo, hi, *shape, generator=generator).to(audio)
 
         ramp = torch.linspace(-0.5, 0.5, bins).to(audio)
         gain = uniform(*self.gain, b, 1) * torch.exp(uniform(-self.tilt, self.tilt, b, 1) * ramp)
@@ -128,13 +134,10 @@ def room_tone(count: int, frames: int, rows: int, bins: int, generator: torch.Ge
     Gaussian noise of std up to ``noise``. (Measured: the two-speaker sample's pauses have a
     mean of 0.04, std 0.075 and low bins near 0.1 in these units, and an encoder trained with
     exact zeros as silence read them as speech.)"""
-    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(*shape, generator=generator)
-
     b = torch.arange(bins, dtype=torch.float32)
-    decay = torch.exp(-b[None] / (uniform(0.05, 0.4, count, 1) * bins))  # (count, bins)
-    base = uniform(0.0, level, count, 1) * decay
-    out = base[:, None, None, :] + uniform(0.0, noise, count, 1, 1, 1) * torch.randn(
+    decay = torch.exp(-b[None] / (_uniform(0.05, 0.4, count, 1, generator=generator) * bins))  # (count, bins)
+    base = _uniform(0.0, level, count, 1, generator=generator) * decay
+    out = base[:, None, None, :] + _uniform(0.0, noise, count, 1, 1, 1, generator=generator) * torch.randn(
         count, frames, rows, bins, generator=generator)
     return out.reshape(count, frames, rows * bins)
 
@@ -153,9 +156,10 @@ def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: to
         augment: audio augmentation applied to every batch (None: none).
         progress: optional callable ``(step, loss)`` called every 50 steps.
         rest: ``(K,)`` code of the mouth at rest (see :func:`rest_code`); with ``silence > 0``
-            that fraction of every batch is silent windows (all zeros: the noise floor under
-            ``audio_norm="floor"``, before augmentation) with this target, so pauses close the
-            mouth even when the training clip has none.
+            that fraction of every batch is windows silenced around their centre frame
+            (:func:`silent_span_mask`) and filled with :func:`room_tone` (floor-normalised
+            units, so ``audio_norm="floor"`` only), before augmentation, with this target, so
+            pauses close the mouth even when the training clip has none.
     Returns:
         the mean-squared error of each step.
     """

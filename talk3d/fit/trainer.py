@@ -138,7 +138,7 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
     train = np.asarray(data.train_indices)
     codes = torch.from_numpy(data.mouth_codes).to(device)
     rest = None
-    if mcfg.audio_norm == "floor" and cfg.lip_silence_fraction > 0:  # silence is all zeros only there
+    if mcfg.audio_norm == "floor" and cfg.lip_silence_fraction > 0:  # room tone is in floor-normalised units
         opening = mouth_opening(np.asarray(data.dataset.landmarks)[train])
         rest = torch.from_numpy(rest_code(data.mouth_codes[train], opening)).to(device)
     with make_progress() as bar:
@@ -311,6 +311,7 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     window: dict[str, list[float]] = {}
     index_iter = data.train_index_batches(cfg.batch_size, cfg.seed, start)
     augment = AudioAugment() if cfg.audio_augment else None
+    encoder_frozen = False
 
     def save(stage: str) -> None:
         ck.save_checkpoint(run_dir, step, stage, model, optimizer, cfg_dict, last_metrics, cfg.keep_checkpoints)
@@ -338,8 +339,9 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
                         and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in last_metrics):
                     last_metrics.update(pretrain_lips(model, data, cfg, device, augment))
                 lip_frozen = cfg.freeze_lip_encoder and data.mouth_codes is not None and stage != "identity"
-                if lip_frozen:  # idempotent; also right after a resume
+                if lip_frozen and not encoder_frozen:  # after the pretraining, or at a resume past it
                     freeze_audio_encoder(model.tokens)
+                    encoder_frozen = True
                 batch = to_device(data.batch(next(index_iter).tolist()), device)
                 if stage != "identity" and augment is not None:
                     batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
