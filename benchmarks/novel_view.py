@@ -73,6 +73,10 @@ class NovelViewConfig:
     """Synthetic camera focal length (image widths); 1.5 keeps prep's crop inside the frame."""
     yaws: tuple[float, ...] = (30.0, -30.0)
     """Held-out view yaws in degrees."""
+    photometric_poses: bool = True
+    """Prep refines its landmark poses photometrically (prep's default)."""
+    known_focal: bool = False
+    """Prep is told the clip's focal length (``--focal-35mm``) instead of assuming its default."""
     steps: int = 400
     """Fit steps (split over the stages in the quick preset's proportions unless ``identity_only``)."""
     identity_only: bool = False
@@ -137,14 +141,17 @@ def build(cfg: NovelViewConfig) -> tuple[Any, Path, Path]:
     cfg.timings["clip"] = time.perf_counter() - t
     t = time.perf_counter()
     data = work / "data"
-    if not (data / "manifest.json").is_file():
-        run_prep(clip.video, data, PrepConfig(size=cfg.size), force=data.exists())
+    prep_cfg = PrepConfig(size=cfg.size, photometric_poses=cfg.photometric_poses,
+                          focal_35mm=scfg.focal_35mm if cfg.known_focal else None)
+    manifest = data / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("prep_settings") != prep_cfg.settings():
+        run_prep(clip.video, data, prep_cfg, force=data.exists())
     cfg.timings["prep"] = time.perf_counter() - t
     t = time.perf_counter()
     run = work / "run"
     fc = _fit_config(cfg)
     stamp = run / "novel_view_settings.json"
-    settings = {"fit": fc.to_dict(), "clip": scfg.to_json(), "prep_size": cfg.size}
+    settings = {"fit": fc.to_dict(), "clip": scfg.to_json(), "prep": prep_cfg.settings()}
     if not ((run / "avatar.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings):
         fit(data, run, fc, force=run.exists())
         stamp.write_text(json.dumps(settings, sort_keys=True))
@@ -309,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=8, help="held-out frames evaluated")
     ap.add_argument("--seed", type=int, default=0, help="clip and fit seed")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="FitConfig override KEY=VALUE")
+    ap.add_argument("--landmark-poses", action="store_true", help="prep without photometric pose refinement")
+    ap.add_argument("--known-focal", action="store_true", help="give prep the clip's focal length")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--strip", type=Path, default=None, help="PNG strip: truth | render | yaw-0 | flat")
@@ -316,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = NovelViewConfig(work=args.work, clip_size=args.clip_size, size=args.size, seconds=args.seconds,
                           steps=args.steps, identity_only=args.identity_only, eval_frames=args.frames,
-                          seed=args.seed, fit_overrides=tuple(args.overrides), strip=args.strip)
+                          seed=args.seed, fit_overrides=tuple(args.overrides), strip=args.strip,
+                          photometric_poses=not args.landmark_poses, known_focal=args.known_focal)
     res = measure(cfg)
     print(_table(res))
     if args.json is not None:

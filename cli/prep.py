@@ -22,6 +22,15 @@ def command(
     crop_padding: bool = typer.Option(False, "--crop-padding",
                                       help="Keep the full --crop-scale framing on tight footage by padding past the "
                                            "frame edges (edge replication; the streaks cost quality)."),
+    focal_35mm: float | None = typer.Option(None, "--focal-35mm", min=5.0, max=2000.0,
+                                            help="The camera's 35 mm-equivalent focal length in mm, if known (phone "
+                                                 "EXIF 'FocalLengthIn35mmFormat', lens spec; diagonal definition). "
+                                                 "Default: assume a ~19 degree field of view around the head. The "
+                                                 "right value makes head angles more accurate."),
+    photometric_poses: bool = typer.Option(True, "--photometric-poses/--landmark-poses",
+                                           help="Refine head poses by aligning the textured face to the frames "
+                                                "(default; corrects the landmark detector's pitch bias) or keep the "
+                                                "landmark-only poses (faster)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -31,7 +40,8 @@ def command(
     from talk3d.console import console
 
     manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale,
-                                               crop_padding=crop_padding), force=force)
+                                               crop_padding=crop_padding, focal_35mm=focal_35mm,
+                                               photometric_poses=photometric_poses), force=force)
     s = manifest.stats
     console.print(
         f"[green]dataset ready[/green] '{out}': {manifest.num_frames} frames "

@@ -3,9 +3,9 @@
 Steps (each skipped when its outputs exist, each file written atomically):
 
 1. probe and validate the input (ffmpeg), 2. FaceMesh on every frame (``.prep/track_*``),
-3. fixed square crop, 4. canonical shape + head poses (``landmarks.npy``, ``poses.npy`` ...),
-5. frames, masks and background plate, 6. audio + log-mel, 7. blink, 8. previews,
-9. ``manifest.json`` (its presence marks a complete dataset; ``.prep/`` is then removed).
+3. fixed square crop, 4. canonical shape + landmark head poses (``landmarks.npy``, ``poses.npy``
+...), 5. frames, masks and background plate, 6. photometric pose refinement (``poses.npy``),
+7. torso offsets, 8. audio + log-mel, 9. blink, 10. previews, 11. ``manifest.json`` (its presence marks a complete dataset; ``.prep/`` is then removed).
 
 Output-folder rule: a new or empty folder is used; a folder holding an unfinished prep
 (``.prep/state.json``) of the same source file (SHA-256) and settings is resumed; a complete
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from data_prep import track as track_mod
 from data_prep.frames import write_frames_and_masks
 from data_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
 from data_prep.video import FrameReader, VideoInfo, probe_video, sha256_file
-from talk3d.console import info, warn
+from talk3d.camera import focal_pixels_from_35mm
+from talk3d.console import info, make_progress, warn
 from talk3d.dataset import MANIFEST, Manifest, frame_name, validate, write_manifest
 from talk3d.errors import UserError
 from talk3d.io import close_file_logs, read_json, read_npy, setup_file_log, write_json, write_npy
@@ -54,7 +56,16 @@ class PrepConfig:
     crop_padding: bool = False
     """Keep the full crop side past the frame edges, padding by edge replication (default: shrink to fit)."""
     focal: float = 3.0
-    """Normalised focal length (fx / width) of the dataset camera: ~19 degree field of view."""
+    """Normalised focal length (fx / side) assumed on the head-and-shoulders framing (~19 degree field
+    of view) when the camera's own focal length is unknown."""
+    focal_35mm: float | None = None
+    """The camera's 35 mm-equivalent focal length, when known (phone EXIF, lens spec): used instead of
+    ``focal``. Defined on the image diagonal (43.27 mm full frame); a right focal improves pose accuracy."""
+    photometric_poses: bool = True
+    """Refine the landmark head poses by aligning the textured rigid face to the frames
+    (:mod:`talk3d.face.photometric`): removes the landmark detector's pitch bias."""
+    refined_smooth_frames: int = 5
+    """Savitzky-Golay window (frames) applied to the photometrically refined poses; <= 2 disables it."""
     smooth_seconds: float = 0.75
     """Savitzky-Golay window for head-rotation smoothing in seconds (19 frames at 25 fps); 0 disables it."""
     translation_smooth_frames: int = 5
@@ -188,6 +199,52 @@ def _step_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig
     write_npy(out / "landmark_valid.npy", valid.astype(bool))
     write_npy(out / "canonical_landmarks.npy", canonical)
     write_npy(out / "poses.npy", poses.astype(np.float32))
+    write_npy(out / WORK / "poses_landmarks.npy", poses.astype(np.float32))
+    write_json(stats_path, stats)
+    return stats
+
+
+def _step_refine_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig,
+                       k: np.ndarray) -> dict[str, float]:
+    """Photometric pose refinement (after the frames are written); returns its figures."""
+    import cv2
+
+    from talk3d.face import pose_stats, smooth_poses
+    from talk3d.face.photometric import refine_poses_photometric
+
+    stats_path = out / WORK / "pose_refine.json"
+    if stats_path.is_file():
+        info("pose refinement: done already (resuming)")
+        return read_json(stats_path)
+    landmark_poses = read_npy(out / WORK / "poses_landmarks.npy")
+    canonical = read_npy(out / "canonical_landmarks.npy")
+    n = landmark_poses.shape[0]
+
+    def load(indices: Sequence[int]) -> np.ndarray:
+        frames = []
+        for i in indices:
+            img = cv2.imread(str(out / "frames" / frame_name(int(i), "jpg")))
+            if img is None:
+                raise OSError(f"could not read frame {i} of '{out}'")
+            frames.append(img[..., ::-1])
+        return np.stack(frames)
+
+    with make_progress() as bar:
+        task = bar.add_task("refining poses", total=None, status="")
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        poses, stats = refine_poses_photometric(load, n, landmark_poses, canonical, k, progress=progress)
+    if config.refined_smooth_frames > 2:
+        poses = smooth_poses(poses, config.refined_smooth_frames)
+    info(f"pose refinement: photometric RMS {stats['photometric_rms_before']:.2f} -> "
+         f"{stats['photometric_rms_after']:.2f} (0-255), rotation change median "
+         f"{stats['photometric_rotation_change_median_deg']:.2f} deg, max "
+         f"{stats['photometric_rotation_change_max_deg']:.2f} deg, "
+         f"{stats['photometric_frames_kept_landmark_pose']} frames kept their landmark pose")
+    stats.update(pose_stats(lm[valid], canonical, poses[valid], k, config.size))
+    write_npy(out / "poses.npy", poses.astype(np.float32))
     write_json(stats_path, stats)
     return stats
 
@@ -299,8 +356,10 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
         crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale,
                                                 allow_padding=config.crop_padding))
         lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
-        # the focal is defined on the framing's side: a crop shrunk to fit keeps the perspective
-        focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
+        if config.focal_35mm is not None:  # the camera's own focal, on the (decoded) image diagonal
+            focal = focal_pixels_from_35mm(config.focal_35mm, vinfo.width, vinfo.height) / crop_box[2]
+        else:  # defined on the framing's side: a crop shrunk to fit keeps the perspective
+            focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
         k = np.array([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
 
         t0 = time.perf_counter()
@@ -322,6 +381,11 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
             _tmp_png(out_dir / "background.png").replace(out_dir / "background.png")
             write_json(frames_done, {"num_frames": n, "background_unseen_fraction": unseen})
         timings["frames_masks_s"] = time.perf_counter() - t0
+
+        if config.photometric_poses:
+            t0 = time.perf_counter()
+            pstats.update(_step_refine_poses(out_dir, lm, raw.valid, config, k))
+            timings["pose_refine_s"] = time.perf_counter() - t0
 
         train_end = n - max(1, int(round(n * config.val_fraction)))
         if train_end < 1:

@@ -106,6 +106,20 @@ def orbit(cam2world: torch.Tensor, yaw: torch.Tensor | float = 0.0,
     return out
 
 
+FULL_FRAME_DIAGONAL_MM = 43.27
+"""Diagonal of a 36 x 24 mm frame: 35 mm-equivalent focal lengths are defined on it."""
+
+
+def focal_pixels_from_35mm(focal_35mm: float, width: float, height: float) -> float:
+    """Focal length in pixels of a ``width x height`` image from its 35 mm-equivalent focal (mm)."""
+    return focal_35mm / FULL_FRAME_DIAGONAL_MM * math.hypot(width, height)
+
+
+def focal_35mm_from_pixels(focal_px: float, width: float, height: float) -> float:
+    """Inverse of :func:`focal_pixels_from_35mm`."""
+    return focal_px * FULL_FRAME_DIAGONAL_MM / math.hypot(width, height)
+
+
 def intrinsics_matrix(focal: float | torch.Tensor, cx: float = 0.5, cy: float = 0.5) -> torch.Tensor:
     """Normalised intrinsics ``(3, 3)`` with ``fx = fy = focal`` (in image widths)."""
     return torch.tensor([[float(focal), 0.0, cx], [0.0, float(focal), cy], [0.0, 0.0, 1.0]])

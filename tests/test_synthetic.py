@@ -8,9 +8,10 @@ import torch
 
 from talk3d.camera import camera_angles, intrinsics_matrix
 from talk3d.errors import UserError
+from talk3d.face.landmarks import tessellation_triangles
 from talk3d.media import AUDIO_RATE, read_audio
 from talk3d.synthetic import SyntheticConfig, ground_truth, load_clip, make_clip, rasterize
-from talk3d.synthetic.mesh import build_head, tessellation_triangles
+from talk3d.synthetic.mesh import build_head
 from talk3d.synthetic.raster import interpolate
 from talk3d.synthetic.scene import FrameState, main_cam2world, render_state
 

@@ -6,6 +6,9 @@ the subject's: the subject's right eye appears on the image's left.
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import numpy as np
 
 STABLE_LANDMARKS = np.array(sorted({
@@ -116,3 +119,33 @@ def eye_closure(landmarks: np.ndarray, ear_open: float = EAR_OPEN, ear_closed: f
     """
     ear = eye_aspect_ratio(landmarks)
     return np.clip((ear_open - ear) / max(ear_open - ear_closed, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def tessellation_triangles() -> np.ndarray:
+    """FaceMesh triangles ``(F, 3)`` recovered from the edge list ``FACEMESH_TESSELATION``.
+
+    Triangles are the 3-cliques of the edge graph; the few cliques that are not faces
+    (all three edges shared by three cliques) are dropped. Returns a fresh copy.
+    """
+    return _tessellation().copy()
+
+
+@functools.cache
+def _tessellation() -> np.ndarray:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    adj: dict[int, set[int]] = collections.defaultdict(set)
+    for a, b in FACEMESH_TESSELATION:
+        adj[a].add(b)
+        adj[b].add(a)
+    tris = set()
+    for a, b in FACEMESH_TESSELATION:
+        for c in adj[a] & adj[b]:
+            tris.add(tuple(sorted((a, b, c))))
+    count: collections.Counter = collections.Counter()
+    for t in tris:
+        for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])):
+            count[e] += 1
+    good = [t for t in sorted(tris)
+            if not all(count[e] > 2 for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])))]
+    return np.array(good, dtype=np.int64)

