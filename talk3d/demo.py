@@ -95,13 +95,17 @@ def _set_fields(obj: Any, values: dict[str, Any], what: str) -> Any:
     return obj
 
 
-def run_prep_stage(video: Path, out_dir: Path, size: int, force: bool) -> dict[str, float]:
-    """Prep the sample (or reuse a finished dataset); returns ``tracking_rate``, ``prep_s``."""
+def run_prep_stage(video: Path, out_dir: Path, size: int, force: bool,
+                   focal_35mm: float | None = None) -> dict[str, float]:
+    """Prep the sample (or reuse a finished dataset); returns ``tracking_rate``, ``prep_s``.
+
+    ``focal_35mm`` is the sample camera's focal length (known, as from a phone's EXIF).
+    """
     t0 = time.perf_counter()
     if force or not (out_dir / "manifest.json").is_file():
         prep_config_cls = _stage_attr("prep", "data_prep.pipeline", "PrepConfig")
         run_prep = _stage_attr("prep", "data_prep.pipeline", "run_prep")
-        cfg = _set_fields(prep_config_cls(), {"size": size}, "PrepConfig")
+        cfg = _set_fields(prep_config_cls(), {"size": size, "focal_35mm": focal_35mm}, "PrepConfig")
         run_prep(video, out_dir, cfg, force=force)
     else:
         info(f"prep: reusing the dataset in {out_dir}")
@@ -168,7 +172,7 @@ def run_demo(config: DemoConfig | None = None, force: bool = False) -> DemoResul
     prev_figs = {} if stale else dict(previous.get("figures", {}))
 
     info("[bold]2/4 prep[/bold]: track the face, estimate poses, masks, audio features")
-    figures.update(run_prep_stage(clip.video, data_dir, config.size, force=stale))
+    figures.update(run_prep_stage(clip.video, data_dir, config.size, force=stale, focal_35mm=sample_cfg.focal_35mm))
     info(f"prep: {figures['tracking_rate']:.1%} of frames tracked")
 
     info("[bold]3/4 fit[/bold]: identity triplane, audio deltaplanes, mouth refinement")

@@ -17,6 +17,7 @@ from talk3d.errors import UserError
 @dataclass
 class FakePrepConfig:
     size: int = 512
+    focal_35mm: float | None = None
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Calls:
 def _fake_stages(calls: Calls) -> dict[str, types.SimpleNamespace]:
     def run_prep(video, out_dir, config, force=False):
         assert Path(video).is_file() and config.size == 32
+        assert config.focal_35mm is not None and 20 < config.focal_35mm < 200  # the sample camera's focal
         calls.prep.append(force)
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / "landmark_valid.npy", np.array([True, True, True, False]))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from talk3d.camera import camera_angles, intrinsics_matrix
+from talk3d.camera import intrinsics_matrix
 from talk3d.face.photometric import PhotometricConfig, refine_poses_photometric, rigid_surface
+from talk3d.face.pose import angle_errors
 from talk3d.synthetic.mesh import build_head
 from talk3d.synthetic.scene import FrameState, background_plate, main_cam2world, render_state
 
@@ -43,17 +44,6 @@ def _perturb(c2w: np.ndarray, degrees: float, seed: int = 0) -> np.ndarray:
     return np.linalg.inv(w2c).astype(np.float32)
 
 
-def _relative_errors(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """``|yaw, pitch, roll|`` errors (degrees) after removing the best constant rotation (the gauge)."""
-    r_est, r_true = est[:, :3, :3].astype(np.float64), truth[:, :3, :3].astype(np.float64)
-    u, _, vt = np.linalg.svd(np.einsum("nij,nkj->ik", r_est, r_true))
-    w = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    aligned = np.eye(4)[None].repeat(len(truth), 0)
-    aligned[:, :3, :3] = w @ r_true
-    ref = camera_angles(torch.from_numpy(aligned).float()).numpy()
-    return np.abs(camera_angles(torch.from_numpy(np.asarray(est, np.float32))).numpy() - ref)
-
-
 CFG = PhotometricConfig(points=2500, work_size=SIZE, sigmas=(1.5, 0.75), iterations=6, reference_frames=8,
                         rounds=2, batch=8)
 
@@ -72,14 +62,14 @@ def test_rigid_surface_covers_only_the_rigid_upper_face(scene):
 
 def test_refinement_undoes_a_3_degree_pose_error(scene):
     init = _perturb(scene["c2w"], 3.0)
-    before = _relative_errors(init, scene["c2w"])
+    before = angle_errors(init, scene["c2w"])
     assert before.max() > 1.5  # the perturbation survives the gauge removal
 
     calls = []
     out, stats = refine_poses_photometric(lambda idx: scene["frames"][list(idx)], len(init), init,
                                           scene["canonical"], scene["k"], CFG,
                                           progress=lambda done, total: calls.append((done, total)))
-    after = _relative_errors(out, scene["c2w"])
+    after = angle_errors(out, scene["c2w"])
     assert after.max() < 0.8, f"errors after refinement {after.round(2).tolist()}"
     assert stats["photometric_rms_after"] < 0.7 * stats["photometric_rms_before"], stats
     assert stats["photometric_frames_kept_landmark_pose"] == 0

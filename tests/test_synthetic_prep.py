@@ -6,27 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from talk3d.camera import camera_angles
+from talk3d.face.pose import angle_errors
 from talk3d.synthetic import SyntheticConfig, make_clip
-
-
-def _angle_errors(est_c2w: np.ndarray, true_c2w: np.ndarray) -> np.ndarray:
-    """``|yaw, pitch, roll|`` errors ``(N, 3)`` in degrees after the best constant world rotation.
-
-    Prep's canonical frame is video-specific (aligned to the mean face): the constant world
-    rotation W between the two frames (best fit of R_est ~ W R_true) is removed first.
-    """
-    r_est = est_c2w[:, :3, :3].astype(np.float64)
-    r_true = true_c2w[:, :3, :3].astype(np.float64)
-    u, _, vt = np.linalg.svd(np.einsum("nij,nkj->ik", r_est, r_true))
-    w = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    aligned = np.eye(4)[None].repeat(len(r_true), 0)
-    aligned[:, :3, :3] = w @ r_true
-    ref = camera_angles(torch.from_numpy(aligned).float()).numpy()
-    est = camera_angles(torch.from_numpy(np.asarray(est_c2w, np.float32))).numpy()
-    return np.abs(est - ref)
 
 
 @pytest.mark.slow
@@ -43,7 +25,7 @@ def test_prep_recovers_yaw_pitch_roll_within_2_degrees(tmp_path, seed):
     pipeline.run_prep(clip.video, tmp_path / "data", prep_cfg)
     truth = clip.poses()
     assert np.load(tmp_path / "data" / "poses.npy").shape == truth.shape
-    err = _angle_errors(np.load(tmp_path / "data" / "poses.npy"), truth)
+    err = angle_errors(np.load(tmp_path / "data" / "poses.npy"), truth)
     err = err.astype(np.float64)
     mean, p90, worst = err.mean(0), np.percentile(err, 90, axis=0), err.max(0)
     summary = (f"yaw/pitch/roll |error| mean {mean.round(2).tolist()}, p90 {p90.round(2).tolist()}, "
@@ -69,7 +51,7 @@ def test_prep_recovers_yaw_pitch_roll_within_2_degrees(tmp_path, seed):
     exact[..., :2] = (clip.landmarks() - np.array([x0, y0], np.float32)) * (m["size"] / side)
     c2w = estimate_pose(exact, np.load(tmp_path / "data" / "canonical_landmarks.npy"), np.array(m["intrinsics"]),
                         m["size"])
-    err_exact = _angle_errors(c2w, truth)
+    err_exact = angle_errors(c2w, truth)
     exact_summary = f"exact landmarks: mean {err_exact.mean(0).round(2).tolist()}, max {err_exact.max(0).round(2).tolist()}"
     print(summary, "|", exact_summary)
     assert (err_exact[:, 1:].max(0) < 1.0).all(), exact_summary  # pitch and roll

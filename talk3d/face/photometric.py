@@ -148,24 +148,20 @@ class _Aligner:
                           (self.f[1] * p[..., 1] / z + self.c[1]) * self.size], -1)
         return q, p, uv
 
-    def visible(self, rot: torch.Tensor, t: torch.Tensor, cell: float = 2.0, tol: float = 0.05) -> torch.Tensor:
-        """``(B, P)`` bool: in the image, facing the camera and in front (coarse point z-buffer)."""
+    def visibility(self, rot: torch.Tensor, t: torch.Tensor, cell: float = 2.0,
+                   tol: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, P)`` bool visible (in the image, facing the camera, in front on a coarse point
+        z-buffer) and ``(B, P)`` cosine between the normals and the direction to the camera."""
         _, p, uv = self.project(rot, t)
         normals = torch.einsum("bij,pj->bpi", rot, self.n)
-        facing = -(normals * p).sum(-1) / (p * p).sum(-1).sqrt()
+        facing = (-(normals * p).sum(-1) / (p * p).sum(-1).sqrt()).clamp(min=0.0)
         side = int(math.ceil(self.size / cell))
         cells = (uv / cell).floor().long().clamp(0, side - 1)
         idx = cells[..., 1] * side + cells[..., 0]
         zbuf = torch.full((p.shape[0], side * side), float("inf")).scatter_reduce(1, idx, p[..., 2], reduce="amin")
         front = p[..., 2] <= zbuf.gather(1, idx) + tol
         inside = ((uv > 2) & (uv < self.size - 2)).all(-1)
-        return front & inside & (facing > self.cfg.min_facing)
-
-    def facing(self, rot: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``(B, P)`` cosine between point normals and the direction to the camera."""
-        _, p, _ = self.project(rot, t)
-        normals = torch.einsum("bij,pj->bpi", rot, self.n)
-        return (-(normals * p).sum(-1) / (p * p).sum(-1).sqrt()).clamp(min=0.0)
+        return front & inside & (facing > self.cfg.min_facing), facing
 
     def sample(self, images: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Bilinear lookup: images ``(B, C, H, W)``, pixels ``(B, P, 2)`` -> ``(B, P, C)``."""
@@ -175,7 +171,8 @@ class _Aligner:
     def texture(self, images: torch.Tensor, rot: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted sums of colour ``(P, 3)`` and weight ``(P,)`` over a batch of frames."""
         _, _, uv = self.project(rot, t)
-        w = self.visible(rot, t).float() * self.facing(rot, t) ** 4
+        visible, facing = self.visibility(rot, t)
+        w = visible.float() * facing ** 4
         col = self.sample(images, uv)
         return (col * w[..., None]).sum(0), w.sum(0)
 
@@ -211,7 +208,7 @@ class _Aligner:
     def align(self, images: torch.Tensor, grads: torch.Tensor, rot: torch.Tensor, t: torch.Tensor,
               tex: torch.Tensor, tex_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Levenberg-Marquardt on a batch; returns refined ``rot``, ``t`` and the final cost ``(B,)``."""
-        mask = self.visible(rot, t) & tex_ok[None]
+        mask = self.visibility(rot, t)[0] & tex_ok[None]
         lam = torch.full((rot.shape[0],), 1e-2)
         hub = self.cfg.huber
         for _ in range(self.cfg.iterations):
@@ -308,7 +305,7 @@ def refine_poses_photometric(load_frames: FrameLoader, num_frames: int, cam2worl
                 img, grad = _prepare(frames, sigma)
                 tex, ok = textures[level]
                 rot[idx], t[idx], _ = al.align(img, grad, rot[idx], t[idx], tex, ok)
-            mask = al.visible(rot0[idx], t0[idx]) & ok[None]  # the same points judge both poses
+            mask = al.visibility(rot0[idx], t0[idx])[0] & ok[None]  # the same points judge both poses
             for j, (r_, t_) in enumerate(((rot0[idx], t0[idx]), (rot[idx], t[idx]))):
                 res, cost[j, idx], _ = al.residual(img, None, r_, t_, tex, mask)
                 rms[j, idx] = ((res ** 2).sum(-1) * mask).sum(1).div(3 * mask.sum(1).clamp(min=1)).sqrt()

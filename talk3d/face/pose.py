@@ -282,3 +282,25 @@ def pose_stats(landmarks: np.ndarray, canonical: np.ndarray, cam2world: np.ndarr
         "rotation_step_median_deg": float(np.median(steps)),
         "rotation_step_p95_deg": float(np.percentile(steps, 95)),
     }
+
+
+def angle_errors(est_cam2world: np.ndarray, true_cam2world: np.ndarray) -> np.ndarray:
+    """``|yaw, pitch, roll|`` errors ``(N, 3)`` in degrees after the best constant world rotation.
+
+    A canonical frame is video-specific (aligned to the mean face), so the constant rotation W
+    between two frames (best fit of ``R_est ~ W R_true``, SVD) is removed before comparing.
+
+    Args:
+        est_cam2world, true_cam2world: ``(N, 4, 4)``.
+    """
+    from talk3d.camera import camera_angles
+
+    r_est = np.asarray(est_cam2world, np.float64)[:, :3, :3]
+    r_true = np.asarray(true_cam2world, np.float64)[:, :3, :3]
+    u, _, vt = np.linalg.svd(np.einsum("nij,nkj->ik", r_est, r_true))
+    w = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    aligned = np.eye(4)[None].repeat(len(r_true), 0)
+    aligned[:, :3, :3] = w @ r_true
+    ref = camera_angles(torch.from_numpy(aligned)).numpy()
+    est = camera_angles(torch.from_numpy(np.asarray(est_cam2world, np.float64))).numpy()
+    return np.abs(est - ref).astype(np.float64)

@@ -152,8 +152,10 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
     if val.size > 2:
         with torch.no_grad():
             pred = enc.mouth_code(windows(val))[:, 0].cpu().numpy()
-        corr = float(np.corrcoef(pred, data.mouth_codes[val, 0])[0, 1])
-        err = float(np.mean((pred - data.mouth_codes[val, 0]) ** 2))
+        target = data.mouth_codes[val, 0]
+        if pred.std() > 1e-8 and target.std() > 1e-8:  # undefined for a constant series
+            corr = float(np.corrcoef(pred, target)[0, 1])
+        err = float(np.mean((pred - target) ** 2))
     res = {"lip_code_mse": float(np.mean(losses[-50:])) if losses else float("nan"), "lip_code_val_corr": corr,
            "lip_code_val_mse": err}
     info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, held-out "
