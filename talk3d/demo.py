@@ -96,22 +96,28 @@ def _set_fields(obj: Any, values: dict[str, Any], what: str) -> Any:
 
 
 def run_prep_stage(video: Path, out_dir: Path, size: int, force: bool,
-                   focal_35mm: float | None = None) -> dict[str, float]:
-    """Prep the sample (or reuse a finished dataset); returns ``tracking_rate``, ``prep_s``.
+                   focal_35mm: float | None = None) -> tuple[dict[str, float], bool]:
+    """Prep the sample, or reuse a finished dataset made with the same prep settings.
 
     ``focal_35mm`` is the sample camera's focal length (known, as from a phone's EXIF).
+
+    Returns:
+        ``{"tracking_rate", "prep_s"}`` and whether prep ran (a new dataset invalidates the fit).
     """
     t0 = time.perf_counter()
-    if force or not (out_dir / "manifest.json").is_file():
-        prep_config_cls = _stage_attr("prep", "data_prep.pipeline", "PrepConfig")
+    prep_config_cls = _stage_attr("prep", "data_prep.pipeline", "PrepConfig")
+    cfg = _set_fields(prep_config_cls(), {"size": size, "focal_35mm": focal_35mm}, "PrepConfig")
+    settings = cfg.settings() if hasattr(cfg, "settings") else None
+    manifest = out_dir / "manifest.json"
+    ran = force or not manifest.is_file() or read_json(manifest).get("prep_settings") != settings
+    if ran:
         run_prep = _stage_attr("prep", "data_prep.pipeline", "run_prep")
-        cfg = _set_fields(prep_config_cls(), {"size": size, "focal_35mm": focal_35mm}, "PrepConfig")
-        run_prep(video, out_dir, cfg, force=force)
+        run_prep(video, out_dir, cfg, force=force or out_dir.exists())
     else:
         info(f"prep: reusing the dataset in {out_dir}")
     valid_path = out_dir / "landmark_valid.npy"
     rate = float(np.load(valid_path, allow_pickle=False).mean()) if valid_path.is_file() else math.nan
-    return {"tracking_rate": rate, "prep_s": time.perf_counter() - t0}
+    return {"tracking_rate": rate, "prep_s": time.perf_counter() - t0}, ran
 
 
 def run_fit_stage(dataset_dir: Path, run_dir: Path, config: DemoConfig, force: bool) -> dict[str, float]:
@@ -172,11 +178,13 @@ def run_demo(config: DemoConfig | None = None, force: bool = False) -> DemoResul
     prev_figs = {} if stale else dict(previous.get("figures", {}))
 
     info("[bold]2/4 prep[/bold]: track the face, estimate poses, masks, audio features")
-    figures.update(run_prep_stage(clip.video, data_dir, config.size, force=stale, focal_35mm=sample_cfg.focal_35mm))
+    prep_figs, prepped = run_prep_stage(clip.video, data_dir, config.size, force=stale,
+                                        focal_35mm=sample_cfg.focal_35mm)
+    figures.update(prep_figs)
     info(f"prep: {figures['tracking_rate']:.1%} of frames tracked")
 
     info("[bold]3/4 fit[/bold]: identity triplane, audio deltaplanes, mouth refinement")
-    fit_figs = run_fit_stage(data_dir, run_dir, config, force=stale)
+    fit_figs = run_fit_stage(data_dir, run_dir, config, force=stale or prepped)
     figures.update({k: prev_figs[k] for k in ("fit_psnr", "fit_steps") if k in prev_figs})
     figures.update(fit_figs)
 

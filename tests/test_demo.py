@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from talk3d.errors import UserError
 class FakePrepConfig:
     size: int = 512
     focal_35mm: float | None = None
+    version = 1  # class attribute: a test bumps it to mimic changed prep settings
+
+    def settings(self) -> dict:
+        return {"size": self.size, "focal_35mm": self.focal_35mm, "version": self.version}
 
 
 @dataclass
@@ -53,7 +58,7 @@ def _fake_stages(calls: Calls) -> dict[str, types.SimpleNamespace]:
         calls.prep.append(force)
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / "landmark_valid.npy", np.array([True, True, True, False]))
-        (out_dir / "manifest.json").write_text("{}")
+        (out_dir / "manifest.json").write_text(json.dumps({"prep_settings": config.settings()}))
 
     def fit(dataset_dir, run_dir, config, force=False):
         calls.fit.append((config.identity_steps, config.device, config.lr, force))
@@ -118,13 +123,20 @@ def test_demo_runs_the_chain_and_reuses_finished_stages(tmp_path, monkeypatch, f
     assert len(calls.prep) == 1 and len(calls.fit) == 1 and len(calls.render) == 2
     assert again.figures["fit_psnr"] == pytest.approx(27.5)
 
+    # a dataset made with other prep settings (e.g. an older talk3d) is redone, and so is the fit
+    monkeypatch.setattr(FakePrepConfig, "version", 2)
+    demo.run_demo(cfg)
+    assert len(calls.prep) == 2 and calls.prep[-1] is True and len(calls.fit) == 2 and calls.fit[-1][-1] is True
+    demo.run_demo(cfg)
+    assert len(calls.prep) == 2 and len(calls.fit) == 2
+
     demo.run_demo(cfg, force=True)
-    assert calls.prep[-1] is True and len(calls.fit) == 2
-    assert fake_sample == [False, False, True]
+    assert calls.prep[-1] is True and len(calls.fit) == 3
+    assert fake_sample == [False, False, False, False, True]
 
     # another sample (new settings) invalidates the dataset and the run
     demo.run_demo(demo.DemoConfig(**{**cfg.__dict__, "seed": 5}))
-    assert calls.prep[-1] is True and len(calls.fit) == 3
+    assert calls.prep[-1] is True and len(calls.fit) == 4
 
 
 def test_missing_stage_names_it(tmp_path, monkeypatch):
