@@ -5,7 +5,8 @@ Steps (each skipped when its outputs exist, each file written atomically):
 1. probe and validate the input (ffmpeg), 2. FaceMesh on every frame (``.prep/track_*``),
 3. fixed square crop, 4. canonical shape + landmark head poses (``landmarks.npy``, ``poses.npy``
 ...), 5. frames, masks and background plate, 6. photometric pose refinement (``poses.npy``),
-7. torso offsets, 8. audio + log-mel, 9. blink, 10. previews, 11. ``manifest.json`` (its presence marks a complete dataset; ``.prep/`` is then removed).
+7. torso offsets, 8. audio + log-mel, 9. blink, 10. previews, 11. ``manifest.json`` (its
+presence marks a complete dataset; ``.prep/`` is then removed).
 
 Output-folder rule: a new or empty folder is used; a folder holding an unfinished prep
 (``.prep/state.json``) of the same source file (SHA-256) and settings is resumed; a complete
@@ -244,6 +245,7 @@ def _step_refine_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: Pre
          f"{stats['photometric_rotation_change_max_deg']:.2f} deg, "
          f"{stats['photometric_frames_kept_landmark_pose']} frames kept their landmark pose")
     stats.update(pose_stats(lm[valid], canonical, poses[valid], k, config.size))
+    stats["camera_distance"] = float(np.linalg.norm(poses[:, :3, 3], axis=1).mean())
     write_npy(out / "poses.npy", poses.astype(np.float32))
     write_json(stats_path, stats)
     return stats

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from talk3d.camera import (
@@ -35,3 +36,13 @@ def test_rays_project_back_to_their_pixels():
     expected = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).expand(2, -1, -1)
     torch.testing.assert_close(pix, expected, atol=1e-4, rtol=0)
     assert (depth > 0).all()
+
+
+def test_35mm_focal_conversion():
+    from talk3d.camera import focal_35mm_from_pixels, focal_pixels_from_35mm
+
+    # a 36 x 24 mm frame photographed at 50 mm: 50 mm over the 36 mm width = 1.389 widths
+    assert focal_pixels_from_35mm(50.0, 3600, 2400) == pytest.approx(5000.0, rel=2e-3)
+    assert focal_35mm_from_pixels(focal_pixels_from_35mm(26.0, 1920, 1080), 1920, 1080) == pytest.approx(26.0)
+    # portrait and landscape give the same focal (the diagonal does not rotate)
+    assert focal_pixels_from_35mm(26.0, 1080, 1920) == pytest.approx(focal_pixels_from_35mm(26.0, 1920, 1080))

@@ -36,8 +36,11 @@ def test_prep_recovers_yaw_pitch_roll_within_2_degrees(tmp_path, seed):
     assert (mean < 1.0).all(), summary
     assert (p90 < 1.5).all(), summary
     assert (worst < 2.0).all(), summary
-    stats = json.loads((tmp_path / "data" / "manifest.json").read_text())["stats"]
-    assert stats["photometric_rms_after"] < stats["photometric_rms_before"], stats
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["stats"]["photometric_rms_after"] < manifest["stats"]["photometric_rms_before"], manifest["stats"]
+    # --focal-35mm reached the dataset camera: the clip's focal in pixels over prep's crop side
+    side = manifest["crop_box"][2]
+    assert manifest["intrinsics"][0][0] == pytest.approx(cfg.focal * cfg.size / side, rel=1e-4)
 
     # The estimator itself, fed the clip's exact landmark projections instead of FaceMesh's
     # (same canonical shape and camera as prep, no smoothing), is far more accurate: the
