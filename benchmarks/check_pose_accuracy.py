@@ -30,6 +30,7 @@ VARIANTS = {  # name: (photometric_poses, focal given)
 def measure(work: Path, seed: int, variants: list[str], seconds: float = 4.0) -> dict[str, Any]:
     """Errors of each prep variant on one synthetic clip."""
     from data_prep.pipeline import PrepConfig, run_prep
+    from talk3d.dataset import prepared_with
     from talk3d.face.pose import angle_errors
     from talk3d.synthetic import SyntheticConfig, make_clip
 
@@ -42,10 +43,9 @@ def measure(work: Path, seed: int, variants: list[str], seconds: float = 4.0) ->
         prep_cfg = PrepConfig(size=256, photometric_poses=photometric,
                               focal_35mm=cfg.focal_35mm if focal_given else None)
         data = work / f"seed{seed}" / name
-        manifest = data / "manifest.json"
-        if not manifest.is_file() or json.loads(manifest.read_text()).get("prep_settings") != prep_cfg.settings():
+        if not prepared_with(data, prep_cfg.settings()):
             run_prep(clip.video, data, prep_cfg, force=data.exists())
-        stats = json.loads(manifest.read_text())["stats"]
+        stats = json.loads((data / "manifest.json").read_text())["stats"]
         err = angle_errors(np.load(data / "poses.npy"), clip.poses())
         out[name] = {
             "mean": err.mean(0).round(2).tolist(), "p90": np.percentile(err, 90, axis=0).round(2).tolist(),

@@ -128,6 +128,7 @@ def build(cfg: NovelViewConfig) -> tuple[Any, Path, Path]:
         ``(clip, dataset_dir, run_dir)``.
     """
     from data_prep.pipeline import PrepConfig, run_prep
+    from talk3d.dataset import prepared_with
     from talk3d.fit.trainer import fit
     from talk3d.synthetic import SyntheticConfig, make_clip
 
@@ -143,8 +144,7 @@ def build(cfg: NovelViewConfig) -> tuple[Any, Path, Path]:
     data = work / "data"
     prep_cfg = PrepConfig(size=cfg.size, photometric_poses=cfg.photometric_poses,
                           focal_35mm=scfg.focal_35mm if cfg.known_focal else None)
-    manifest = data / "manifest.json"
-    if not manifest.is_file() or json.loads(manifest.read_text()).get("prep_settings") != prep_cfg.settings():
+    if not prepared_with(data, prep_cfg.settings()):
         run_prep(clip.video, data, prep_cfg, force=data.exists())
     cfg.timings["prep"] = time.perf_counter() - t
     t = time.perf_counter()

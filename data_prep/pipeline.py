@@ -208,8 +208,6 @@ def _step_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig
 def _step_refine_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig,
                        k: np.ndarray) -> dict[str, float]:
     """Photometric pose refinement (after the frames are written); returns its figures."""
-    import cv2
-
     from talk3d.face import pose_stats, smooth_poses
     from talk3d.face.photometric import refine_poses_photometric
 
@@ -222,13 +220,7 @@ def _step_refine_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: Pre
     n = landmark_poses.shape[0]
 
     def load(indices: Sequence[int]) -> np.ndarray:
-        frames = []
-        for i in indices:
-            img = cv2.imread(str(out / "frames" / frame_name(int(i), "jpg")))
-            if img is None:
-                raise OSError(f"could not read frame {i} of '{out}'")
-            frames.append(img[..., ::-1])
-        return np.stack(frames)
+        return np.stack([_read_frame(out, int(i)) for i in indices])
 
     with make_progress() as bar:
         task = bar.add_task("refining poses", total=None, status="")
@@ -304,7 +296,7 @@ def _step_preview(out: Path, lm: np.ndarray, valid: np.ndarray, poses: np.ndarra
     n = lm.shape[0]
     tiles = []
     for i in np.unique(np.linspace(0, n - 1, min(config.preview_frames, n)).round().astype(int)):
-        frame = cv2.imread(str(out / "frames" / frame_name(int(i), "jpg")))[..., ::-1]
+        frame = _read_frame(out, int(i))
         labels = cv2.imread(str(out / "masks" / frame_name(int(i), "png")), cv2.IMREAD_UNCHANGED)
         caption = f"#{i}{'' if valid[i] else ' (interp.)'}{' val' if i >= train_end else ''}"
         tiles.append(draw_tile(frame, labels, lm[i], poses[i], k, caption))
@@ -442,6 +434,16 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
     except BaseException:
         _clean_failed(out_dir, created, existed_empty)
         raise
+
+
+def _read_frame(out: Path, index: int) -> np.ndarray:
+    """RGB ``(H, W, 3)`` uint8 frame ``index`` written by this prep."""
+    import cv2
+
+    img = cv2.imread(str(out / "frames" / frame_name(index, "jpg")))
+    if img is None:
+        raise OSError(f"could not read frame {index} of '{out}'")
+    return img[..., ::-1]
 
 
 def _tmp_png(path: Path) -> Path:

@@ -120,6 +120,18 @@ def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
     write_json(Path(root) / MANIFEST, manifest.to_dict())
 
 
+def prepared_with(root: str | os.PathLike, settings: dict[str, Any] | None) -> bool:
+    """True when ``root`` holds a finished dataset whose prep settings equal ``settings``
+    (a dataset from other settings, e.g. an older talk3d's defaults, must be prepped again)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        return read_json(path).get("prep_settings") == settings
+    except ValueError:  # unreadable manifest: prep again
+        return False
+
+
 def read_manifest(root: str | os.PathLike) -> Manifest:
     """Read and version-check ``manifest.json``; raise :class:`DatasetError` with a fix."""
     root = Path(root)

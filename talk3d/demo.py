@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from talk3d.console import info, warn
+from talk3d.dataset import prepared_with
 from talk3d.errors import UserError
 from talk3d.io import read_json, write_json
 
@@ -107,9 +108,7 @@ def run_prep_stage(video: Path, out_dir: Path, size: int, force: bool,
     t0 = time.perf_counter()
     prep_config_cls = _stage_attr("prep", "data_prep.pipeline", "PrepConfig")
     cfg = _set_fields(prep_config_cls(), {"size": size, "focal_35mm": focal_35mm}, "PrepConfig")
-    settings = cfg.settings() if hasattr(cfg, "settings") else None
-    manifest = out_dir / "manifest.json"
-    ran = force or not manifest.is_file() or read_json(manifest).get("prep_settings") != settings
+    ran = force or not prepared_with(out_dir, cfg.settings() if hasattr(cfg, "settings") else None)
     if ran:
         run_prep = _stage_attr("prep", "data_prep.pipeline", "run_prep")
         run_prep(video, out_dir, cfg, force=force or out_dir.exists())

@@ -149,9 +149,10 @@ class _Aligner:
         return q, p, uv
 
     def visibility(self, rot: torch.Tensor, t: torch.Tensor, cell: float = 2.0,
-                   tol: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+                   tol: float = 0.05) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, P)`` bool visible (in the image, facing the camera, in front on a coarse point
-        z-buffer) and ``(B, P)`` cosine between the normals and the direction to the camera."""
+        z-buffer), ``(B, P)`` cosine between the normals and the direction to the camera, and
+        the pixels ``uv (B, P, 2)``."""
         _, p, uv = self.project(rot, t)
         normals = torch.einsum("bij,pj->bpi", rot, self.n)
         facing = (-(normals * p).sum(-1) / (p * p).sum(-1).sqrt()).clamp(min=0.0)
@@ -161,7 +162,7 @@ class _Aligner:
         zbuf = torch.full((p.shape[0], side * side), float("inf")).scatter_reduce(1, idx, p[..., 2], reduce="amin")
         front = p[..., 2] <= zbuf.gather(1, idx) + tol
         inside = ((uv > 2) & (uv < self.size - 2)).all(-1)
-        return front & inside & (facing > self.cfg.min_facing), facing
+        return front & inside & (facing > self.cfg.min_facing), facing, uv
 
     def sample(self, images: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """Bilinear lookup: images ``(B, C, H, W)``, pixels ``(B, P, 2)`` -> ``(B, P, C)``."""
@@ -170,8 +171,7 @@ class _Aligner:
 
     def texture(self, images: torch.Tensor, rot: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted sums of colour ``(P, 3)`` and weight ``(P,)`` over a batch of frames."""
-        _, _, uv = self.project(rot, t)
-        visible, facing = self.visibility(rot, t)
+        visible, facing, uv = self.visibility(rot, t)
         w = visible.float() * facing ** 4
         col = self.sample(images, uv)
         return (col * w[..., None]).sum(0), w.sum(0)
