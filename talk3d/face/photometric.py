@@ -275,26 +275,17 @@ def refine_poses_photometric(load_frames: FrameLoader, num_frames: int, cam2worl
     rot0, t0 = w2c[:, :3, :3].contiguous(), w2c[:, :3, 3].contiguous()
 
     ref_idx = np.unique(np.linspace(0, num_frames - 1, min(cfg.reference_frames, num_frames)).round().astype(int))
-    ref_frames = np.stack([_resize_u8(f, cfg.work_size) for f in load_frames(ref_idx)])
-    ref_rot, ref_t = rot0[ref_idx].clone(), t0[ref_idx].clone()
-    textures: list[tuple[torch.Tensor, torch.Tensor]] = []
     total, done = len(cfg.sigmas) * cfg.rounds * len(ref_idx) + num_frames, 0
-    with torch.no_grad():
-        for sigma in cfg.sigmas:
-            img, grad = _prepare(ref_frames, sigma)
-            for rnd in range(cfg.rounds + 1):
-                col, wsum = _batched_texture(al, img, ref_rot, ref_t, cfg.batch)
-                tex, ok = col / wsum.clamp(min=1e-6)[:, None], wsum > 0.5
-                if rnd == cfg.rounds:
-                    break
-                for a in range(0, len(ref_idx), cfg.batch):
-                    sl = slice(a, a + cfg.batch)
-                    ref_rot[sl], ref_t[sl], _ = al.align(img[sl], grad[sl], ref_rot[sl], ref_t[sl], tex, ok)
-                    done += len(ref_idx[sl])
-                    if progress is not None:
-                        progress(done, total)
-            textures.append((tex, ok))
 
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    with torch.no_grad():
+        ref_frames = np.stack([_resize_u8(f, cfg.work_size) for f in load_frames(ref_idx)])
+        textures = _reference_textures(al, ref_frames, rot0[ref_idx].clone(), t0[ref_idx].clone(), cfg, tick)
         rot, t = rot0.clone(), t0.clone()
         cost = torch.zeros(2, num_frames)  # Huber cost at the landmark / refined pose, finest level
         rms = torch.zeros(2, num_frames)
@@ -309,9 +300,7 @@ def refine_poses_photometric(load_frames: FrameLoader, num_frames: int, cam2worl
             for j, (r_, t_) in enumerate(((rot0[idx], t0[idx]), (rot[idx], t[idx]))):
                 res, cost[j, idx], _ = al.residual(img, None, r_, t_, tex, mask)
                 rms[j, idx] = ((res ** 2).sum(-1) * mask).sum(1).div(3 * mask.sum(1).clamp(min=1)).sqrt()
-            done += len(idx)
-            if progress is not None:
-                progress(done, total)
+            tick(len(idx))
 
         change = _rotation_change_deg(rot0, rot)
         keep_landmark = (cost[1] >= cost[0]) | (change > cfg.max_change_deg) | ~torch.isfinite(cost[1])
@@ -329,6 +318,26 @@ def refine_poses_photometric(load_frames: FrameLoader, num_frames: int, cam2worl
         "photometric_rotation_change_max_deg": float(change.max()),
     }
     return c2w, stats
+
+
+def _reference_textures(al: _Aligner, frames: np.ndarray, rot: torch.Tensor, t: torch.Tensor,
+                        cfg: PhotometricConfig, tick: Callable[[int], None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per level: texture ``(P, 3)`` and its validity ``(P,)`` from the reference frames
+    ``(R, S, S, 3)``, alternating with the refinement of their poses ``rot (R, 3, 3)``, ``t (R, 3)``."""
+    textures = []
+    for sigma in cfg.sigmas:
+        img, grad = _prepare(frames, sigma)
+        for rnd in range(cfg.rounds + 1):
+            col, wsum = _batched_texture(al, img, rot, t, cfg.batch)
+            tex, ok = col / wsum.clamp(min=1e-6)[:, None], wsum > 0.5
+            if rnd == cfg.rounds:
+                break
+            for a in range(0, len(frames), cfg.batch):
+                sl = slice(a, a + cfg.batch)
+                rot[sl], t[sl], _ = al.align(img[sl], grad[sl], rot[sl], t[sl], tex, ok)
+                tick(img[sl].shape[0])
+        textures.append((tex, ok))
+    return textures
 
 
 def _batched_texture(al: _Aligner, img: torch.Tensor, rot: torch.Tensor, t: torch.Tensor,
