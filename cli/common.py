@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,12 +23,16 @@ def cli_command(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from talk3d.console import console
-        from talk3d.errors import UserError
+        from talk3d.errors import UserError, describe_os_error
 
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            _one_line(console, str(exc))
+            raise typer.Exit(1) from None
+        except OSError as exc:  # full disk, read-only folder, vanished file: one line, traceback in the log
+            logging.getLogger("talk3d").error("file-system error", exc_info=True)
+            _one_line(console, describe_os_error(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted:[/yellow] finished steps are kept; run the same command again to resume")
@@ -39,6 +44,12 @@ def cli_command(fn: F) -> F:
             sys.stdout.flush()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _one_line(console: Any, message: str) -> None:
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", soft_wrap=True, highlight=False)
 
 
 def apply_quiet(quiet: bool) -> None:

@@ -18,7 +18,7 @@ error a folder this call created is removed; on Ctrl-C it is kept so a rerun res
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import errno
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +33,28 @@ from data_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
 from data_prep.video import FrameReader, VideoInfo, probe_video, sha256_file
 from talk3d.camera import focal_pixels_from_35mm
 from talk3d.console import info, make_progress, warn
-from talk3d.dataset import MANIFEST, Manifest, frame_name, validate, write_manifest
-from talk3d.errors import UserError
-from talk3d.io import close_file_logs, read_json, read_npy, setup_file_log, write_json, write_npy
+from talk3d.dataset import DATASET_ENTRIES, MANIFEST, Manifest, frame_name, validate, write_manifest
+from talk3d.errors import UserError, need_free_space
+from talk3d.folders import (
+    MARKER,
+    check_separate,
+    claim_output,
+    clean_leftovers,
+    commit_staged,
+    is_empty,
+    write_marker,
+)
+from talk3d.io import (
+    atomic_path,
+    close_file_logs,
+    read_json,
+    read_npy,
+    remove_stale_temporaries,
+    remove_tree,
+    setup_file_log,
+    write_json,
+    write_npy,
+)
 
 WORK = ".prep"
 
@@ -101,50 +120,88 @@ class PrepConfig:
 # output folder handling
 
 
-def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], force: bool) -> bool:
-    """Create, resume or refuse ``out_dir``; True when it is new (or was empty) so a failure cleans it."""
-    state_path = out_dir / WORK / "state.json"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output '{out_dir}' exists and is a file; choose a folder name with -o")
-    created = not out_dir.exists() or not any(out_dir.iterdir())
-    if not created:
-        ours = (out_dir / MANIFEST).is_file() or state_path.is_file()
-        if not ours:
-            raise UserError(f"output folder '{out_dir}' exists and is not a talk3d dataset; choose a new or empty folder")
-        if force:
-            info(f"--force: removing the previous contents of '{out_dir}'")
-            close_file_logs()
-            shutil.rmtree(out_dir)
-            created = True
-        elif (out_dir / MANIFEST).is_file():
-            raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it or choose another -o")
-        else:
-            state = read_json(state_path)
-            if state.get("source_sha256") != source_hash:
-                raise UserError(f"'{out_dir}' holds an unfinished prep of another video; use --force to start over "
-                                f"or choose another -o")
-            if state.get("settings") != settings:
-                raise UserError(f"'{out_dir}' holds an unfinished prep with other settings; rerun with the same "
-                                f"settings to resume, or use --force to start over")
-            info(f"resuming the unfinished prep in '{out_dir}'")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(state_path, {"source_sha256": source_hash, "settings": settings})
-    return created
+@dataclass
+class PrepFolders:
+    """Where a prep writes: the dataset folder, its scratch folder and the dataset being built."""
+
+    out: Path
+    """The dataset folder the user named (``-o``)."""
+    created: bool
+    """The folder did not exist, or was empty, before this prep (a failure then empties it again)."""
+    existed: bool
+    """The folder existed before this prep."""
+
+    @property
+    def work(self) -> Path:
+        """Scratch folder (``.prep``): resume state and intermediate results."""
+        return self.out / WORK
+
+    @property
+    def stage(self) -> Path:
+        """The new dataset, built here and moved into ``out`` only once complete."""
+        return self.out / WORK / "dataset"
 
 
-def _clean_failed(out_dir: Path, created: bool, existed_empty: bool) -> None:
-    """Remove what a failed prep wrote into a new folder (or into a folder that was empty)."""
+def _done(path: Path) -> dict[str, Any] | None:
+    """A step's saved figures, or ``None`` when missing or unreadable (the step then runs again)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], force: bool) -> PrepFolders:
+    """Check the output folder, then create the scratch folder or resume the one there.
+
+    A new or empty folder is used; a talk3d dataset folder is accepted (a complete dataset only
+    with ``force``: the new one replaces it once complete); anything else is refused. An
+    unfinished prep of the same source and settings resumes; one of another source or settings
+    is started over only with ``force``; an unreadable resume state is started over.
+    """
+    existed = out_dir.exists()
+    created = not claim_output(out_dir, "dataset", "prep")
+    folders = PrepFolders(out_dir, created=created, existed=existed)
+    if (out_dir / MANIFEST).is_file() and not force:
+        raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it (it is "
+                        f"replaced only once the new one is complete) or choose another -o")
+    state = _done(folders.work / "state.json")
+    if state is None and folders.work.exists():
+        if (folders.work / "state.json").exists():
+            warn(f"the resume state of the unfinished prep in '{out_dir}' is unreadable: starting that prep over")
+        remove_tree(folders.work)
+    elif state is not None and (state.get("source_sha256"), state.get("settings")) != (source_hash, settings):
+        if not force:
+            what = "another video" if state.get("source_sha256") != source_hash else "other settings"
+            raise UserError(f"'{out_dir}' holds an unfinished prep of {what}; rerun with the same video and "
+                            f"settings to resume it, or use --force to start over")
+        remove_tree(folders.work)
+    elif state is not None:
+        info(f"resuming the unfinished prep in '{out_dir}'")
+    clean_leftovers(out_dir)
+    folders.stage.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folders.stage)
+    write_json(folders.work / "state.json", {"source_sha256": source_hash, "settings": settings})
+    write_marker(out_dir, "dataset", DATASET_ENTRIES)
+    return folders
+
+
+def _clean_failed(folders: PrepFolders) -> None:
+    """Remove what a failed prep wrote: its scratch folder, and in a folder it made, the rest too."""
     close_file_logs()
-    if not created:
+    remove_tree(folders.work)
+    if not folders.created:
         return
-    if existed_empty:
-        for child in out_dir.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    remove_tree(folders.out / MARKER)
+    if not folders.existed and is_empty(folders.out):
+        folders.out.rmdir()
+
+
+def _estimated_bytes(vinfo: VideoInfo, config: PrepConfig) -> float:
+    """Disk space a prep needs: frames (JPEG) and masks (PNG), the scratch copies, audio."""
+    frames = vinfo.duration * config.fps
+    per_frame = config.size ** 2 * 0.45 + 8192
+    return frames * per_frame + vinfo.duration * 16000 * 2 * 2 + 50e6
 
 
 # --------------------------------------------------------------------------------------
@@ -152,12 +209,17 @@ def _clean_failed(out_dir: Path, created: bool, existed_empty: bool) -> None:
 
 
 def _check_input(video: Path, config: PrepConfig) -> VideoInfo:
+    """Probe the video and the ``--audio`` file before any work (one-line errors)."""
+    from talk3d.media import read_audio
+
     vinfo = probe_video(video, config.max_side)
     if vinfo.duration < config.min_duration:
         raise UserError(f"'{video}' is {vinfo.duration:.1f} s long; prep needs at least {config.min_duration:.0f} s "
                         f"of video (3-5 minutes recommended)")
-    if config.audio is not None and not Path(config.audio).is_file():
-        raise UserError(f"audio file '{config.audio}' does not exist; fix the --audio path")
+    if config.audio is not None:
+        if not Path(config.audio).is_file():
+            raise UserError(f"audio file '{config.audio}' does not exist; fix the --audio path")
+        read_audio(config.audio, max_seconds=2.0)  # unreadable or soundless: one line, before any work
     if not vinfo.has_audio and config.audio is None:
         raise UserError(f"'{video}' has no audio track; add one with --audio FILE (the speech of this video)")
     return vinfo
@@ -165,10 +227,14 @@ def _check_input(video: Path, config: PrepConfig) -> VideoInfo:
 
 def _step_track(work: Path, reader: FrameReader) -> track_mod.TrackResult:
     done = work / "track.json"
-    if done.is_file():
-        info("tracking: done already (resuming)")
-        return track_mod.TrackResult(read_npy(work / "track_landmarks.npy"), read_npy(work / "track_valid.npy"),
-                                     read_npy(work / "track_faces.npy"))
+    if _done(done) is not None:
+        try:
+            res = track_mod.TrackResult(read_npy(work / "track_landmarks.npy"), read_npy(work / "track_valid.npy"),
+                                        read_npy(work / "track_faces.npy"))
+            info("tracking: done already (resuming)")
+            return res
+        except UserError:
+            warn("the saved tracking of the interrupted prep is damaged: tracking again")
     t0 = time.perf_counter()
     res = track_mod.track_frames(reader, reader.expected_frames())
     write_npy(work / "track_landmarks.npy", res.landmarks)
@@ -178,14 +244,15 @@ def _step_track(work: Path, reader: FrameReader) -> track_mod.TrackResult:
     return res
 
 
-def _step_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig, k: np.ndarray) -> dict[str, float]:
+def _step_poses(out: Path, work: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig,
+                k: np.ndarray) -> dict[str, float]:
     from talk3d.face import build_canonical, estimate_pose, pose_stats, refit_translation, smooth_poses
 
     names = ("landmarks.npy", "landmark_valid.npy", "canonical_landmarks.npy", "poses.npy")
-    stats_path = out / WORK / "pose_stats.json"
-    if stats_path.is_file() and all((out / n).is_file() for n in names):
+    stats = _done(work / "pose_stats.json")
+    if stats is not None and all((out / n).is_file() for n in names):
         info("poses: done already (resuming)")
-        return read_json(stats_path)
+        return stats
     canonical = build_canonical(lm[valid])
     raw = estimate_pose(lm, canonical, k, config.size)
     window = 2 * int(config.smooth_seconds * config.fps / 2 + 0.5) + 1
@@ -200,22 +267,23 @@ def _step_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig
     write_npy(out / "landmark_valid.npy", valid.astype(bool))
     write_npy(out / "canonical_landmarks.npy", canonical)
     write_npy(out / "poses.npy", poses.astype(np.float32))
-    write_npy(out / WORK / "poses_landmarks.npy", poses.astype(np.float32))
-    write_json(stats_path, stats)
+    write_npy(work / "poses_landmarks.npy", poses.astype(np.float32))
+    write_json(work / "pose_stats.json", stats)
     return stats
 
 
-def _step_refine_poses(out: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig,
+def _step_refine_poses(out: Path, work: Path, lm: np.ndarray, valid: np.ndarray, config: PrepConfig,
                        k: np.ndarray) -> dict[str, float]:
     """Photometric pose refinement (after the frames are written); returns its figures."""
     from talk3d.face import pose_stats, smooth_poses
     from talk3d.face.photometric import refine_poses_photometric
 
-    stats_path = out / WORK / "pose_refine.json"
-    if stats_path.is_file():
+    stats_path = work / "pose_refine.json"
+    done = _done(stats_path)
+    if done is not None:
         info("pose refinement: done already (resuming)")
-        return read_json(stats_path)
-    landmark_poses = read_npy(out / WORK / "poses_landmarks.npy")
+        return done
+    landmark_poses = read_npy(work / "poses_landmarks.npy")
     canonical = read_npy(out / "canonical_landmarks.npy")
     n = landmark_poses.shape[0]
 
@@ -261,13 +329,14 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
     write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
 
 
-def _step_torso(out: Path, num_frames: int, train_end: int) -> dict[str, float]:
+def _step_torso(out: Path, work: Path, num_frames: int, train_end: int) -> dict[str, float]:
     from data_prep.torso import track_torso
 
-    stats_path = out / WORK / "torso.json"
-    if stats_path.is_file() and (out / "torso_offsets.npy").is_file():
+    stats_path = work / "torso.json"
+    done = _done(stats_path)
+    if done is not None and (out / "torso_offsets.npy").is_file():
         info("torso offsets: done already (resuming)")
-        return read_json(stats_path)
+        return done
     offsets, stats = track_torso(out, num_frames, train_end)
     if not stats.get("torso_tracked"):
         warn("no steady torso region in the frames: the torso is not tracked (offsets 0)")
@@ -311,129 +380,156 @@ def _step_preview(out: Path, lm: np.ndarray, valid: np.ndarray, poses: np.ndarra
 def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False) -> Manifest:
     """Turn a talking-head video into a dataset folder; return its manifest.
 
-    Raises:
-        UserError: bad input (message says what to do); no partial new folder is left.
-    """
-    import cv2
+    Every input is checked before anything is written; the dataset is built in ``OUT/.prep``
+    and moved into ``OUT`` only once complete (replacing, with ``force``, only the entries a
+    previous prep wrote).
 
+    Raises:
+        UserError: bad input (message says what to do); the output folder is left as it was.
+    """
     video, out_dir = Path(video), Path(out_dir)
     t_start = time.perf_counter()
+    check_separate(out_dir, [("video", video), ("audio file", config.audio)])
     vinfo = _check_input(video, config)
     source_hash = sha256_file(video)
     settings = config.settings()
-    existed_empty = out_dir.is_dir() and not any(out_dir.iterdir())
-    created = _prepare_out_dir(out_dir, source_hash, settings, force)
+    claim_output(out_dir, "dataset", "prep")
+    need_free_space(str(out_dir), _estimated_bytes(vinfo, config), "this prep")
+    folders = _prepare_out_dir(out_dir, source_hash, settings, force)
     try:
-        setup_file_log(out_dir, "prep")
-        info(f"prep '{video}' -> '{out_dir}' ({vinfo.width}x{vinfo.height}, {vinfo.duration:.1f} s, "
-             f"rotation {vinfo.rotation:g}, audio {'from ' + str(config.audio) if config.audio else 'from the video'})")
-        if vinfo.downscaled:
-            info(f"large video: decoding at {vinfo.width}x{vinfo.height} (long side <= {config.max_side})")
-        if vinfo.duration < config.recommended_duration:
-            warn(f"the video is only {vinfo.duration:.0f} s long; avatars improve with 3-5 minutes of footage")
-        work = out_dir / WORK
-        timings: dict[str, float] = {}
-
-        t0 = time.perf_counter()
-        raw = _step_track(work, FrameReader(vinfo, config.fps))
-        timings["track_s"] = time.perf_counter() - t0
-        n = int(raw.valid.size)
-        multi = raw.num_faces > 1
-        if multi.any():
-            warn(f"{int(multi.sum())} frames show more than one face (frames "
-                 f"{track_mod.format_ranges(track_mod.frame_ranges(multi))}); tracking the largest")
-        filled = track_mod.fill_gaps(raw.landmarks, raw.valid, config.max_missing)
-        if (~raw.valid).any():
-            warn(f"no face in {int((~raw.valid).sum())} frames "
-                 f"({track_mod.format_ranges(track_mod.frame_ranges(~raw.valid))}); landmarks interpolated there")
-
-        crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale,
-                                                allow_padding=config.crop_padding))
-        lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
-        if config.focal_35mm is not None:  # the camera's own focal, on the (decoded) image diagonal
-            focal = focal_pixels_from_35mm(config.focal_35mm, vinfo.width, vinfo.height) / crop_box[2]
-        else:  # defined on the framing's side: a crop shrunk to fit keeps the perspective
-            focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
-        k = np.array([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
-
-        t0 = time.perf_counter()
-        pstats = _step_poses(out_dir, lm, raw.valid, config, k)
-        timings["poses_s"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        frames_done = work / "frames.json"
-        if frames_done.is_file() and (out_dir / "background.png").is_file():
-            info("frames + masks: done already (resuming)")
-            unseen = read_json(frames_done)["background_unseen_fraction"]
-        else:
-            reader = FrameReader(vinfo, config.fps, crop=tuple(crop_box), out_size=config.size)
-            plate, unseen = write_frames_and_masks(reader, out_dir, lm, config.size, config.jpeg_quality,
-                                                   config.segmentation_size, config.background_samples,
-                                                   config.segmentation_stride)
-            if not cv2.imwrite(str(_tmp_png(out_dir / "background.png")), plate[..., ::-1]):
-                raise OSError("could not write background.png")
-            _tmp_png(out_dir / "background.png").replace(out_dir / "background.png")
-            write_json(frames_done, {"num_frames": n, "background_unseen_fraction": unseen})
-        timings["frames_masks_s"] = time.perf_counter() - t0
-
-        if config.photometric_poses:
-            t0 = time.perf_counter()
-            pstats.update(_step_refine_poses(out_dir, lm, raw.valid, config, k))
-            timings["pose_refine_s"] = time.perf_counter() - t0
-
-        train_end = n - max(1, int(round(n * config.val_fraction)))
-        if train_end < 1:
-            raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
-        t0 = time.perf_counter()
-        torso_stats = _step_torso(out_dir, n, train_end)
-        timings["torso_s"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        _step_audio(out_dir, video, config, n)
-        timings["audio_s"] = time.perf_counter() - t0
-        blink_stats = _step_blink(out_dir, lm)
-
-        poses = read_npy(out_dir / "poses.npy")
-        t0 = time.perf_counter()
-        _step_preview(out_dir, lm, raw.valid, poses, k, config, train_end)
-        timings["preview_s"] = time.perf_counter() - t0
-
-        distance = float(pstats.pop("camera_distance"))
-        stats: dict[str, Any] = {
-            "tracking_rate": float(raw.valid.mean()),
-            "frames_without_face": int((~raw.valid).sum()),
-            "frames_with_several_faces": int(multi.sum()),
-            **pstats,
-            "background_unseen_fraction": float(unseen),
-            **blink_stats,
-            **torso_stats,
-            "source_rotation_deg": vinfo.rotation,
-            "source_fps": vinfo.fps,
-            "source_duration_s": vinfo.duration,
-            **{k_: round(v, 3) for k_, v in timings.items()},
-            "total_s": round(time.perf_counter() - t_start, 3),
-        }
-        manifest = Manifest(
-            num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=train_end,
-            source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
-            crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
-            audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),
-            camera_distance=distance, frames_format="jpg", prep_settings=settings, stats=stats,
-        )
-        write_manifest(out_dir, manifest)
-        validate(out_dir, manifest)
-        shutil.rmtree(work, ignore_errors=True)
-        info(f"prep done: {n} frames, {100 * stats['tracking_rate']:.1f}% tracked, reprojection RMS "
-             f"{stats['reprojection_rms_px']:.2f} px, median rotation step {stats['rotation_step_median_deg']:.3f} deg, "
-             f"{stats['total_s']:.1f} s")
+        setup_file_log(folders.stage, "prep")
+        manifest = _build_dataset(video, vinfo, folders, config, source_hash, t_start)
         close_file_logs()
+        commit_staged(out_dir, folders.stage, "dataset", DATASET_ENTRIES)
+        remove_tree(folders.work)
         return manifest
     except KeyboardInterrupt:
         close_file_logs()
         raise
-    except BaseException:
-        _clean_failed(out_dir, created, existed_empty)
+    except OSError as exc:
+        _clean_failed(folders)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"the disk holding '{out_dir}' is full: this prep needs about "
+                            f"{_estimated_bytes(vinfo, config) / 1e6:,.0f} MB; free some space and run it "
+                            f"again") from None
         raise
+    except BaseException:
+        _clean_failed(folders)
+        raise
+
+
+def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: PrepConfig, source_hash: str,
+                   t_start: float) -> Manifest:
+    """Run (or resume) every step into ``folders.stage``; write and validate its manifest."""
+    out, work = folders.stage, folders.work
+    info(f"prep '{video}' -> '{folders.out}' ({vinfo.width}x{vinfo.height}, {vinfo.duration:.1f} s, "
+         f"rotation {vinfo.rotation:g}, audio {'from ' + str(config.audio) if config.audio else 'from the video'})")
+    if vinfo.downscaled:
+        info(f"large video: decoding at {vinfo.width}x{vinfo.height} (long side <= {config.max_side})")
+    if vinfo.duration < config.recommended_duration:
+        warn(f"the video is only {vinfo.duration:.0f} s long; avatars improve with 3-5 minutes of footage")
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    raw = _step_track(work, FrameReader(vinfo, config.fps))
+    timings["track_s"] = time.perf_counter() - t0
+    n = int(raw.valid.size)
+    multi = raw.num_faces > 1
+    if multi.any():
+        warn(f"{int(multi.sum())} frames show more than one face (frames "
+             f"{track_mod.format_ranges(track_mod.frame_ranges(multi))}); tracking the largest")
+    filled = track_mod.fill_gaps(raw.landmarks, raw.valid, config.max_missing)
+    if (~raw.valid).any():
+        warn(f"no face in {int((~raw.valid).sum())} frames "
+             f"({track_mod.format_ranges(track_mod.frame_ranges(~raw.valid))}); landmarks interpolated there")
+
+    crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale,
+                                            allow_padding=config.crop_padding))
+    lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
+    if config.focal_35mm is not None:  # the camera's own focal, on the (decoded) image diagonal
+        focal = focal_pixels_from_35mm(config.focal_35mm, vinfo.width, vinfo.height) / crop_box[2]
+    else:  # defined on the framing's side: a crop shrunk to fit keeps the perspective
+        focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
+    k = np.array([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
+
+    t0 = time.perf_counter()
+    pstats = _step_poses(out, work, lm, raw.valid, config, k)
+    timings["poses_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    unseen = _step_frames(out, work, vinfo, config, crop_box, lm)
+    timings["frames_masks_s"] = time.perf_counter() - t0
+
+    if config.photometric_poses:
+        t0 = time.perf_counter()
+        pstats.update(_step_refine_poses(out, work, lm, raw.valid, config, k))
+        timings["pose_refine_s"] = time.perf_counter() - t0
+
+    train_end = n - max(1, int(round(n * config.val_fraction)))
+    if train_end < 1:
+        raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
+    t0 = time.perf_counter()
+    torso_stats = _step_torso(out, work, n, train_end)
+    timings["torso_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _step_audio(out, video, config, n)
+    timings["audio_s"] = time.perf_counter() - t0
+    blink_stats = _step_blink(out, lm)
+
+    poses = read_npy(out / "poses.npy")
+    t0 = time.perf_counter()
+    _step_preview(out, lm, raw.valid, poses, k, config, train_end)
+    timings["preview_s"] = time.perf_counter() - t0
+
+    distance = float(pstats.pop("camera_distance"))
+    stats: dict[str, Any] = {
+        "tracking_rate": float(raw.valid.mean()),
+        "frames_without_face": int((~raw.valid).sum()),
+        "frames_with_several_faces": int(multi.sum()),
+        **pstats,
+        "background_unseen_fraction": float(unseen),
+        **blink_stats,
+        **torso_stats,
+        "source_rotation_deg": vinfo.rotation,
+        "source_fps": vinfo.fps,
+        "source_duration_s": vinfo.duration,
+        **{k_: round(v, 3) for k_, v in timings.items()},
+        "total_s": round(time.perf_counter() - t_start, 3),
+    }
+    manifest = Manifest(
+        num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=train_end,
+        source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
+        crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
+        audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),
+        camera_distance=distance, frames_format="jpg", prep_settings=config.settings(), stats=stats,
+    )
+    write_manifest(out, manifest)
+    validate(out, manifest)
+    info(f"prep done: {n} frames, {100 * stats['tracking_rate']:.1f}% tracked, reprojection RMS "
+         f"{stats['reprojection_rms_px']:.2f} px, median rotation step {stats['rotation_step_median_deg']:.3f} deg, "
+         f"{stats['total_s']:.1f} s")
+    return manifest
+
+
+def _step_frames(out: Path, work: Path, vinfo: VideoInfo, config: PrepConfig, crop_box: list[float],
+                 lm: np.ndarray) -> float:
+    """Cropped frames, masks and the background plate; returns the plate's never-seen fraction."""
+    import cv2
+
+    done = _done(work / "frames.json")
+    if done is not None and (out / "background.png").is_file() and "background_unseen_fraction" in done:
+        info("frames + masks: done already (resuming)")
+        return float(done["background_unseen_fraction"])
+    reader = FrameReader(vinfo, config.fps, crop=tuple(crop_box), out_size=config.size)
+    plate, unseen = write_frames_and_masks(reader, out, lm, config.size, config.jpeg_quality,
+                                           config.segmentation_size, config.background_samples,
+                                           config.segmentation_stride)
+    with atomic_path(out / "background.png") as tmp:
+        if not cv2.imwrite(str(tmp), plate[..., ::-1]):
+            raise OSError(errno.EIO, "could not write the background plate", str(out / "background.png"))
+    write_json(work / "frames.json", {"num_frames": int(lm.shape[0]), "background_unseen_fraction": unseen})
+    return float(unseen)
 
 
 def _read_frame(out: Path, index: int) -> np.ndarray:
@@ -444,7 +540,3 @@ def _read_frame(out: Path, index: int) -> np.ndarray:
     if img is None:
         raise OSError(f"could not read frame {index} of '{out}'")
     return img[..., ::-1]
-
-
-def _tmp_png(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.tmp.png")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from talk3d.errors import UserError
-from talk3d.media import ffmpeg_exe
+from talk3d.media import ffmpeg_exe, ffmpeg_path
 
 
 @dataclass
@@ -81,7 +81,7 @@ def probe_video(path: str | Path, max_side: int = 1280) -> VideoInfo:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"input video '{path}' does not exist; give the path of an mp4/mov/mkv file")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True)
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)], capture_output=True)
     text = proc.stderr.decode(errors="replace")
     if "Invalid data found" in text or "moov atom not found" in text or "Error opening input" in text:
         raise UserError(f"'{path}' is not a readable video (not a media file, or corrupt/truncated); "
@@ -169,7 +169,7 @@ class FrameReader:
             vf += "," + crop_filter(self.crop, w, h, int(self.out_size or self.crop[2]))
             w = h = int(self.out_size or self.crop[2])
         vf += ",format=rgb24"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", self.info.path,
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", ffmpeg_path(self.info.path),
                "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         nbytes = w * h * 3

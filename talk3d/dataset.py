@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from talk3d.errors import DatasetError
-from talk3d.io import read_json, read_npy, write_json
+from talk3d.checks import check_fields
+from talk3d.errors import DatasetError, UserError
+from talk3d.io import read_json_object, read_npy, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,6 +49,18 @@ REQUIRED_FILES = (
     "background.png", "landmarks.npy", "landmark_valid.npy", "poses.npy",
     "canonical_landmarks.npy", "audio.wav", "audio_feats.npy", "blink.npy",
 )
+# Every entry prep writes into a dataset folder (what `prep --force` replaces; nothing else).
+DATASET_ENTRIES = (
+    "frames", "masks", *REQUIRED_FILES, "phonemes.npy", TORSO_OFFSETS, "preview.png", "poses.png", "prep.log",
+    MANIFEST,
+)
+MANIFEST_BOUNDS = {
+    "num_frames": (1, 10**8), "fps": (1, 240), "size": (8, 8192), "train_end": (0, 10**8),
+    "source_size": (0, 10**6), "crop_box": (-1e6, 1e6), "audio_sample_rate": (1000, 384000),
+    "audio_feature_rate": (1, 10000), "audio_feature_dim": (1, 4096), "scene_scale": (0, 1e9),
+    "camera_distance": (0, 1e6), "format_version": (0, 10**6),
+}
+FIX_DATASET = "re-run 'talk3d prep' on the source video (it resumes) or with --force"
 
 
 @dataclass
@@ -106,8 +119,25 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build from JSON; raise ``ValueError``/``TypeError`` for missing, mistyped or out-of-range values."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        manifest = cls(**{k: v for k, v in data.items() if k in names})
+        manifest.check()
+        return manifest
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless every value has its type, is finite and in range."""
+        check_fields(self, MANIFEST_BOUNDS)
+        try:
+            k = np.asarray(self.intrinsics, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("intrinsics must be a 3x3 list of numbers") from None
+        if k.shape != (3, 3) or not np.isfinite(k).all() or not (k[0, 0] > 0 and k[1, 1] > 0):
+            raise ValueError("intrinsics must be a 3x3 list of finite numbers with positive focal lengths")
+        if self.frames_format not in ("jpg", "png"):
+            raise ValueError(f"frames_format must be jpg or png, got {self.frames_format!r}")
+        if not isinstance(self.stats, dict) or not isinstance(self.prep_settings, dict):
+            raise ValueError("stats and prep_settings must be JSON objects")
 
 
 def frame_name(index: int, ext: str = "jpg") -> str:
@@ -127,8 +157,8 @@ def prepared_with(root: str | os.PathLike, settings: dict[str, Any] | None) -> b
     if not path.is_file():
         return False
     try:
-        return read_json(path).get("prep_settings") == settings
-    except ValueError:  # unreadable manifest: prep again
+        return read_json_object(path, "").get("prep_settings") == settings
+    except UserError:  # unreadable manifest: prep again
         return False
 
 
@@ -141,9 +171,9 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     if not path.is_file():
         raise DatasetError(f"'{root}' is not a prepared dataset (no {MANIFEST}): run 'talk3d prep VIDEO -o {root}'")
     try:
-        data = read_json(path)
-    except ValueError as exc:
-        raise DatasetError(f"'{path}' is not valid JSON ({exc}): re-run 'talk3d prep' with --force") from exc
+        data = read_json_object(path, "re-run 'talk3d prep' with --force")
+    except UserError as exc:
+        raise DatasetError(str(exc)) from None
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetError(
@@ -152,27 +182,58 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         )
     try:
         return Manifest.from_dict(data)
-    except TypeError as exc:
-        raise DatasetError(f"'{path}' is missing fields ({exc}): re-run 'talk3d prep' with --force") from exc
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"'{path}' has missing or invalid fields ({exc}); re-run 'talk3d prep' with --force") from None
+
+
+def _image_file_ok(path: Path, ext: str) -> bool:
+    """Cheap integrity check: the file starts with its format's signature and a JPEG ends with EOI."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if ext == "png":
+                return head == b"\x89PNG\r\n\x1a\n"
+            f.seek(-2, os.SEEK_END)
+            return head[:2] == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
+
+
+def _check_images(root: Path, manifest: Manifest) -> None:
+    for sub, ext in (("frames", manifest.frames_format), ("masks", "png")):
+        for i in range(manifest.num_frames):
+            rel = f"{sub}/{frame_name(i, ext)}"
+            path = root / rel
+            if not path.is_file():
+                raise DatasetError(f"dataset '{root}' is incomplete: {rel} is missing; {FIX_DATASET}")
+            if not _image_file_ok(path, ext):
+                raise DatasetError(f"dataset '{root}': {rel} is damaged (not a complete {ext.upper()} file); "
+                                   f"re-run 'talk3d prep' with --force")
+
+
+def _array(root: Path, name: str, mmap: bool = False) -> np.ndarray:
+    """A dataset array, checked readable and finite (DatasetError naming the file otherwise)."""
+    try:
+        return read_npy(root / name, mmap=mmap, finite=True, fix="re-run 'talk3d prep' with --force")
+    except UserError as exc:
+        raise DatasetError(f"dataset {exc}") from None
 
 
 def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manifest:
     """Check that a dataset is complete and consistent; return its manifest.
 
+    Every frame and mask is checked present and complete (file signature), every array
+    readable, finite and of its shape.
+
     Raises:
-        DatasetError: naming the first missing or inconsistent file.
+        DatasetError: naming the first missing, damaged or inconsistent file.
     """
     root = Path(root)
     manifest = manifest or read_manifest(root)
-    fix = "re-run 'talk3d prep' on the source video (it resumes) or with --force"
     for name in REQUIRED_FILES:
         if not (root / name).is_file():
-            raise DatasetError(f"dataset '{root}' is incomplete: {name} is missing; {fix}")
+            raise DatasetError(f"dataset '{root}' is incomplete: {name} is missing; {FIX_DATASET}")
     n = manifest.num_frames
-    for sub, ext in (("frames", manifest.frames_format), ("masks", "png")):
-        for i in (0, n - 1):
-            if not (root / sub / frame_name(i, ext)).is_file():
-                raise DatasetError(f"dataset '{root}' is incomplete: {sub}/{frame_name(i, ext)} is missing; {fix}")
     expected = {
         "landmarks.npy": (n, NUM_LANDMARKS, 3),
         "landmark_valid.npy": (n,),
@@ -180,17 +241,19 @@ def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manif
         "blink.npy": (n,),
         "canonical_landmarks.npy": (NUM_LANDMARKS, 3),
     }
+    if (root / TORSO_OFFSETS).is_file():
+        expected[TORSO_OFFSETS] = (n, 2)
     for name, shape in expected.items():
-        got = read_npy(root / name, mmap=True).shape
+        got = _array(root, name, mmap=True).shape
         if tuple(got) != shape:
-            raise DatasetError(f"dataset '{root}': {name} has shape {tuple(got)}, expected {shape}; {fix}")
-    feats = read_npy(root / "audio_feats.npy", mmap=True)
-    if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim:
-        raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {fix}")
-    if (root / TORSO_OFFSETS).is_file() and read_npy(root / TORSO_OFFSETS, mmap=True).shape != (n, 2):
-        raise DatasetError(f"dataset '{root}': {TORSO_OFFSETS} does not have shape ({n}, 2); {fix}")
+            raise DatasetError(f"dataset '{root}': {name} has shape {tuple(got)}, expected {shape}; {FIX_DATASET}")
+    feats = _array(root, "audio_feats.npy", mmap=True)
+    if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim or feats.shape[0] < 1:
+        raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {FIX_DATASET}")
     if not 0 < manifest.train_end < n:
-        raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}); {fix}")
+        raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}); "
+                           f"{FIX_DATASET}")
+    _check_images(root, manifest)
     return manifest
 
 
@@ -227,54 +290,58 @@ class TalkingHeadDataset:
 
         path = self.root / rel
         if not path.is_file():
-            raise DatasetError(f"dataset '{self.root}' is incomplete: {rel} is missing")
-        with Image.open(path) as im:
-            return np.asarray(im)
+            raise DatasetError(f"dataset '{self.root}' is incomplete: {rel} is missing; {FIX_DATASET}")
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoding errors
+            raise DatasetError(f"dataset '{self.root}': {rel} cannot be decoded ({exc}); "
+                               f"re-run 'talk3d prep' with --force") from None
 
     # --- arrays ---------------------------------------------------------------------
     @functools.cached_property
     def landmarks(self) -> np.ndarray:
         """``(N, 478, 3)`` float32 image-space landmarks."""
-        return read_npy(self.root / "landmarks.npy", mmap=True)
+        return _array(self.root, "landmarks.npy", mmap=True)
 
     @functools.cached_property
     def landmark_valid(self) -> np.ndarray:
         """``(N,)`` bool: landmarks were detected (not interpolated)."""
-        return read_npy(self.root / "landmark_valid.npy")
+        return _array(self.root, "landmark_valid.npy")
 
     @functools.cached_property
     def poses(self) -> np.ndarray:
         """``(N, 4, 4)`` float32 camera-to-world."""
-        return read_npy(self.root / "poses.npy")
+        return _array(self.root, "poses.npy")
 
     @functools.cached_property
     def canonical_landmarks(self) -> np.ndarray:
         """``(478, 3)`` float32 canonical landmark shape in world units."""
-        return read_npy(self.root / "canonical_landmarks.npy")
+        return _array(self.root, "canonical_landmarks.npy")
 
     @functools.cached_property
     def blink(self) -> np.ndarray:
         """``(N,)`` float32 eye closure in [0, 1]."""
-        return read_npy(self.root / "blink.npy")
+        return _array(self.root, "blink.npy")
 
     @functools.cached_property
     def audio_feats(self) -> np.ndarray:
         """``(T, D)`` float16 log-mel features at ``manifest.audio_feature_rate`` Hz."""
-        return read_npy(self.root / "audio_feats.npy", mmap=True)
+        return _array(self.root, "audio_feats.npy", mmap=True)
 
     @functools.cached_property
     def torso_offsets(self) -> np.ndarray:
         """``(N, 2)`` float32 torso shift in image widths (zeros for datasets prepared without it)."""
         path = self.root / TORSO_OFFSETS
         if path.is_file():
-            return np.asarray(read_npy(path), dtype=np.float32)
+            return np.asarray(_array(self.root, TORSO_OFFSETS), dtype=np.float32)
         return np.zeros((self.manifest.num_frames, 2), np.float32)
 
     @functools.cached_property
     def phonemes(self) -> np.ndarray | None:
         """``(T, P)`` phoneme posteriors, or ``None`` when prep did not compute them."""
         path = self.root / "phonemes.npy"
-        return read_npy(path, mmap=True) if path.is_file() else None
+        return _array(self.root, "phonemes.npy", mmap=True) if path.is_file() else None
 
     @property
     def intrinsics(self) -> np.ndarray:

@@ -15,3 +15,34 @@ class DatasetError(UserError):
 
 class CheckpointError(UserError):
     """A run folder or checkpoint is missing, incomplete or of another format version."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error the user can act on (full disk, read-only folder...)."""
+    import errno
+    import os
+
+    where = exc.filename if exc.filename is not None else "the output"
+    folder = os.path.dirname(os.path.abspath(where)) if exc.filename is not None else "the output folder"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk holding '{folder}' while writing '{where}': free some space "
+                f"and run the same command again (finished steps are kept)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write '{where}' ({reason}): choose a writable output folder or fix its permissions"
+    return f"file error on '{where}' ({reason}): check the path and run the command again"
+
+
+def need_free_space(folder: str, needed_bytes: float, what: str) -> None:
+    """Refuse to start when the disk holding ``folder`` has less than ``needed_bytes`` free."""
+    import os
+    import shutil
+
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if free < needed_bytes:
+        raise UserError(f"not enough free space for {what} in '{folder}': it needs about "
+                        f"{needed_bytes / 1e6:,.0f} MB, the disk has {free / 1e6:,.0f} MB free; free some space "
+                        f"or choose another output folder")

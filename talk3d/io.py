@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from talk3d.errors import UserError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+# Names of the temporaries made by atomic_path / atomic_dir (mkstemp adds 8 random characters).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def _usual_mode(path: Path, directory: bool) -> None:
+    """Give a file made by mkstemp/mkdtemp (mode 0600/0700) the user's usual permissions (umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 
 @contextlib.contextmanager
@@ -35,6 +54,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            _usual_mode(tmp, directory=False)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -53,6 +74,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        _usual_mode(tmp, directory=True)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -73,8 +95,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file (``ValueError`` when it is not JSON, ``OSError`` when unreadable)."""
     return json.loads(Path(path).read_text())
+
+
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """Read a JSON object; raise :class:`UserError` ending in ``fix`` when it is unreadable or not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read '{path}' ({_reason(exc)}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"'{path}' does not hold a JSON object; {fix}")
+    return data
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -83,9 +116,69 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, np.asarray(array), allow_pickle=False)
 
 
-def read_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Read a ``.npy`` array without allowing pickled objects."""
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+def read_npy(path: str | os.PathLike, mmap: bool = False, fix: str = "re-run the talk3d command that wrote it",
+             finite: bool = False) -> np.ndarray:
+    """Read a ``.npy`` array without allowing pickled objects.
+
+    Raises:
+        UserError: the file is missing, truncated, damaged, pickled, or (with ``finite``) holds
+            NaN/inf; the message ends in ``fix``.
+    """
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"'{path}' is damaged or truncated ({_reason(exc)}); {fix}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise UserError(f"'{path}' does not hold a numeric array; {fix}")
+    if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError(f"'{path}' holds NaN or infinite values; {fix}")
+    return array
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def safe_child(folder: str | os.PathLike, name: str) -> Path | None:
+    """``folder / name`` when ``name`` is a plain entry name (no separators, not ``.``/``..``), else None."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        return None
+    return Path(folder) / name
+
+
+def confined(folder: str | os.PathLike, name: Any, what: str, fix: str) -> Path:
+    """``folder / name`` for a name read from a file; refuse names that leave ``folder``."""
+    path = safe_child(folder, name) if isinstance(name, str) else None
+    if path is None:
+        raise UserError(f"{what} names '{name}', which is not a file inside '{folder}'; {fix}")
+    return path
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove a file, link or folder if it exists (links are removed, never followed)."""
+    p = Path(path)
+    if p.is_symlink() or p.is_file():
+        p.unlink(missing_ok=True)
+    elif p.is_dir():
+        shutil.rmtree(p)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Remove the temporaries a killed process left in ``folder`` (``atomic_path``/``atomic_dir`` names).
+
+    Returns:
+        How many were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    count = 0
+    for p in folder.iterdir():
+        if _TEMPORARY.match(p.name):
+            remove_tree(p)
+            count += 1
+    return count
 
 
 def _json_default(obj: Any) -> Any:

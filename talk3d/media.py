@@ -38,8 +38,16 @@ def run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE) -> np.ndarray:
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """A local path as ffmpeg must see it: ``file:`` first, so a name such as ``a:b.mp4`` is never
+    read as a protocol (``a:``) or an option."""
+    return "file:" + os.fspath(path)
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE, max_seconds: float | None = None) -> np.ndarray:
     """Decode any audio (or a video's audio track) to mono float32 at ``sample_rate``.
+
+    ``max_seconds`` decodes only the start (a quick check that the file is readable).
 
     Returns:
         ``(num_samples,)`` float32 in [-1, 1].
@@ -51,7 +59,8 @@ def read_audio(path: str | os.PathLike, sample_rate: int = AUDIO_RATE) -> np.nda
         raise UserError(f"audio file '{path}' does not exist")
     # Keep the source's channels and average them here: ffmpeg's own down/up-mix scales
     # channels by -3 dB (identical stereo channels came out 1.41x louder, mono 0.71x).
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path),
+    limit = ["-t", f"{max_seconds:g}"] if max_seconds is not None else []
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", ffmpeg_path(path), *limit,
            "-vn", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
@@ -117,6 +126,7 @@ class VideoWriter:
         self._ctx = None
         self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
+        self._stderr: str | None = None
 
     def __enter__(self) -> VideoWriter:
         self._ctx = atomic_path(self.path)
@@ -129,18 +139,22 @@ class VideoWriter:
                 "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{self.fps}",
                 "-i", "-"]
         if self.audio is not None:
-            args += ["-i", str(self.audio)]
+            args += ["-i", ffmpeg_path(self.audio)]
         args += ["-map", "0:v:0"]
         if self.audio is not None:
             args += ["-map", "1:a:0", "-c:a", "aac", "-b:a", self.audio_bitrate, "-ac", "1"]
         # even sizes for yuv420p; movflags for progressive playback
         pad = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
         args += ["-vf", pad, "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.crf),
-                 "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(self._tmp)]
+                 "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", ffmpeg_path(self._tmp)]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def write(self, frame: np.ndarray) -> None:
-        """Append one ``(H, W, 3)`` uint8 RGB frame."""
+        """Append one ``(H, W, 3)`` uint8 RGB frame.
+
+        Raises:
+            UserError: ffmpeg stopped (disk full, unwritable folder...), with its last error line.
+        """
         frame = np.ascontiguousarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
@@ -149,23 +163,43 @@ class VideoWriter:
         elif frame.shape[:2] != self._size:
             raise ValueError(f"frame size changed from {self._size} to {frame.shape[:2]}")
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(frame.tobytes())
+        try:
+            self._proc.stdin.write(frame.tobytes())
+        except OSError:  # BrokenPipeError: ffmpeg has exited
+            raise self._failure() from None
         self.frames_written += 1
 
     def write_all(self, frames: Iterable[np.ndarray]) -> None:
         for f in frames:
             self.write(f)
 
+    def _finish(self) -> int:
+        """Close ffmpeg's input and wait for it; return its exit code (keeps its stderr)."""
+        assert self._proc is not None
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:  # the pipe is already broken: ffmpeg has exited
+                pass
+        if self._stderr is None:
+            self._stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+        return self._proc.wait()
+
+    def _failure(self) -> UserError:
+        """The error to report when ffmpeg failed: its last stderr line and what to do."""
+        rc = self._finish()
+        lines = (self._stderr or "").strip().splitlines()
+        reason = lines[-1].strip() if lines else f"ffmpeg exit code {rc}"
+        return UserError(f"writing video '{self.path}' failed: {reason}; check the free space and permissions of "
+                         f"'{self.path.parent}' and run the command again")
+
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._ctx is not None
         err = None
         if self._proc is not None:
-            assert self._proc.stdin is not None
-            self._proc.stdin.close()
-            stderr = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-            rc = self._proc.wait()
+            rc = self._finish()
             if rc != 0 and exc_type is None:
-                err = UserError(f"writing video '{self.path}' failed: {stderr.strip().splitlines()[-1:] or rc}")
+                err = self._failure()
         elif exc_type is None:
             err = UserError(f"no frames were written to '{self.path}'")
         if exc_type is None and err is not None:

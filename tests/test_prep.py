@@ -100,7 +100,9 @@ def test_interrupted_prep_resumes(synthetic: dict, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(pipeline, "_step_audio", boom)
     with pytest.raises(KeyboardInterrupt):
         run_prep(synthetic["clip"], out, PrepConfig(size=SIZE))
-    assert (out / ".prep" / "state.json").is_file() and (out / "poses.npy").is_file()
+    # the unfinished dataset is built in .prep/dataset, out of the way of the output folder
+    assert (out / ".prep" / "state.json").is_file() and (out / ".prep" / "dataset" / "poses.npy").is_file()
+    assert not (out / "poses.npy").exists()
     assert not (out / "manifest.json").exists()
     monkeypatch.undo()
     # a different configuration does not silently mix with the unfinished one

@@ -26,8 +26,12 @@ from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
 from talk3d.eval.driver import RunDriver
-from talk3d.io import setup_file_log, write_json
+from talk3d.folders import check_separate, claim_output, commit_staged
+from talk3d.io import remove_tree, setup_file_log, write_json
 
+# What an evaluation writes into its report folder (what --force replaces; nothing else).
+EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "training.png", "side_by_side.mp4", "eval.log")
+STAGING = ".eval-new"
 DEFAULT_VIEWS = [(-30.0, 0.0), (-15.0, 0.0), (15.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0)]
 
 
@@ -73,17 +77,23 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
     """
     run_dir = Path(run_dir)
     out = Path(config.out) if config.out else run_dir / "eval"
+    check_separate(out, [("run folder", run_dir), *(("audio", a) for a in config.audio)], allowed=[run_dir / "eval"])
+    claim_output(out, "eval", "eval")
     if (out / "report.json").exists() and not config.force:
         raise UserError(f"'{out}' already holds a report: pass --force to overwrite it or --out to write elsewhere")
     for a in config.audio:
         if not Path(a).is_file():
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
     device = str(resolve_device(config.device))
+    final_out, out = out, out / STAGING  # the report is built here, moved in only once complete
+    remove_tree(out)
+    out.mkdir(parents=True)
     setup_file_log(out, "eval")
     info(f"evaluating '{run_dir}' on {device}; report in '{out}'")
     t_start = time.perf_counter()
     if driver is None:
         driver = RunDriver(run_dir, device)
+    check_separate(final_out, [("dataset", driver.dataset_dir)])
     if not (driver.dataset_dir / "manifest.json").is_file():
         raise UserError(f"the run's dataset '{driver.dataset_dir}' is missing: the self-driven and view figures "
                         f"need its held-out frames; restore it at that path")
@@ -136,7 +146,8 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
 
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(to_markdown(report))
-    info(f"wrote {', '.join(files)} to '{out}' in {report['seconds']:.0f} s")
+    commit_staged(final_out, out, "eval", EVAL_ENTRIES)
+    info(f"wrote {', '.join(files)} to '{final_out}' in {report['seconds']:.0f} s")
     if sd.figures["face_detected_render"] < 1.0:
         warn(f"a face was detected in only {100 * sd.figures['face_detected_render']:.0f}% of the rendered "
              f"held-out frames")

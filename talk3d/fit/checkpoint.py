@@ -32,8 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from talk3d.console import warn
 from talk3d.dataset import MANIFEST, Manifest
-from talk3d.errors import CheckpointError
-from talk3d.io import atomic_path, read_json, read_npy, write_json
+from talk3d.errors import CheckpointError, UserError
+from talk3d.io import atomic_path, confined, read_json_object, read_npy, remove_stale_temporaries, write_json
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -44,6 +44,28 @@ RUN_COPIES = ("poses.npy", "blink.npy", "audio_feats.npy")
 OPTIONAL_RUN_COPIES = ("torso_offsets.npy",)
 DATASET_MANIFEST = "dataset_manifest.json"
 _STEP_RE = re.compile(r"^step_(\d{7,})\.json$")
+
+
+FIX_FIT = "re-run 'talk3d fit' (it resumes)"
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file (recorded in the JSON sidecar, checked on load)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], kind: str) -> str:
+    """Write a safetensors file atomically; return its SHA-256."""
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": kind, "format_version": str(FORMAT_VERSION)})
+        digest = file_sha256(tmp)
+    return digest
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -109,11 +131,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, stage: str, model: to
     optim, groups = _flatten_optimizer(optimizer)
     tensors.update(optim)
     tensors.update(_rng_tensors())
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "talk3d-checkpoint", "format_version": str(FORMAT_VERSION)})
+    digest = _save_tensors(path, tensors, "talk3d-checkpoint")
     write_json(path.with_suffix(".json"), {
         "format": "talk3d-checkpoint", "format_version": FORMAT_VERSION, "step": step, "stage": stage,
-        "tensors": path.name, "config": config, "metrics": metrics or {}, "param_groups": groups,
+        "tensors": path.name, "sha256": digest, "config": config, "metrics": metrics or {}, "param_groups": groups,
     })
     prune_checkpoints(run_dir, keep)
     return path
@@ -133,7 +154,9 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` most recent complete checkpoints (and stray partial files)."""
+    """Delete all but the ``keep`` most recent complete checkpoints, and the temporaries of
+    writes that a killed process never finished."""
+    remove_stale_temporaries(Path(run_dir) / CHECKPOINTS)
     ckpts = list_checkpoints(run_dir)
     for _, sidecar in ckpts[:max(0, len(ckpts) - max(1, keep))]:
         sidecar.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -171,10 +194,7 @@ class Checkpoint:
 
 
 def _read_meta(path: Path, kind: str) -> dict[str, Any]:
-    try:
-        meta = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read '{path}' ({exc}); re-run 'talk3d fit' (it resumes) or use --force") from None
+    meta = read_json_object(path, f"{FIX_FIT} or use --force")
     if meta.get("format") != kind:
         raise CheckpointError(f"'{path}' is not a talk3d {kind.split('-')[-1]} file; point to a run folder made by 'talk3d fit'")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -182,31 +202,76 @@ def _read_meta(path: Path, kind: str) -> dict[str, Any]:
             f"'{path}' has format version {meta.get('format_version')}, this talk3d reads version {FORMAT_VERSION}: "
             f"re-run 'talk3d fit' with --force to refit"
         )
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"'{path}' has an invalid step ({step!r}); {FIX_FIT} or use --force")
     return meta
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, sha256: Any = None) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, checking it against the SHA-256 its sidecar recorded."""
     if not path.is_file():
-        raise CheckpointError(f"'{path}' is missing; re-run 'talk3d fit' (it resumes) or use --force")
+        raise CheckpointError(f"'{path}' is missing; {FIX_FIT} or use --force")
+    if sha256 is not None and (not isinstance(sha256, str) or file_sha256(path) != sha256):
+        raise CheckpointError(f"'{path}' is damaged (its content does not match the checksum written with it): "
+                              f"{FIX_FIT}")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"'{path}' is damaged ({exc}); delete it and re-run 'talk3d fit' to resume") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"'{path}' is damaged ({reason}): {FIX_FIT}") from None
+
+
+def _sidecar_tensors(sidecar: Path, meta: dict[str, Any]) -> Path:
+    """The tensor file a sidecar names (a plain name in the same folder, never a path elsewhere)."""
+    name = meta.get("tensors", sidecar.with_suffix(".safetensors").name)
+    return confined(sidecar.parent, name, f"'{sidecar}'", f"{FIX_FIT} or use --force")
 
 
 def load_checkpoint(sidecar: str | os.PathLike) -> Checkpoint:
     """Read one checkpoint from its ``.json`` sidecar path."""
     sidecar = Path(sidecar)
     meta = _read_meta(sidecar, "talk3d-checkpoint")
-    tensors = _read_tensors(sidecar.with_name(meta.get("tensors", sidecar.with_suffix(".safetensors").name)))
-    return Checkpoint(step=int(meta["step"]), stage=str(meta["stage"]), config=meta.get("config", {}),
+    tensors = _read_tensors(_sidecar_tensors(sidecar, meta), meta.get("sha256"))
+    parts = {"config": dict, "metrics": dict, "param_groups": list}
+    for key, kind in parts.items():
+        if not isinstance(meta.get(key, kind()), kind):
+            raise CheckpointError(f"'{sidecar}' has an invalid '{key}'; {FIX_FIT} or use --force")
+    return Checkpoint(step=int(meta["step"]), stage=str(meta.get("stage", "")), config=meta.get("config", {}),
                       metrics=meta.get("metrics", {}), tensors=tensors, param_groups=meta.get("param_groups", []))
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
-    """The most recent complete checkpoint of a run, or ``None``."""
-    ckpts = list_checkpoints(run_dir)
-    return load_checkpoint(ckpts[-1][1]) if ckpts else None
+    """The most recent intact checkpoint of a run, or ``None``.
+
+    A damaged checkpoint (checksum mismatch, unreadable sidecar) is skipped with a warning
+    and the one before it is used, so a resumed fit repeats a few steps instead of failing.
+    """
+    problems = []
+    for _, sidecar in reversed(list_checkpoints(run_dir)):
+        try:
+            ckpt = load_checkpoint(sidecar)
+        except UserError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            warn(f"skipping a damaged checkpoint: {problem}")
+        return ckpt
+    if problems:
+        raise CheckpointError(f"every checkpoint of '{run_dir}' is damaged ({problems[0]}); "
+                              f"start over with 'talk3d fit --force'")
+    return None
+
+
+def avatar_intact(run_dir: str | os.PathLike) -> bool:
+    """True when the run's final avatar and its sidecar are readable and match their checksum."""
+    run_dir = Path(run_dir)
+    try:
+        meta = _read_meta(run_dir / AVATAR_META, "talk3d-avatar")
+        _read_tensors(run_dir / AVATAR, meta.get("sha256"))
+    except UserError:
+        return False
+    return True
 
 
 def save_avatar(run_dir: str | os.PathLike, model: torch.nn.Module, model_config: Any,
@@ -214,11 +279,9 @@ def save_avatar(run_dir: str | os.PathLike, model: torch.nn.Module, model_config
     """Write the final ``avatar.safetensors`` + ``avatar.json`` atomically."""
     run_dir = Path(run_dir)
     path = run_dir / AVATAR
-    with atomic_path(path) as tmp:
-        save_file(_state_tensors(model), str(tmp), metadata={"format": "talk3d-avatar",
-                                                             "format_version": str(FORMAT_VERSION)})
+    digest = _save_tensors(path, _state_tensors(model), "talk3d-avatar")
     write_json(run_dir / AVATAR_META, {
-        "format": "talk3d-avatar", "format_version": FORMAT_VERSION, "step": step,
+        "format": "talk3d-avatar", "format_version": FORMAT_VERSION, "step": step, "sha256": digest,
         "model_config": dataclasses.asdict(model_config), "fit_config": fit_config,
         "metrics": metrics, "dataset_dir": str(dataset_dir),
     })
@@ -229,7 +292,11 @@ def copy_dataset_files(dataset_dir: str | os.PathLike, run_dir: str | os.PathLik
     """Copy what rendering needs from the dataset into the run folder (atomically)."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     pairs = [(MANIFEST, DATASET_MANIFEST)] + [(n, n) for n in RUN_COPIES]
-    pairs += [(n, n) for n in OPTIONAL_RUN_COPIES if (dataset_dir / n).is_file()]
+    for name in OPTIONAL_RUN_COPIES:
+        if (dataset_dir / name).is_file():
+            pairs.append((name, name))
+        else:  # never keep a copy from an earlier dataset
+            (run_dir / name).unlink(missing_ok=True)
     for src, dst in pairs:
         with atomic_path(run_dir / dst) as tmp:
             shutil.copyfile(dataset_dir / src, tmp)
@@ -277,48 +344,108 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
         CheckpointError: the folder is missing, holds no avatar or checkpoint, lacks the
             dataset copies, or was written by another format version.
     """
-    from talk3d.fit.config import FitConfig, update_dataclass
-    from talk3d.model import Avatar, ModelConfig
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder '{run_dir}' does not exist: run 'talk3d fit DATASET -o {run_dir}' first")
-    if (run_dir / AVATAR_META).is_file():
-        meta = _read_meta(run_dir / AVATAR_META, "talk3d-avatar")
-        state = _read_tensors(run_dir / AVATAR)
-        step, metrics, final = int(meta["step"]), meta.get("metrics", {}), True
-        fit_dict, model_dict, dataset_dir = meta.get("fit_config", {}), meta["model_config"], meta.get("dataset_dir", "")
-    else:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(
-                f"'{run_dir}' holds no avatar or checkpoint (fit never got to one): run 'talk3d fit DATASET -o {run_dir}'")
-        warn(f"'{run_dir}' has no final avatar; using the checkpoint of step {ckpt.step} (the fit did not finish)")
-        state, step, metrics, final = ckpt.model_state(), ckpt.step, ckpt.metrics, False
-        fit_dict = ckpt.config
-        model_dict, dataset_dir = fit_dict.get("model", {}), fit_dict.get("dataset_dir", "")
+    state, info = _load_weights(run_dir)
     for name in (DATASET_MANIFEST, "poses.npy", "blink.npy"):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"run folder '{run_dir}' is incomplete: {name} is missing; re-run 'talk3d fit' on it")
-    model_config = ModelConfig.from_dict(model_dict)  # fills the defaults of runs saved by older versions
-    fit_config = FitConfig(model=model_config)
-    update_dataclass(fit_config, {k: v for k, v in fit_dict.items() if k not in ("model", "dataset_dir")})
-    avatar = Avatar(model_config)
-    try:
-        avatar.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in '{run_dir}' do not fit this talk3d's model ({str(exc).splitlines()[0]}); "
-                              f"re-run 'talk3d fit' with --force") from None
+    model_config, fit_config = _load_configs(run_dir, info["model"], info["fit"])
+    avatar = _build_avatar(run_dir, model_config, state)
     avatar.to(device).eval()
-    feats_path = run_dir / "audio_feats.npy"
-    poses = read_npy(run_dir / "poses.npy").astype(np.float32)
+    manifest = _run_manifest(run_dir)
+    arrays = _run_arrays(run_dir, manifest.num_frames)
+    return Run(avatar=avatar, model_config=model_config, fit_config=fit_config, manifest=manifest, **arrays,
+               dataset_dir=Path(str(info["dataset_dir"])), run_dir=run_dir, step=info["step"],
+               metrics=info["metrics"], final=info["final"])
+
+
+def _load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The avatar's weights (or, before the fit finished, the latest checkpoint's) and their record."""
+    if (run_dir / AVATAR_META).is_file():
+        meta = _read_meta(run_dir / AVATAR_META, "talk3d-avatar")
+        state = _read_tensors(run_dir / AVATAR, meta.get("sha256"))
+        if not isinstance(meta.get("metrics", {}), dict):
+            raise CheckpointError(f"'{run_dir / AVATAR_META}' has invalid metrics; re-run 'talk3d fit' with --force")
+        info = {"step": int(meta["step"]), "metrics": meta.get("metrics", {}), "final": True,
+                "fit": meta.get("fit_config", {}), "model": meta.get("model_config"),
+                "dataset_dir": meta.get("dataset_dir", "")}
+        return state, info
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(
+            f"'{run_dir}' holds no avatar or checkpoint (fit never got to one): run 'talk3d fit DATASET -o {run_dir}'")
+    warn(f"'{run_dir}' has no final avatar; using the checkpoint of step {ckpt.step} (the fit did not finish)")
+    info = {"step": ckpt.step, "metrics": ckpt.metrics, "final": False, "fit": ckpt.config,
+            "model": ckpt.config.get("model", {}), "dataset_dir": ckpt.config.get("dataset_dir", "")}
+    return ckpt.model_state(), info
+
+
+def _load_configs(run_dir: Path, model_dict: Any, fit_dict: Any) -> tuple[Any, Any]:
+    """Model and fit configs of a run, checked (types, ranges); one clear line when they are off."""
+    from talk3d.fit.config import FitConfig, update_dataclass
+    from talk3d.model import ModelConfig
+
+    try:
+        if not isinstance(model_dict, dict) or not isinstance(fit_dict, dict):
+            raise ValueError("model_config and fit_config must be JSON objects")
+        model_config = ModelConfig.from_dict(model_dict)  # fills the defaults of runs saved by older versions
+        fit_config = FitConfig(model=model_config)
+        update_dataclass(fit_config, {k: v for k, v in fit_dict.items() if k not in ("model", "dataset_dir")})
+    except (TypeError, ValueError, UserError) as exc:
+        raise CheckpointError(f"the settings saved in '{run_dir}' are invalid ({exc}); re-run 'talk3d fit' "
+                              f"with --force") from None
+    return model_config, fit_config
+
+
+def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """An :class:`Avatar` holding ``state``; the shapes are compared on the meta device first, so
+    settings that do not match the weights never allocate a model."""
+    from talk3d.model import Avatar
+
+    problem = None
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Avatar(model_config).state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            diff = sorted(set(expected.items()) ^ set(got.items()))
+            problem = f"{diff[0][0]}: {len(diff)} tensors differ"
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if problem is not None:
+        raise CheckpointError(f"weights in '{run_dir}' do not fit this talk3d's model ({problem}); "
+                              f"re-run 'talk3d fit' with --force")
+    avatar = Avatar(model_config)
+    avatar.load_state_dict(state, strict=True)
+    return avatar
+
+
+def _run_manifest(run_dir: Path) -> Manifest:
+    path = run_dir / DATASET_MANIFEST
+    try:
+        return Manifest.from_dict(read_json_object(path, "re-run 'talk3d fit' on it"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"'{path}' is invalid ({exc}); re-run 'talk3d fit' on it") from None
+
+
+def _run_arrays(run_dir: Path, num_frames: int) -> dict[str, np.ndarray | None]:
+    """The dataset copies in a run: poses, blink, torso offsets, audio features (shape-checked)."""
+    fix = "re-run 'talk3d fit' on it (it copies them from the dataset again)"
+
+    def load(name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+        arr = read_npy(run_dir / name, fix=fix, finite=True)
+        if arr.ndim != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape, strict=True)):
+            raise CheckpointError(f"'{run_dir / name}' has shape {arr.shape}, expected {shape}; {fix}")
+        return arr
+
+    poses = load("poses.npy", (num_frames, 4, 4)).astype(np.float32)
     torso_path = run_dir / "torso_offsets.npy"
-    torso = (read_npy(torso_path).astype(np.float32) if torso_path.is_file()
-             else np.zeros((poses.shape[0], 2), np.float32))
-    return Run(
-        avatar=avatar, model_config=model_config, fit_config=fit_config,
-        manifest=Manifest.from_dict(read_json(run_dir / DATASET_MANIFEST)),
-        poses=poses, blink=read_npy(run_dir / "blink.npy").astype(np.float32),
-        audio_feats=read_npy(feats_path) if feats_path.is_file() else None, torso_offsets=torso,
-        dataset_dir=Path(dataset_dir), run_dir=run_dir, step=step, metrics=metrics, final=final,
-    )
+    feats_path = run_dir / "audio_feats.npy"
+    return {
+        "poses": poses, "blink": load("blink.npy", (num_frames,)).astype(np.float32),
+        "torso_offsets": (load("torso_offsets.npy", (num_frames, 2)).astype(np.float32) if torso_path.is_file()
+                          else np.zeros((num_frames, 2), np.float32)),
+        "audio_feats": load("audio_feats.npy", (None, None)) if feats_path.is_file() else None,
+    }

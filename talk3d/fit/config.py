@@ -17,10 +17,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from talk3d.checks import check_fields
 from talk3d.errors import UserError
 from talk3d.model.config import ModelConfig
 
 PRESETS = ("quick", "standard", "full")
+# Bounds of every numeric setting; finalize() refuses values outside (e.g. --set lr_final_factor=-1).
+FIT_BOUNDS = {
+    "identity_steps": (0, 10**8), "audio_steps": (0, 10**8), "refine_steps": (0, 10**8), "batch_size": (1, 4096),
+    "lr": (1e-12, 10), "lr_planes": (1e-12, 100), "lr_final_factor": (1e-6, 1), "refine_lr_factor": (1e-6, 10),
+    "refine_mouth_factor": (0, 1000), "mouth_pretrain_steps": (0, 10**7), "lip_silence_fraction": (0, 0.9),
+    "lip_teacher_noise": (0, 10), "warmup_steps": (0, 10**8), "grad_clip": (0, 1e6), "log_every": (1, 10**8),
+    "val_every": (0, 10**8), "val_frames": (1, 10**6), "final_val_frames": (1, 10**6),
+    "checkpoint_every": (1, 10**8), "keep_checkpoints": (1, 1000), "cache_frames": (1, 10**7),
+    "mouth_margin": (0, 10), "min_frames": (1, 10**7), "seed": (0, 2**63 - 1), "threads": (0, 4096),
+}
+LOSS_BOUNDS = {"ssim_window": (3, 31), "landmark_rays": (0, 100000)}
+
 STAGES = ("identity", "audio", "refine")
 
 
@@ -223,9 +236,11 @@ def finalize(cfg: FitConfig) -> FitConfig:
         cfg.model = ModelConfig.from_dict(cfg.model.to_dict())
     except (ValueError, TypeError) as exc:
         raise UserError(f"invalid model settings: {exc}") from None
-    for name in ("identity_steps", "audio_steps", "refine_steps"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{name} must be >= 0")
+    try:
+        check_fields(cfg, FIT_BOUNDS)
+        check_fields(cfg.loss, {n: LOSS_BOUNDS.get(n, (0, 1e6)) for n in cfg.loss.to_dict()}, "loss.")
+    except ValueError as exc:
+        raise UserError(f"invalid setting: {exc}; fix the --set value (see config.json of a run for the names)") from None
     if cfg.total_steps < 1:
         raise UserError("the fit needs at least one step (--steps)")
     if cfg.batch_size < 1:

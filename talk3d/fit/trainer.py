@@ -9,10 +9,10 @@ checkpoint first; a NaN/inf loss stops the fit and keeps the last good checkpoin
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +23,15 @@ import torch
 
 from talk3d.console import info, make_progress, warn
 from talk3d.device import resolve_device
-from talk3d.errors import UserError
+from talk3d.errors import UserError, need_free_space
 from talk3d.face.landmarks import mouth_opening
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig, finalize
 from talk3d.fit.data import TrainingData, to_device
 from talk3d.fit.lipsync import AudioAugment, freeze_audio_encoder, pretrain_mouth_head, rest_code
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
-from talk3d.io import atomic_path, setup_file_log, write_json
+from talk3d.folders import check_separate, claim_output, clean_leftovers, commit_staged, write_marker
+from talk3d.io import atomic_path, remove_stale_temporaries, setup_file_log, write_json
 from talk3d.model.conditioning import conditioning_for
 
 METRICS = "metrics.jsonl"
@@ -38,7 +39,9 @@ PREVIEWS = "previews"
 CURVES = "curves.png"
 # Files and folders a fit writes; --force removes only these (never unknown user files).
 RUN_ENTRIES = (ck.CONFIG, ck.CHECKPOINTS, ck.AVATAR, ck.AVATAR_META, ck.DATASET_MANIFEST, *ck.RUN_COPIES,
-               METRICS, PREVIEWS, CURVES, "fit.log")
+               *ck.OPTIONAL_RUN_COPIES, METRICS, PREVIEWS, CURVES, "fit.log")
+# A fit that replaces an earlier run (--force) is built here and moved in only once complete.
+STAGING = ".fit-new"
 
 
 @dataclass
@@ -61,26 +64,41 @@ class FitResult:
     """``avatar.safetensors``."""
 
 
-def _prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Create (or, with ``force``, clear) the run folder; raise UserError when not writable."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"output '{run_dir}' is a file; choose a folder for the run with -o")
-    if force and run_dir.is_dir():
-        for name in RUN_ENTRIES:
-            p = run_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / ck.CONFIG).is_file():
-        raise UserError(f"'{run_dir}' is not empty and is not a talk3d run; choose a new folder with -o")
+def _prepare_run_dir(run_dir: Path, force: bool) -> Path:
+    """Check the run folder and return the folder this fit writes into.
+
+    A new or empty folder, or a talk3d run (resumed), is written in place. With ``force`` a
+    folder holding a run gets the new fit in ``RUN/.fit-new`` (resumed there when interrupted),
+    which replaces the old run's entries only once complete. Anything else is refused.
+    """
+    has_run = claim_output(run_dir, "run", "fit")
+    target = run_dir / STAGING if has_run and force else run_dir
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / ".write_test") as tmp:
+        target.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target / ".write_test") as tmp:
             tmp.write_text("ok")
-        (run_dir / ".write_test").unlink()
+        (target / ".write_test").unlink()
     except OSError as exc:
         raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
+    clean_leftovers(run_dir)
+    write_marker(run_dir, "run", RUN_ENTRIES)
+    for folder in (target, target / ck.CHECKPOINTS):
+        remove_stale_temporaries(folder)
+    return target
+
+
+def _space_needed(model: torch.nn.Module, cfg: FitConfig) -> float:
+    """Bytes a fit writes: the kept checkpoints (model + two Adam moments, one more while a new
+    one is written), the avatar, previews and logs."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return weights * (3 * (cfg.keep_checkpoints + 1) + 1) + 20e6
+
+
+def _disk_full(run_dir: Path, needed: float) -> UserError:
+    good = ck.list_checkpoints(run_dir)
+    kept = f"the checkpoint of step {good[-1][0]} is kept" if good else "no checkpoint was written yet"
+    return UserError(f"the disk holding '{run_dir}' is full ({kept}): this fit needs about {needed / 1e6:,.0f} MB; "
+                     f"free some space and run the same command again to resume")
 
 
 def _is_texture(name: str) -> bool:
@@ -250,6 +268,7 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
 
     t_start = time.perf_counter()
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+    check_separate(run_dir, [("dataset", dataset_dir)])
     cfg = finalize(config)
     device = resolve_device(cfg.device)
     amp = bool(cfg.amp and device.type == "cuda")
@@ -263,7 +282,8 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     if len(data.train_indices) < cfg.min_frames:
         raise UserError(f"dataset '{dataset_dir}' has only {len(data.train_indices)} training frames, at least "
                         f"{cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
-    _prepare_run_dir(run_dir, force)
+    final_dir = run_dir
+    run_dir = _prepare_run_dir(final_dir, force)  # the folder written from here on (final_dir or its staging)
     setup_file_log(run_dir, "fit")
     cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
 
@@ -271,15 +291,17 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     if ckpt is not None:
         saved_model = ckpt.config.get("model", {})
         if json.loads(json.dumps(saved_model)) != json.loads(json.dumps(cfg.model.to_dict())):
-            raise UserError(f"run '{run_dir}' was started with other model settings; use the same preset/--size "
+            raise UserError(f"run '{final_dir}' was started with other model settings; use the same preset/--size "
                             f"to resume, or --force to start over")
     start = ckpt.step if ckpt is not None else 0
     if start >= cfg.total_steps and (run_dir / ck.AVATAR_META).is_file():
-        meta = json.loads((run_dir / ck.AVATAR_META).read_text())
-        info(f"run '{run_dir}' already finished {start} steps; use --steps to train longer or --force to refit")
-        return FitResult(run_dir, start, start, time.perf_counter() - t_start,
-                         {k[4:]: v for k, v in meta.get("metrics", {}).items() if k.startswith("val_")},
-                         avatar_path=run_dir / ck.AVATAR)
+        if ck.avatar_intact(run_dir):
+            meta = json.loads((run_dir / ck.AVATAR_META).read_text())
+            info(f"run '{final_dir}' already finished {start} steps; use --steps to train longer or --force to refit")
+            return FitResult(final_dir, start, start, time.perf_counter() - t_start,
+                             {k[4:]: v for k, v in meta.get("metrics", {}).items() if k.startswith("val_")},
+                             avatar_path=final_dir / ck.AVATAR)
+        warn(f"the avatar in '{final_dir}' is damaged: writing it again from the checkpoint of step {start}")
 
     write_json(run_dir / ck.CONFIG, cfg_dict)
     ck.copy_dataset_files(dataset_dir, run_dir)
@@ -293,6 +315,7 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     if ckpt is None:
         init_torso(model, data)
     model.to(device).train()
+    need_free_space(str(run_dir), _space_needed(model, cfg), "this fit")
     optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     if ckpt is not None:
@@ -399,6 +422,10 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
             save(cfg.stage_at(step - 1))
             warn(f"interrupted: checkpoint of step {step} written to '{run_dir}'; run the same command to resume")
         raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(run_dir, _space_needed(model, cfg)) from None
+        raise
 
     final_stage = cfg.stage_at(step - 1)
     res = do_validation(final=True)
@@ -406,10 +433,13 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     save(final_stage)
     avatar_path = ck.save_avatar(run_dir, model, cfg.model, cfg_dict, step, last_metrics, str(dataset_dir.resolve()))
     plot_curves(run_dir / CURVES, train_records, val_records)
+    if run_dir != final_dir:  # replace the earlier run only now that the new one is complete
+        commit_staged(final_dir, run_dir, "run", RUN_ENTRIES)
+        avatar_path = final_dir / ck.AVATAR
     wall = time.perf_counter() - t_start
     sec = float(np.median(times)) if times else math.nan
     info(f"fit done: {step} steps in {wall / 60:.1f} min ({sec:.3f} s/step); held-out PSNR {res['val_psnr']:.2f} dB, "
          f"SSIM {res['val_ssim']:.3f}, mouth PSNR {res['val_mouth_psnr']:.2f} dB over {res['val_frames']} frames")
-    return FitResult(run_dir, step, start, wall,
+    return FitResult(final_dir, step, start, wall,
                      {"psnr": res["val_psnr"], "ssim": res["val_ssim"], "mouth_psnr": res["val_mouth_psnr"],
                       "frames": res["val_frames"]}, sec, avatar_path)

@@ -6,7 +6,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from talk3d.checks import check_fields
 from talk3d.errors import CheckpointError
+
+# Sensible bounds of every numeric field (anything outside is a typo or a damaged file).
+MODEL_BOUNDS = {
+    "triplane_res": (4, 2048), "triplane_channels": (1, 512), "triplane_init_std": (0, 10),
+    "decoder_hidden": (1, 4096), "decoder_layers": (1, 16), "feature_channels": (3, 512),
+    "density_bias": (-100, 100), "neural_res": (4, 2048), "out_res": (8, 8192), "coarse_samples": (1, 1024),
+    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "box_min": (-100, 100), "box_max": (-100, 100),
+    "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64), "pose_dim": (1, 64),
+    "mouth_code": (0, 256), "token_dim": (1, 4096), "attn_heads": (1, 64), "unet_widths": (1, 4096),
+    "unet_attn_res": (1, 4096), "sr_widths": (1, 4096), "torso_res": (0, 8192), "torso_warp_hidden": (1, 4096),
+}
 
 
 @dataclass
@@ -106,6 +118,7 @@ class ModelConfig:
     """Free-form notes kept with the config (e.g. the preset name); not used by the model."""
 
     def __post_init__(self) -> None:
+        check_fields(self, MODEL_BOUNDS, "model.")
         if self.mouth_code == 0:
             self.mouth_basis = False
         ratio = self.out_res // self.neural_res
@@ -167,6 +180,8 @@ class ModelConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise CheckpointError(f"model config has unknown keys {unknown}; was it written by a newer talk3d?")
+        if not isinstance(data, dict):
+            raise CheckpointError(f"model config must be a JSON object, got {type(data).__name__}")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         kw.setdefault("pose_token", True)  # runs saved before the field existed used the pose token
         kw.setdefault("audio_norm", "layer")  # ... and a LayerNorm on the audio tokens

@@ -8,6 +8,13 @@ from pathlib import Path
 # Millimetres per canonical unit, used only to convert ``--ipd 63mm``. The canonical box
 # [-1, 1]^3 holds the head, so one unit is about half a head width (~75-80 mm on adults).
 MM_PER_UNIT = 80.0
+# Bounds of the numeric settings (degrees, seconds, factors); NaN and inf are always refused.
+RENDER_BOUNDS = {
+    "yaw": (-360, 360), "pitch": (-360, 360), "orbit_range": (0, 360), "orbit_period": (0, 1e6),
+    "motion_scale": (0, 10), "size": (8, 4096), "fps": (1, 240), "batch": (0, 4096), "chunk_frames": (1, 10**6),
+    "ipd": (1e-6, 10), "mpi_layers": (2, 1024), "mpi_samples": (1, 1024), "mpi_size": (8, 4096),
+    "mpi_frames": (0, 10**9), "quality": (0, 51),
+}
 
 
 @dataclass

@@ -17,14 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talk3d.checks import check_fields
 from talk3d.console import info, make_progress, warn
 from talk3d.device import resolve_device
 from talk3d.errors import UserError
+from talk3d.folders import check_separate
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
 from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
-from talk3d.render.config import RenderConfig, RenderResult
+from talk3d.render.config import RENDER_BOUNDS, RenderConfig, RenderResult
 from talk3d.render.mpi import box_near_far, export_mpi, save_mpi
 
 
@@ -55,16 +57,23 @@ class Drive:
 
 
 def _check_config(cfg: RenderConfig) -> None:
+    """Refuse settings that cannot render: unknown modes, NaN/inf or out-of-range numbers."""
     if cfg.frames not in ("audio", "val"):
         raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
     if cfg.batch < 0 or cfg.chunk_frames < 1:
         raise UserError("--batch must be 0 (automatic) or a positive number of frames")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
         raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
+    if cfg.mpi_size is not None and not 8 <= cfg.mpi_size <= 4096:
+        raise UserError(f"--mpi-size {cfg.mpi_size} is out of range: give a side between 8 and 4096 pixels")
     if cfg.fps is not None and not 1.0 <= cfg.fps <= 240.0:
         raise UserError(f"--fps {cfg.fps} is out of range: give a frame rate between 1 and 240")
     if cfg.mpi_layers < 2 or cfg.mpi_samples < 1:
         raise UserError("--mpi-layers must be at least 2")
+    try:
+        check_fields(cfg, RENDER_BOUNDS, "--")
+    except ValueError as exc:
+        raise UserError(f"{str(exc).replace('_', '-')}; fix that option") from None
 
 
 def planned_outputs(out_path: Path, cfg: RenderConfig) -> list[Path]:
@@ -93,6 +102,8 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise UserError(f"output '{out_path}' must end in .mp4")
+    for planned in planned_outputs(out_path, cfg):
+        check_separate(planned, [("run folder", run_dir), ("audio", audio_path)])
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
     if cfg.frames == "audio" and audio_path is None:
         raise UserError("give a driving AUDIO file, or --frames val to render the held-out frames")

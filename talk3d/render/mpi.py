@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talk3d.checks import checked_number
 from talk3d.errors import UserError
-from talk3d.io import atomic_dir, read_json, write_json
+from talk3d.io import atomic_dir, confined, read_json_object, write_json
 from talk3d.ops import composite_rays
 
 MPI_VERSION = 1
@@ -171,28 +172,66 @@ def save_mpi(folder: str | os.PathLike, mpi: MPI) -> Path:
 
 
 def load_mpi(folder: str | os.PathLike) -> MPI:
-    """Read an MPI folder written by :func:`save_mpi`."""
-    from PIL import Image
+    """Read an MPI folder written by :func:`save_mpi`.
 
+    Raises:
+        UserError: no/unreadable ``mpi.json``, other version, missing or malformed fields, NaN or
+            non-increasing depths, layer names outside the folder, missing or mismatched layers.
+    """
     folder = Path(folder)
     meta_path = folder / "mpi.json"
+    fix = "re-export it with 'talk3d render --mpi DIR'"
     if not meta_path.is_file():
         raise UserError(f"'{folder}' is not an MPI folder (no mpi.json): export one with 'talk3d render --mpi DIR'")
-    meta = read_json(meta_path)
+    meta = read_json_object(meta_path, fix)
     if meta.get("version") != MPI_VERSION:
         raise UserError(f"MPI '{folder}' has version {meta.get('version')}, this talk3d reads {MPI_VERSION}: re-export it")
-    layers = []
-    for name in meta["layers"]:
-        p = folder / name
-        if not p.is_file():
-            raise UserError(f"MPI '{folder}' is incomplete: {name} is missing; re-export it with 'talk3d render --mpi'")
-        with Image.open(p) as im:
-            layers.append(np.asarray(im.convert("RGBA")))
+    try:
+        geometry = _mpi_geometry(meta)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"'{meta_path}' is malformed ({exc}); {fix}") from None
+    names = meta.get("layers")
+    if not isinstance(names, list) or len(names) != len(geometry["depths"]):
+        raise UserError(f"'{meta_path}' must list one layer per depth ({len(geometry['depths'])}); {fix}")
+    layers = [_read_layer(confined(folder, name, f"'{meta_path}'", fix), folder, fix) for name in names]
+    if len({layer.shape for layer in layers}) != 1:
+        raise UserError(f"MPI '{folder}' has layers of different sizes; {fix}")
     rgba = torch.from_numpy(np.stack(layers)).permute(0, 3, 1, 2).float() / 255.0
-    return MPI(rgba=rgba, depths=torch.tensor(meta["depths"], dtype=torch.float32),
-               cam2world=torch.tensor(meta["cam2world"], dtype=torch.float32),
-               intrinsics=torch.tensor(meta["intrinsics"], dtype=torch.float32),
-               near=float(meta["near"]), far=float(meta["far"]))
+    return MPI(rgba=rgba, **geometry)
+
+
+def _mpi_geometry(meta: dict) -> dict:
+    """Depths, cameras and near/far of an ``mpi.json``, checked finite and consistent."""
+    depths = np.asarray(meta.get("depths"), dtype=np.float64)
+    if depths.ndim != 1 or depths.size < 1 or not np.isfinite(depths).all() or (depths <= 0).any():
+        raise ValueError("depths must be a non-empty list of positive numbers")
+    if (np.diff(depths) < 0).any():
+        raise ValueError("depths must be in increasing order (nearest first)")
+    cam = np.asarray(meta.get("cam2world"), dtype=np.float64)
+    k = np.asarray(meta.get("intrinsics"), dtype=np.float64)
+    if cam.shape != (4, 4) or k.shape != (3, 3) or not (np.isfinite(cam).all() and np.isfinite(k).all()):
+        raise ValueError("cam2world must be 4x4 and intrinsics 3x3, of finite numbers")
+    if abs(np.linalg.det(cam[:3, :3]) - 1.0) > 1e-2 or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise ValueError("cam2world must hold a rotation and intrinsics positive focal lengths")
+    near = checked_number(meta.get("near"), "near", 1e-9, 1e9)
+    far = checked_number(meta.get("far"), "far", near, 1e9)
+    return {"depths": torch.tensor(depths, dtype=torch.float32), "cam2world": torch.tensor(cam, dtype=torch.float32),
+            "intrinsics": torch.tensor(k, dtype=torch.float32), "near": float(near), "far": float(far)}
+
+
+def _read_layer(path: Path, folder: Path, fix: str) -> np.ndarray:
+    """One RGBA layer ``(H, W, 4)`` uint8 (at most 4096 pixels a side)."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise UserError(f"MPI '{folder}' is incomplete: {path.name} is missing; {fix}")
+    try:
+        with Image.open(path) as im:
+            if max(im.size) > 4096:
+                raise UserError(f"MPI layer '{path}' is {im.size[0]}x{im.size[1]}, larger than 4096; {fix}")
+            return np.asarray(im.convert("RGBA"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UserError(f"MPI layer '{path}' cannot be decoded ({exc}); {fix}") from None
 
 
 def plane_homographies(mpi: MPI, cam2world: torch.Tensor, intrinsics: torch.Tensor,
@@ -254,14 +293,22 @@ def view_mpi(mpi_dir: str | os.PathLike, out_path: str | os.PathLike, yaw: float
 
     from talk3d.camera import orbit
     from talk3d.console import info
+    from talk3d.folders import check_separate
     from talk3d.io import atomic_path
 
     out_path = Path(out_path)
     if out_path.exists() and not force:
         raise UserError(f"'{out_path}' already exists: choose another output path or pass --force to overwrite")
-    if abs(yaw) > 90 or abs(pitch) > 90:
-        raise UserError(f"view (yaw {yaw:g}, pitch {pitch:g}) is beyond +-90 degrees: an MPI only covers views near its own")
+    try:
+        for name, value in (("--yaw", yaw), ("--pitch", pitch)):
+            checked_number(value, name, -90.0, 90.0)
+        checked_number(dx, "--dx", -100.0, 100.0)
+        if size is not None:
+            checked_number(size, "--size", 8, 4096, integer=True)
+    except ValueError as exc:
+        raise UserError(f"{exc}; an MPI only covers views near its own (yaw/pitch within +-90 degrees)") from None
     mpi = load_mpi(mpi_dir)
+    check_separate(out_path, [("MPI folder", mpi_dir)])
     cam = orbit(mpi.cam2world, yaw, pitch)
     cam[:3, 3] += dx * cam[:3, 0]
     img = render_mpi(mpi, cam, mpi.intrinsics, size)

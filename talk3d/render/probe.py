@@ -7,7 +7,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from talk3d.media import ffmpeg_exe
+from talk3d.media import ffmpeg_exe, ffmpeg_path
 
 
 @dataclass
@@ -30,7 +30,7 @@ class VideoInfo:
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Parse ``ffmpeg -i PATH`` (which exits 1 because no output is given; that is expected)."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True)
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)], capture_output=True)
     text = proc.stderr.decode(errors="replace")
     if "Duration:" not in text:
         raise ValueError(f"ffmpeg cannot read '{path}': {text.strip().splitlines()[-1:]}")

@@ -1,0 +1,197 @@
+"""Output folders talk3d owns: a marker file, ``--force`` that removes only talk3d's entries,
+staged results swapped in only when complete, and inputs kept apart from outputs.
+
+Every dataset, run and report folder holds ``.talk3d.json``::
+
+    {"format": "talk3d-folder", "kind": "dataset" | "run" | "eval", "version": 1,
+     "entries": ["frames", "masks", "manifest.json", ...]}
+
+``entries`` are the names talk3d writes in that folder; ``--force`` removes those and nothing
+else, so files a user put in the folder survive. A folder without a marker is recognised only
+by content only talk3d writes (a dataset manifest with its format fields; a run's
+``talk3d-avatar`` / ``talk3d-checkpoint`` sidecars, written by versions before the marker), never
+by a common file name such as ``config.json``.
+
+A result that replaces an older one is built in a staging folder inside the output folder and
+moved in by :func:`commit_staged` only once complete; until then the old result stays as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from talk3d.errors import UserError
+from talk3d.io import atomic_path, remove_tree, safe_child
+
+MARKER = ".talk3d.json"
+FORMAT = "talk3d-folder"
+VERSION = 1
+TRASH = ".talk3d-old"
+KINDS = ("dataset", "run", "eval")
+_DATASET_KEYS = {"format_version", "num_frames", "intrinsics", "train_end", "source_sha256", "prep_settings"}
+
+
+def _read_json_dict(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The folder's marker when it is a valid talk3d marker, else ``None``."""
+    data = _read_json_dict(Path(folder) / MARKER)
+    if data is None or data.get("format") != FORMAT or data.get("kind") not in KINDS:
+        return None
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return data
+
+
+def _legacy_kind(folder: Path) -> str | None:
+    """Kind of a folder written before the marker, from content only talk3d writes."""
+    manifest = _read_json_dict(folder / "manifest.json")
+    if manifest is not None and _DATASET_KEYS <= manifest.keys() and manifest.get("format_version") == 1:
+        return "dataset"
+    avatar = _read_json_dict(folder / "avatar.json")
+    if avatar is not None and avatar.get("format") == "talk3d-avatar":
+        return "run"
+    report = _read_json_dict(folder / "report.json")
+    if report is not None and {"run", "self_driven", "novel_views"} <= report.keys():
+        return "eval"
+    ckpts = folder / "checkpoints"
+    if ckpts.is_dir():
+        for p in sorted(ckpts.glob("step_*.json"))[-1:]:
+            side = _read_json_dict(p)
+            if side is not None and side.get("format") == "talk3d-checkpoint":
+                return "run"
+    return None
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """``dataset``, ``run`` or ``eval`` for a folder talk3d wrote, else ``None``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    marker = read_marker(folder)
+    return marker["kind"] if marker is not None else _legacy_kind(folder)
+
+
+def write_marker(folder: str | os.PathLike, kind: str, entries: Iterable[str]) -> None:
+    """Write (atomically) the marker saying ``folder`` holds a talk3d ``kind`` made of ``entries``."""
+    folder = Path(folder)
+    old = read_marker(folder)
+    names = list(dict.fromkeys([*(old["entries"] if old and old["kind"] == kind else []), *entries]))
+    with atomic_path(folder / MARKER) as tmp:
+        tmp.write_text(json.dumps({"format": FORMAT, "kind": kind, "version": VERSION, "entries": names},
+                                  indent=2) + "\n")
+
+
+def owned_entries(folder: str | os.PathLike, kind: str, default: Sequence[str]) -> list[str]:
+    """Names talk3d wrote in ``folder``: the marker's list (``default`` for a legacy folder)."""
+    marker = read_marker(folder)
+    return list(marker["entries"]) if marker is not None and marker["kind"] == kind else list(default)
+
+
+def is_empty(folder: Path) -> bool:
+    return folder.is_dir() and not any(folder.iterdir())
+
+
+def claim_output(folder: str | os.PathLike, kind: str, command: str) -> bool:
+    """Check that ``folder`` may receive a talk3d ``kind``; return True when it holds one already.
+
+    A missing or empty folder is fine; a folder of the same kind is ours; anything else
+    (a file, a foreign non-empty folder, a talk3d folder of another kind) is refused.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output '{folder}' exists and is a file; choose a folder name with -o")
+    if not folder.exists() or is_empty(folder):
+        return False
+    found = folder_kind(folder)
+    if found is None:
+        raise UserError(f"output folder '{folder}' is not empty and is not a talk3d {kind} (made by "
+                        f"'talk3d {command}'); choose a new or empty folder")
+    if found != kind:
+        raise UserError(f"'{folder}' holds a talk3d {found}, not a {kind}; choose another output folder")
+    return True
+
+
+def remove_entries(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Remove the named entries of ``folder`` (plain names only; anything else is left alone)."""
+    folder = Path(folder)
+    for name in names:
+        path = safe_child(folder, name)
+        if path is not None:
+            remove_tree(path)
+
+
+def commit_staged(folder: str | os.PathLike, staging: str | os.PathLike, kind: str,
+                  entries: Sequence[str]) -> None:
+    """Replace the talk3d entries of ``folder`` by those built in ``staging``, then drop ``staging``.
+
+    The old entries are first moved aside into ``.talk3d-old`` (one rename each), the new ones
+    moved in, the marker written, and only then the old ones deleted; an interruption in
+    between leaves every file on disk and the next run finishes the clean-up.
+    """
+    folder, staging = Path(folder), Path(staging)
+    trash = folder / TRASH
+    remove_tree(trash)
+    trash.mkdir()
+    old = owned_entries(folder, kind, entries)
+    for name in dict.fromkeys([*old, *entries]):
+        path = safe_child(folder, name)
+        if path is not None and (path.exists() or path.is_symlink()):
+            os.replace(path, trash / name)
+    for name in entries:
+        src = staging / name
+        if src.exists():
+            os.replace(src, folder / name)
+    with contextlib.suppress(OSError):
+        (folder / MARKER).unlink()
+    write_marker(folder, kind, entries)
+    remove_tree(trash)
+    remove_tree(staging)
+
+
+def clean_leftovers(folder: str | os.PathLike) -> None:
+    """Finish an interrupted :func:`commit_staged` (drop the moved-aside old entries)."""
+    remove_tree(Path(folder) / TRASH)
+
+
+def _relation(a: Path, b: Path) -> str | None:
+    if a == b:
+        return "is"
+    if b in a.parents:
+        return "is inside"
+    if a in b.parents:
+        return "contains"
+    return None
+
+
+def check_separate(output: str | os.PathLike, inputs: Iterable[tuple[str, str | os.PathLike | None]],
+                   allowed: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output that is, contains or is inside one of the command's inputs.
+
+    Args:
+        output: a file or folder the command writes.
+        inputs: ``(what, path)`` pairs, e.g. ``("dataset", "data/obama")``; ``None`` paths are skipped.
+        allowed: outputs accepted even so (e.g. ``RUN/eval``, the report's own place).
+    """
+    out = Path(output).expanduser().resolve()
+    if out in {Path(p).expanduser().resolve() for p in allowed}:
+        return
+    for what, path in inputs:
+        if path is None:
+            continue
+        src = Path(path).expanduser().resolve()
+        rel = _relation(out, src)
+        if rel is not None:
+            raise UserError(f"output '{output}' {rel} the input {what} '{path}'; write the output somewhere "
+                            f"outside the input")
