@@ -42,6 +42,7 @@ from talk3d.folders import (
     clean_leftovers,
     commit_staged,
     is_empty,
+    read_marker,
     write_marker,
 )
 from talk3d.io import (
@@ -130,6 +131,8 @@ class PrepFolders:
     """The folder did not exist, or was empty, before this prep (a failure then empties it again)."""
     existed: bool
     """The folder existed before this prep."""
+    had_marker: bool = False
+    """The folder held talk3d's marker before this prep (a failure removes one it added)."""
 
     @property
     def work(self) -> Path:
@@ -161,7 +164,7 @@ def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], 
     """
     existed = out_dir.exists()
     created = not claim_output(out_dir, "dataset", "prep")
-    folders = PrepFolders(out_dir, created=created, existed=existed)
+    folders = PrepFolders(out_dir, created=created, existed=existed, had_marker=read_marker(out_dir) is not None)
     if (out_dir / MANIFEST).is_file() and not force:
         raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it (it is "
                         f"replaced only once the new one is complete) or choose another -o")
@@ -190,9 +193,10 @@ def _clean_failed(folders: PrepFolders) -> None:
     """Remove what a failed prep wrote: its scratch folder, and in a folder it made, the rest too."""
     close_file_logs()
     remove_tree(folders.work)
+    if not folders.had_marker:
+        remove_tree(folders.out / MARKER)
     if not folders.created:
         return
-    remove_tree(folders.out / MARKER)
     if not folders.existed and is_empty(folders.out):
         folders.out.rmdir()
 

@@ -59,6 +59,9 @@ def _legacy_kind(folder: Path) -> str | None:
     manifest = _read_json_dict(folder / "manifest.json")
     if manifest is not None and _DATASET_KEYS <= manifest.keys() and manifest.get("format_version") == 1:
         return "dataset"
+    state = _read_json_dict(folder / ".prep" / "state.json")  # an unfinished prep
+    if state is not None and {"source_sha256", "settings"} <= state.keys():
+        return "dataset"
     avatar = _read_json_dict(folder / "avatar.json")
     if avatar is not None and avatar.get("format") == "talk3d-avatar":
         return "run"

@@ -31,6 +31,8 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 # Names of the temporaries made by atomic_path / atomic_dir (mkstemp adds 8 random characters).
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+# ... and those of libraries writing through tempfile's default names (only cleaned in talk3d's own folders).
+_ANONYMOUS_TEMPORARY = re.compile(r"^\.?tmp[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
 def _usual_mode(path: Path, directory: bool) -> None:
@@ -147,11 +149,12 @@ def safe_child(folder: str | os.PathLike, name: str) -> Path | None:
     return Path(folder) / name
 
 
-def confined(folder: str | os.PathLike, name: Any, what: str, fix: str) -> Path:
-    """``folder / name`` for a name read from a file; refuse names that leave ``folder``."""
+def confined(folder: str | os.PathLike, name: Any, what: str, fix: str,
+             error: type[UserError] = UserError) -> Path:
+    """``folder / name`` for a name read from a file; refuse (``error``) names that leave ``folder``."""
     path = safe_child(folder, name) if isinstance(name, str) else None
     if path is None:
-        raise UserError(f"{what} names '{name}', which is not a file inside '{folder}'; {fix}")
+        raise error(f"{what} names '{name}', which is not a file inside '{folder}'; {fix}")
     return path
 
 
@@ -164,8 +167,9 @@ def remove_tree(path: str | os.PathLike) -> None:
         shutil.rmtree(p)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Remove the temporaries a killed process left in ``folder`` (``atomic_path``/``atomic_dir`` names).
+def remove_stale_temporaries(folder: str | os.PathLike, anonymous: bool = False) -> int:
+    """Remove the temporaries a killed process left in ``folder`` (``atomic_path``/``atomic_dir`` names,
+    and with ``anonymous`` also ``tmpXXXXXXXX`` names, for folders only talk3d writes in).
 
     Returns:
         How many were removed.
@@ -175,7 +179,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
         return 0
     count = 0
     for p in folder.iterdir():
-        if _TEMPORARY.match(p.name):
+        if _TEMPORARY.match(p.name) or (anonymous and _ANONYMOUS_TEMPORARY.match(p.name)):
             remove_tree(p)
             count += 1
     return count

@@ -156,7 +156,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
     """Delete all but the ``keep`` most recent complete checkpoints, and the temporaries of
     writes that a killed process never finished."""
-    remove_stale_temporaries(Path(run_dir) / CHECKPOINTS)
+    remove_stale_temporaries(Path(run_dir) / CHECKPOINTS, anonymous=True)
     ckpts = list_checkpoints(run_dir)
     for _, sidecar in ckpts[:max(0, len(ckpts) - max(1, keep))]:
         sidecar.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -225,7 +225,7 @@ def _read_tensors(path: Path, sha256: Any = None) -> dict[str, torch.Tensor]:
 def _sidecar_tensors(sidecar: Path, meta: dict[str, Any]) -> Path:
     """The tensor file a sidecar names (a plain name in the same folder, never a path elsewhere)."""
     name = meta.get("tensors", sidecar.with_suffix(".safetensors").name)
-    return confined(sidecar.parent, name, f"'{sidecar}'", f"{FIX_FIT} or use --force")
+    return confined(sidecar.parent, name, f"'{sidecar}'", f"{FIX_FIT} or use --force", CheckpointError)
 
 
 def load_checkpoint(sidecar: str | os.PathLike) -> Checkpoint:

@@ -82,8 +82,8 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> Path:
         raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
     clean_leftovers(run_dir)
     write_marker(run_dir, "run", RUN_ENTRIES)
-    for folder in (target, target / ck.CHECKPOINTS):
-        remove_stale_temporaries(folder)
+    remove_stale_temporaries(target)
+    remove_stale_temporaries(target / ck.CHECKPOINTS, anonymous=True)
     return target
 
 
