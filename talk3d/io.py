@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,14 +128,38 @@ def read_npy(path: str | os.PathLike, mmap: bool = False, fix: str = "re-run the
             NaN/inf; the message ends in ``fix``.
     """
     try:
+        _check_npy_size(Path(path))
         array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
-    except (OSError, ValueError, EOFError) as exc:
+    except _NPY_PARSE_ERRORS as exc:
         raise UserError(f"'{path}' is damaged or truncated ({_reason(exc)}); {fix}") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise UserError(f"'{path}' does not hold a numeric array; {fix}")
     if finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         raise UserError(f"'{path}' holds NaN or infinite values; {fix}")
     return array
+
+
+# What numpy's .npy reader raises on a damaged header (it parses the header as a Python literal).
+_NPY_PARSE_ERRORS = (OSError, ValueError, EOFError, MemoryError, SyntaxError, TypeError, KeyError, OverflowError,
+                     tokenize.TokenError)
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a ``.npy`` whose header promises more data than the file holds (before any allocation)."""
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as f:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        header_end = f.tell()
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if header_end + needed > path.stat().st_size:
+        raise ValueError(f"its header promises {needed} bytes of data, the file holds {path.stat().st_size - header_end}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -384,7 +384,7 @@ def _load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 def _load_configs(run_dir: Path, model_dict: Any, fit_dict: Any) -> tuple[Any, Any]:
     """Model and fit configs of a run, checked (types, ranges); one clear line when they are off."""
-    from talk3d.fit.config import FitConfig, update_dataclass
+    from talk3d.fit.config import FitConfig, check_values, update_dataclass
     from talk3d.model import ModelConfig
 
     try:
@@ -393,6 +393,7 @@ def _load_configs(run_dir: Path, model_dict: Any, fit_dict: Any) -> tuple[Any, A
         model_config = ModelConfig.from_dict(model_dict)  # fills the defaults of runs saved by older versions
         fit_config = FitConfig(model=model_config)
         update_dataclass(fit_config, {k: v for k, v in fit_dict.items() if k not in ("model", "dataset_dir")})
+        check_values(fit_config)
     except (TypeError, ValueError, UserError) as exc:
         raise CheckpointError(f"the settings saved in '{run_dir}' are invalid ({exc}); re-run 'talk3d fit' "
                               f"with --force") from None

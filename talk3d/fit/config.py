@@ -170,7 +170,9 @@ def update_dataclass(obj: Any, data: dict[str, Any]) -> None:
         if key not in fields:
             raise UserError(f"unknown setting '{key}' for {type(obj).__name__}; known: {', '.join(sorted(fields))}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"setting '{key}' must be a JSON object, got {value!r}")
             update_dataclass(current, value)
         elif isinstance(current, tuple) and isinstance(value, list):
             setattr(obj, key, tuple(value))
@@ -226,6 +228,12 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
     setattr(target, name, value)
 
 
+def check_values(cfg: FitConfig) -> None:
+    """Raise ``ValueError`` naming the first fit or loss setting of the wrong type, NaN or out of range."""
+    check_fields(cfg, FIT_BOUNDS)
+    check_fields(cfg.loss, {n: LOSS_BOUNDS.get(n, (0, 1e6)) for n in cfg.loss.to_dict()}, "loss.")
+
+
 def finalize(cfg: FitConfig) -> FitConfig:
     """Re-validate the model config after overrides (``ModelConfig.__post_init__`` checks).
 
@@ -237,8 +245,7 @@ def finalize(cfg: FitConfig) -> FitConfig:
     except (ValueError, TypeError) as exc:
         raise UserError(f"invalid model settings: {exc}") from None
     try:
-        check_fields(cfg, FIT_BOUNDS)
-        check_fields(cfg.loss, {n: LOSS_BOUNDS.get(n, (0, 1e6)) for n in cfg.loss.to_dict()}, "loss.")
+        check_values(cfg)
     except ValueError as exc:
         raise UserError(f"invalid setting: {exc}; fix the --set value (see config.json of a run for the names)") from None
     if cfg.total_steps < 1:
