@@ -19,6 +19,8 @@ A dataset is a folder::
     torso_offsets.npy  optional (N, 2) float32 torso shift in image widths (x right, y down)
                        relative to its median position (datasets before it: zeros)
     preview.png        contact sheet; poses.png yaw/pitch/roll plot
+    .talk3d.json       marker: this folder is a talk3d dataset, and the entries prep wrote
+                       (what ``prep --force`` replaces; see docs/safety.md)
 
 Frames ``[0, train_end)`` are for training and ``[train_end, N)`` are held out.
 """

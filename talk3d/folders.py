@@ -96,10 +96,13 @@ def write_marker(folder: str | os.PathLike, kind: str, entries: Iterable[str]) -
                                   indent=2) + "\n")
 
 
-def owned_entries(folder: str | os.PathLike, kind: str, default: Sequence[str]) -> list[str]:
-    """Names talk3d wrote in ``folder``: the marker's list (``default`` for a legacy folder)."""
+def owned_entries(folder: str | os.PathLike, kind: str, known: Sequence[str]) -> list[str]:
+    """Names talk3d wrote in ``folder``: those of ``known`` (the kind's entries) that the marker
+    lists, all of ``known`` for a legacy folder; a tampered marker can never name a user's file."""
     marker = read_marker(folder)
-    return list(marker["entries"]) if marker is not None and marker["kind"] == kind else list(default)
+    if marker is None or marker["kind"] != kind:
+        return list(known)
+    return [name for name in known if name in marker["entries"]]
 
 
 def is_empty(folder: Path) -> bool:

@@ -108,7 +108,13 @@ def test_2_prep_force_removes_only_talk3d_entries(base, tmp_path, no_face_clip):
     shutil.copytree(base["data"], staged)
     commit_staged(data, staged, "dataset", DATASET_ENTRIES)
     assert (data / "notes.txt").read_text() == "keep me" and validate(data)
-    assert json.loads((data / ".talk3d.json").read_text())["kind"] == "dataset"
+    marker = json.loads((data / ".talk3d.json").read_text())
+    assert marker["kind"] == "dataset" and "frames" in marker["entries"] and "notes.txt" not in marker["entries"]
+    # even a tampered marker never makes --force remove a user's file or leave the folder
+    (data / ".talk3d.json").write_text(json.dumps({**marker, "entries": [*marker["entries"], "notes.txt", "../W"]}))
+    shutil.copytree(base["data"], staged)
+    commit_staged(data, staged, "dataset", DATASET_ENTRIES)
+    assert (data / "notes.txt").read_text() == "keep me" and (w / "README").is_file() and validate(data)
 
 
 def test_3_output_that_is_inside_or_contains_the_input_is_refused(base, tmp_path):
