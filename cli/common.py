@@ -31,7 +31,9 @@ def cli_command(fn: F) -> F:
             _one_line(console, str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # full disk, read-only folder, vanished file: one line, traceback in the log
-            logging.getLogger("talk3d").error("file-system error", exc_info=True)
+            log = logging.getLogger("talk3d")
+            if any(isinstance(h, logging.FileHandler) for h in log.handlers):
+                log.error("file-system error", exc_info=True)
             _one_line(console, describe_os_error(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -31,8 +31,8 @@ def command(
 
     if vad not in ("auto", "silero", "energy"):
         raise UserError(f"--vad must be auto, silero or energy, not '{vad}'")
-    if frames < 3 or view_frames < 1 or seconds <= 0 or batch_size < 1:
-        raise UserError("--frames must be >= 3, --view-frames and --batch-size >= 1, --seconds > 0")
+    if frames < 3 or view_frames < 1 or not 0 < seconds <= 3600 or batch_size < 1:
+        raise UserError("--frames must be >= 3, --view-frames and --batch-size >= 1, --seconds between 0 and 3600")
     cfg = EvalConfig(audio=[str(a) for a in audio], out=str(out) if out else None, device=device,
                      max_val_frames=frames, view_frames=view_frames, max_cross_seconds=seconds, vad=vad,
                      video=video, batch_size=batch_size, force=force)

@@ -29,6 +29,7 @@ T = TypeVar("T")
 console = Console(stderr=True, highlight=False)
 _state = {"quiet": False}
 log = logging.getLogger("talk3d")
+log.addHandler(logging.NullHandler())  # records go to the run's log file only; the console prints itself
 
 
 def set_quiet(quiet: bool) -> None:

@@ -202,6 +202,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, anonymous: bool = False)
     folder = Path(folder)
     if not folder.is_dir():
         return 0
+    anonymous = anonymous and not folder.is_symlink()  # a linked folder may hold other programs' files
     count = 0
     for p in folder.iterdir():
         if _TEMPORARY.match(p.name) or (anonymous and _ANONYMOUS_TEMPORARY.match(p.name)):

@@ -445,3 +445,85 @@ def test_14_negative_motion_scale_is_refused(base, tmp_path):
     line = one_line_error(runner.invoke(app, ["render", str(base["run"]), str(base["audio"]), "-o",
                                               str(tmp_path / "o.mp4"), "--motion-scale", "-1"]))
     assert "--motion-scale" in line
+
+
+# --------------------------------------------------------------------------------------
+# found by the hostile-input review of this change
+
+
+def test_review_a_failed_first_eval_can_be_run_again(base, tmp_path):
+    run = copy_of(base["run"], tmp_path / "run")
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(os.urandom(3000))
+    args = ["eval", str(run), "--vad", "energy", "--no-video", "--frames", "3", "--view-frames", "1",
+            "--seconds", "0.5", "-q"]
+    one_line_error(runner.invoke(app, [*args, "-a", str(garbage)]))
+    assert not (run / "eval").exists()  # a failed first evaluation leaves nothing behind
+    r = runner.invoke(app, [*args, "-a", str(base["audio"])])
+    assert r.exit_code == 0, r.output
+    assert (run / "eval" / "report.json").is_file() and not (run / "eval" / ".eval-new").exists()
+    one_line_error(runner.invoke(app, [*args, "--seconds", "nan"]))
+
+
+def test_review_force_never_replaces_foreign_files_or_special_files(base, tmp_path):
+    out = tmp_path / "x.mp4"
+    (tmp_path / "x.alpha").mkdir()
+    (tmp_path / "x.alpha" / "holiday.png").write_text("mine")
+    with pytest.raises(UserError, match="did not write"):
+        render(base["run"], base["audio"], out, RenderConfig(alpha=True), force=True)
+    assert (tmp_path / "x.alpha" / "holiday.png").read_text() == "mine"
+    fifo = tmp_path / "fifo.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        render(base["run"], base["audio"], fifo, RenderConfig(), force=True)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    with pytest.raises(UserError, match="overlap"):
+        render(base["run"], base["audio"], out, RenderConfig(alpha=True, mpi_dir=tmp_path / "x.alpha"), force=True)
+
+
+def test_review_links_are_never_written_through(base, tmp_path):
+    run = copy_of(base["run"], tmp_path / "run")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.json").write_text("MY CONFIG")
+    (run / ".fit-new").symlink_to(elsewhere)
+    fit(base["data"], run, tiny_config(steps=2), force=True)
+    assert (elsewhere / "config.json").read_text() == "MY CONFIG" and sorted(os.listdir(elsewhere)) == ["config.json"]
+    # a checkpoints folder linked to another disk keeps that disk's own tmp* files
+    run2 = copy_of(base["run"], tmp_path / "run2")
+    disk = tmp_path / "disk"
+    shutil.move(str(run2 / "checkpoints"), disk)
+    (run2 / "checkpoints").symlink_to(disk)
+    (disk / "tmpabcdefgh").write_text("mine")
+    fit(base["data"], run2, tiny_config(steps=3))
+    assert (disk / "tmpabcdefgh").read_text() == "mine"
+
+
+def test_review_more_outputs_kept_apart_from_inputs(base, tmp_path):
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    speech = shutil.copy(base["audio"], audio_dir / "speech.wav")
+    with pytest.raises(UserError, match="input audio"):
+        render(base["run"], speech, tmp_path / "m.mp4", RenderConfig(mpi_dir=audio_dir))
+    data = copy_of(base["data"], tmp_path / "data")
+    run = copy_of(base["run"], tmp_path / "run")
+    meta = json.loads((run / ck.AVATAR_META).read_text())
+    (run / ck.AVATAR_META).write_text(json.dumps({**meta, "dataset_dir": str(data)}))
+    with pytest.raises(UserError, match="input dataset"):
+        render(run, None, data / "val.mp4", RenderConfig(frames="val"))
+    assert not (data / "val.mp4").exists()
+    with pytest.raises(UserError, match="only .* frames"):
+        render(run, base["audio"], tmp_path / "n.mp4", RenderConfig(mpi_dir=tmp_path / "mpi", mpi_frames=[99999]))
+    assert not (tmp_path / "n.mp4").exists()
+
+
+def test_review_more_one_line_errors(base, tmp_path):
+    (tmp_path / "a.mp4").write_text("a file")
+    one_line_error(runner.invoke(app, ["render", str(base["run"]), str(base["audio"]), "-q",
+                                       "-o", str(tmp_path / "a.mp4" / "x.mp4")]))
+    one_line_error(runner.invoke(app, ["render", str(base["run"]), str(base["audio"]), "-q", "--device", "meta",
+                                       "-o", str(tmp_path / "b.mp4")]))
+    one_line_error(runner.invoke(app, ["fit", str(base["data"]), "-o", str(tmp_path / "r"), "--set", "model=3"]))
+    mpi = tmp_path / "mpi"
+    render(base["run"], base["audio"], tmp_path / "m.mp4", RenderConfig(mpi_dir=mpi))
+    one_line_error(runner.invoke(app, ["mpi-view", str(mpi / "frame_000000"), "-o", str(tmp_path / "v.jpg")]))

@@ -20,18 +20,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from talk3d.checks import check_fields
 from talk3d.console import info, warn
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
 from talk3d.eval.driver import RunDriver
-from talk3d.folders import check_separate, claim_output, commit_staged
-from talk3d.io import remove_tree, setup_file_log, write_json
+from talk3d.folders import MARKER, check_separate, claim_output, commit_staged, write_marker
+from talk3d.io import close_file_logs, remove_tree, setup_file_log, write_json
 
 # What an evaluation writes into its report folder (what --force replaces; nothing else).
 EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "training.png", "side_by_side.mp4", "eval.log")
 STAGING = ".eval-new"
+EVAL_BOUNDS = {"max_val_frames": (1, 10**6), "view_frames": (1, 10**5), "max_cross_seconds": (0.1, 3600),
+               "speed_frames": (1, 10**4), "batch_size": (1, 4096)}
 DEFAULT_VIEWS = [(-30.0, 0.0), (-15.0, 0.0), (15.0, 0.0), (30.0, 0.0), (0.0, -15.0), (0.0, 15.0)]
 
 
@@ -76,27 +79,48 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
         UserError: missing run/dataset/audio, or an existing report without ``force``.
     """
     run_dir = Path(run_dir)
+    try:
+        check_fields(config, EVAL_BOUNDS, "--")
+    except ValueError as exc:
+        raise UserError(f"{str(exc).replace('_', '-')}; fix that option") from None
     out = Path(config.out) if config.out else run_dir / "eval"
     check_separate(out, [("run folder", run_dir), *(("audio", a) for a in config.audio)], allowed=[run_dir / "eval"])
-    claim_output(out, "eval", "eval")
+    had_report = claim_output(out, "eval", "eval")
     if (out / "report.json").exists() and not config.force:
         raise UserError(f"'{out}' already holds a report: pass --force to overwrite it or --out to write elsewhere")
     for a in config.audio:
         if not Path(a).is_file():
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
     device = str(resolve_device(config.device))
-    final_out, out = out, out / STAGING  # the report is built here, moved in only once complete
-    remove_tree(out)
-    out.mkdir(parents=True)
-    setup_file_log(out, "eval")
-    info(f"evaluating '{run_dir}' on {device}; report in '{out}'")
-    t_start = time.perf_counter()
     if driver is None:
         driver = RunDriver(run_dir, device)
-    check_separate(final_out, [("dataset", driver.dataset_dir)])
+    check_separate(out, [("dataset", driver.dataset_dir)])
     if not (driver.dataset_dir / "manifest.json").is_file():
         raise UserError(f"the run's dataset '{driver.dataset_dir}' is missing: the self-driven and view figures "
                         f"need its held-out frames; restore it at that path")
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "eval", EVAL_ENTRIES)
+    try:
+        return _evaluate(run_dir, out, config, driver, device)
+    except BaseException:
+        close_file_logs()
+        remove_tree(out / STAGING)
+        if not had_report:  # a folder this evaluation made (or found empty) is left as it was
+            remove_tree(out / MARKER)
+            if not existed and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, device: str) -> dict[str, Any]:
+    """Run the suites into the staging folder and move the report into ``final_out``."""
+    out = final_out / STAGING  # the report is built here, moved in only once complete
+    remove_tree(out)
+    out.mkdir(parents=True)
+    setup_file_log(out, "eval")
+    info(f"evaluating '{run_dir}' on {device}; report in '{final_out}'")
+    t_start = time.perf_counter()
     dataset = TalkingHeadDataset(driver.dataset_dir)
 
     report: dict[str, Any] = {

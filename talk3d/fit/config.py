@@ -221,6 +221,9 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
     if name not in names:
         raise UserError(f"unknown setting '{key}'; known at that level: {', '.join(sorted(names))}")
     current = getattr(target, name)
+    if dataclasses.is_dataclass(current):
+        raise UserError(f"'{key}' is a group of settings: set one of its fields, e.g. --set {key}."
+                        f"{dataclasses.fields(current)[0].name}=...")
     try:
         value = _parse_value(text, current)
     except (ValueError, json.JSONDecodeError) as exc:

@@ -72,7 +72,10 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> Path:
     which replaces the old run's entries only once complete. Anything else is refused.
     """
     has_run = claim_output(run_dir, "run", "fit")
-    target = run_dir / STAGING if has_run and force else run_dir
+    staging = run_dir / STAGING
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        staging.unlink()  # talk3d's staging is a plain folder: never write through a link
+    target = staging if has_run and force else run_dir
     try:
         target.mkdir(parents=True, exist_ok=True)
         with atomic_path(target / ".write_test") as tmp:

@@ -102,13 +102,17 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
     out_path = Path(out_path)
     if out_path.suffix.lower() != ".mp4":
         raise UserError(f"output '{out_path}' must end in .mp4")
-    for planned in planned_outputs(out_path, cfg):
+    written = planned_outputs(out_path, cfg) + ([Path(cfg.mpi_dir)] if cfg.mpi_dir is not None else [])
+    for planned in written:
         check_separate(planned, [("run folder", run_dir), ("audio", audio_path)])
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
     if cfg.frames == "audio" and audio_path is None:
         raise UserError("give a driving AUDIO file, or --frames val to render the held-out frames")
     device = resolve_device(cfg.device)
     run = load_run(run_dir, device)
+    if cfg.frames == "val":  # the dataset's audio and frames are an input too
+        for planned in written:
+            check_separate(planned, [("dataset", run.dataset_dir)])
     return render_run(run, audio_path, out_path, cfg, force=force)
 
 
@@ -184,6 +188,9 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
         near, far = box_near_far(drive.cameras[0], radius=float(np.linalg.norm(
             np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max)))))
         mpi_frames = sorted(i for i in cfg.mpi_frames if i < n) if cfg.mpi_dir is not None else []
+        if cfg.mpi_dir is not None and not mpi_frames:
+            raise UserError(f"--mpi-frames {','.join(map(str, cfg.mpi_frames))}: the video has only {n} frames "
+                            f"(0-{n - 1}); choose frames in that range")
         if cfg.mpi_dir is not None and len(mpi_frames) < len(cfg.mpi_frames):
             warn(f"--mpi-frames beyond the last frame ({n - 1}) are skipped")
         extra: dict[str, Path] = {}

@@ -295,10 +295,12 @@ def view_mpi(mpi_dir: str | os.PathLike, out_path: str | os.PathLike, yaw: float
     from talk3d.console import info
     from talk3d.folders import check_separate
     from talk3d.io import atomic_path
+    from talk3d.render.outputs import check_outputs
 
     out_path = Path(out_path)
-    if out_path.exists() and not force:
-        raise UserError(f"'{out_path}' already exists: choose another output path or pass --force to overwrite")
+    if out_path.suffix.lower() != ".png":
+        raise UserError(f"output '{out_path}' must end in .png")
+    check_outputs([out_path], force)
     try:
         for name, value in (("--yaw", yaw), ("--pitch", pitch)):
             checked_number(value, name, -90.0, 90.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,30 @@ def alpha_dir(out_path: Path) -> Path:
     return out_path.with_name(f"{out_path.stem}.alpha")
 
 
+# What talk3d writes inside its output folders (RGBA frames, MPI layers): --force replaces only these.
+_OWN_FILES = re.compile(r"^(\d{6}\.png|layer_\d{3}\.png|mpi\.json)$")
+
+
 def check_outputs(paths: list[Path], force: bool) -> None:
-    """Refuse to overwrite any existing output unless ``force``."""
-    for p in paths:
-        if p.exists() and not force:
+    """Refuse to overwrite any existing output unless ``force``; never replace a special file
+    (device, FIFO, socket) or a folder holding files talk3d did not write; refuse outputs that
+    overlap each other."""
+    for i, p in enumerate(paths):
+        for q in paths[i + 1:]:
+            a, b = p.resolve(), q.resolve()
+            if a == b or a in b.parents or b in a.parents:
+                raise UserError(f"outputs '{p}' and '{q}' overlap: choose separate paths")
+        if not (p.exists() or p.is_symlink()):
+            continue
+        if not force:
             raise UserError(f"'{p}' already exists: choose another output path or pass --force to overwrite")
+        if p.is_dir() and not p.is_symlink():
+            foreign = [c.name for c in p.iterdir() if not _OWN_FILES.match(c.name)]
+            if foreign:
+                raise UserError(f"'{p}' holds files talk3d did not write (e.g. '{foreign[0]}'): --force replaces "
+                                f"only talk3d's outputs; choose another output path")
+        elif not p.is_symlink() and not p.is_file():
+            raise UserError(f"'{p}' is not a regular file (a device, FIFO or socket): choose another output path")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
