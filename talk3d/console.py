@@ -27,13 +27,19 @@ from rich.progress import (
 T = TypeVar("T")
 
 console = Console(stderr=True, highlight=False)
-_state = {"quiet": False}
+_state = {"quiet": False, "secondary": False}
 log = logging.getLogger("talk3d")
 
 
 def set_quiet(quiet: bool) -> None:
     """Silence progress bars and info messages (warnings and errors still print)."""
     _state["quiet"] = quiet
+
+
+def set_secondary(secondary: bool) -> None:
+    """Ranks other than 0 of a data-parallel fit: nothing on the terminal (rank 0 speaks for all)."""
+    _state["secondary"] = secondary
+    _state["quiet"] = _state["quiet"] or secondary
 
 
 def is_quiet() -> bool:
@@ -50,7 +56,8 @@ def info(message: str) -> None:
 def warn(message: str) -> None:
     """Print a warning line (always) and log it."""
     log.warning(message)
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    if not _state["secondary"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def make_progress(transient: bool = False) -> Progress:
