@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,7 +29,8 @@ def cli_command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            _one_line(console, str(exc))
+            if os.environ.get("RANK", "0") in ("", "0"):  # in a data-parallel fit, rank 0 speaks for all
+                _one_line(console, str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # full disk, read-only folder, vanished file: one line, traceback in the log
             log = logging.getLogger("talk3d")

@@ -20,11 +20,20 @@ def command(
     lr: float | None = typer.Option(None, "--lr", help="Learning rate of the networks (the triplane's scales with it)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     set_: list[str] = typer.Option([], "--set", help="Override any setting: KEY=VALUE, e.g. --set model.coarse_samples=32 (repeatable)."),
+    nproc: int = typer.Option(1, "--nproc", help="Data-parallel processes on this machine (starts torchrun: one per GPU, "
+                                                 "or CPU processes with gloo); each takes --batch frames per step. "
+                                                 "Several machines: run torchrun yourself (docs/fit.md)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Fit a personal 3D talking avatar to a prepared dataset."""
     apply_quiet(quiet)
+    if nproc != 1:
+        import sys
+
+        from talk3d.fit.launch import launch_fit
+
+        return launch_fit(nproc, sys.argv[2:], str(out))
     from talk3d.console import info
     from talk3d.fit.config import apply_override, set_size
     from talk3d.fit.config import preset as make_preset

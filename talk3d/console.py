@@ -27,7 +27,7 @@ from rich.progress import (
 T = TypeVar("T")
 
 console = Console(stderr=True, highlight=False)
-_state = {"quiet": False}
+_state = {"quiet": False, "secondary": False}
 log = logging.getLogger("talk3d")
 log.addHandler(logging.NullHandler())  # records go to the run's log file only; the console prints itself
 
@@ -35,6 +35,12 @@ log.addHandler(logging.NullHandler())  # records go to the run's log file only; 
 def set_quiet(quiet: bool) -> None:
     """Silence progress bars and info messages (warnings and errors still print)."""
     _state["quiet"] = quiet
+
+
+def set_secondary(secondary: bool) -> None:
+    """Ranks other than 0 of a data-parallel fit: nothing on the terminal (rank 0 speaks for all)."""
+    _state["secondary"] = secondary
+    _state["quiet"] = _state["quiet"] or secondary
 
 
 def is_quiet() -> bool:
@@ -51,7 +57,8 @@ def info(message: str) -> None:
 def warn(message: str) -> None:
     """Print a warning line (always) and log it."""
     log.warning(message)
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    if not _state["secondary"]:
+        console.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def make_progress(transient: bool = False) -> Progress:

@@ -92,6 +92,11 @@ class FitConfig:
     """Randomly recolour, band-limit, rescale and add noise to the training audio windows
     (audio and refine stages, and the lip-code pretraining), so the lips follow other voices
     and microphones than the training clip's."""
+    lr_batch_scaling: str = "none"
+    """How the learning rates follow the frames per step (``batch_size`` x ranks of a data-parallel
+    fit): ``none`` (the same rates at any batch), ``sqrt`` (times the square root of the frames
+    per step) or ``linear`` (times their number). ``none`` keeps a 2-rank fit with batch 1 equal
+    to a 1-process fit with batch 2."""
     warmup_steps: int = 50
     """Linear learning-rate warm-up at the start of the fit."""
     grad_clip: float = 1.0
@@ -257,6 +262,8 @@ def finalize(cfg: FitConfig) -> FitConfig:
         raise UserError(f"--batch must be at least 1, got {cfg.batch_size}")
     if cfg.lr <= 0 or cfg.lr_planes <= 0:
         raise UserError("learning rates must be positive")
+    if cfg.lr_batch_scaling not in ("none", "sqrt", "linear"):
+        raise UserError(f"lr_batch_scaling must be none, sqrt or linear, not '{cfg.lr_batch_scaling}'")
     return cfg
 
 

@@ -4,6 +4,10 @@ Stages (see :mod:`talk3d.fit.config`): identity (U-Net off), audio (U-Net on), r
 (mouth-weighted). The loop is resumable: a rerun of the same command continues from the
 last complete checkpoint with the same step count and frame order; Ctrl-C writes a
 checkpoint first; a NaN/inf loss stops the fit and keeps the last good checkpoint.
+
+Every step's randomness is keyed by (seed, step, frame) (:mod:`talk3d.model.noise`), so a
+resumed fit repeats an uninterrupted one exactly, and a data-parallel fit over several
+ranks (:mod:`talk3d.fit.distributed`) equals a one-process fit with the same frames per step.
 """
 
 from __future__ import annotations
@@ -22,26 +26,30 @@ import numpy as np
 import torch
 
 from talk3d.console import info, make_progress, warn
-from talk3d.device import resolve_device
 from talk3d.errors import UserError, need_free_space
 from talk3d.face.landmarks import mouth_opening
 from talk3d.fit import checkpoint as ck
+from talk3d.fit import distributed
 from talk3d.fit.config import FitConfig, finalize
 from talk3d.fit.data import TrainingData, to_device
 from talk3d.fit.lipsync import AudioAugment, freeze_audio_encoder, pretrain_mouth_head, rest_code
+from talk3d.fit.run_folder import (
+    CURVES,
+    METRICS,
+    PREVIEWS,
+    RUN_ENTRIES,
+    disk_full,
+    prepare_run_dir,
+    read_records,
+    space_needed,
+    write_records,
+)
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
-from talk3d.folders import check_separate, claim_output, clean_leftovers, commit_staged, write_marker
-from talk3d.io import atomic_path, remove_stale_temporaries, setup_file_log, write_json
+from talk3d.folders import check_separate, commit_staged
+from talk3d.io import setup_file_log, write_json
+from talk3d.model import losses as model_losses
 from talk3d.model.conditioning import conditioning_for
-
-METRICS = "metrics.jsonl"
-PREVIEWS = "previews"
-CURVES = "curves.png"
-# Files and folders a fit writes; --force removes only these (never unknown user files).
-RUN_ENTRIES = (ck.CONFIG, ck.CHECKPOINTS, ck.AVATAR, ck.AVATAR_META, ck.DATASET_MANIFEST, *ck.RUN_COPIES,
-               *ck.OPTIONAL_RUN_COPIES, METRICS, PREVIEWS, CURVES, "fit.log")
-# A fit that replaces an earlier run (--force) is built here and moved in only once complete.
-STAGING = ".fit-new"
+from talk3d.model.noise import FrameNoise
 
 
 @dataclass
@@ -62,46 +70,6 @@ class FitResult:
     """Median seconds per training step in this call."""
     avatar_path: Path | None = None
     """``avatar.safetensors``."""
-
-
-def _prepare_run_dir(run_dir: Path, force: bool) -> Path:
-    """Check the run folder and return the folder this fit writes into.
-
-    A new or empty folder, or a talk3d run (resumed), is written in place. With ``force`` a
-    folder holding a run gets the new fit in ``RUN/.fit-new`` (resumed there when interrupted),
-    which replaces the old run's entries only once complete. Anything else is refused.
-    """
-    has_run = claim_output(run_dir, "run", "fit")
-    staging = run_dir / STAGING
-    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-        staging.unlink()  # talk3d's staging is a plain folder: never write through a link
-    target = staging if has_run and force else run_dir
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target / ".write_test") as tmp:
-            tmp.write_text("ok")
-        (target / ".write_test").unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
-    clean_leftovers(run_dir)
-    write_marker(run_dir, "run", RUN_ENTRIES)
-    remove_stale_temporaries(target)
-    remove_stale_temporaries(target / ck.CHECKPOINTS, anonymous=True)
-    return target
-
-
-def _space_needed(model: torch.nn.Module, cfg: FitConfig) -> float:
-    """Bytes a fit writes: the kept checkpoints (model + two Adam moments, one more while a new
-    one is written), the avatar, previews and logs."""
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return weights * (3 * (cfg.keep_checkpoints + 1) + 1) + 20e6
-
-
-def _disk_full(run_dir: Path, needed: float) -> UserError:
-    good = ck.list_checkpoints(run_dir)
-    kept = f"the checkpoint of step {good[-1][0]} is kept" if good else "no checkpoint was written yet"
-    return UserError(f"the disk holding '{run_dir}' is full ({kept}): this fit needs about {needed / 1e6:,.0f} MB; "
-                     f"free some space and run the same command again to resume")
 
 
 def _is_texture(name: str) -> bool:
@@ -184,9 +152,11 @@ def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, de
     return res
 
 
-def teacher_code(tracked: torch.Tensor, noise: float) -> torch.Tensor:
-    """The tracked lip code ``(B, K)`` with Gaussian noise of std ``noise`` (teacher forcing)."""
-    return tracked + noise * torch.randn_like(tracked) if noise > 0 else tracked
+def batch_lr_scale(cfg: FitConfig, ranks: int) -> float:
+    """Learning-rate factor for the frames per step (``batch_size`` per rank x ``ranks``), by
+    ``cfg.lr_batch_scaling``: 1 (``none``), their square root (``sqrt``) or their number (``linear``)."""
+    frames = cfg.batch_size * ranks
+    return {"none": 1.0, "sqrt": math.sqrt(frames), "linear": float(frames)}[cfg.lr_batch_scaling]
 
 
 def lr_factor(cfg: FitConfig, step: int) -> float:
@@ -206,7 +176,7 @@ def _stage_weights(cfg: FitConfig, stage: str) -> Any:
 def _forward(model: torch.nn.Module, batch: dict, stage: str, amp: bool) -> dict[str, torch.Tensor]:
     cond = None if stage == "identity" else batch["cond"]
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        out = model(batch["cam2world"], batch["intrinsics"], cond, motion_scale=1.0)
+        out = model(batch["cam2world"], batch["intrinsics"], cond, motion_scale=1.0, noise=batch.get("noise"))
     return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in out.items()}
 
 
@@ -237,212 +207,269 @@ def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], devi
             "val_mouth_psnr": float(torch.cat(ms).mean()), "val_frames": len(frames)}
 
 
-def _read_records(path: Path, upto: int) -> list[dict[str, Any]]:
-    """Lines of ``metrics.jsonl`` with ``step <= upto`` (a resumed fit rewrites what follows)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("step", 0) <= upto:
-            out.append(rec)
-    return out
-
-
-def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-
-
 def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitConfig,
         force: bool = False) -> FitResult:
     """Fit an avatar to a prepared dataset; resumable (see module docstring).
+
+    Run under torchrun (``WORLD_SIZE > 1``) it is one rank of a data-parallel fit
+    (:mod:`talk3d.fit.distributed`): every rank runs this same call.
 
     Raises:
         DatasetError: missing/incomplete dataset or other format version.
         UserError: too few frames, output not writable, a run with other model settings,
             NaN/inf loss (the last good checkpoint is kept).
     """
-    from talk3d.model.avatar import Avatar
-    from talk3d.model.losses import compute_losses
-
-    t_start = time.perf_counter()
-    dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-    check_separate(run_dir, [("dataset", dataset_dir)])
     cfg = finalize(config)
-    device = resolve_device(cfg.device)
-    amp = bool(cfg.amp and device.type == "cuda")
-    # The model's audio input must match the dataset's features.
-    data = TrainingData(dataset_dir, cfg.model, cfg.cache_frames, cfg.mouth_margin)
-    manifest = data.manifest
-    if cfg.model.audio_dim != manifest.audio_feature_dim:
-        cfg.model.audio_dim = manifest.audio_feature_dim
-        cfg = finalize(cfg)
-        data.model_config = cfg.model
-    if len(data.train_indices) < cfg.min_frames:
-        raise UserError(f"dataset '{dataset_dir}' has only {len(data.train_indices)} training frames, at least "
-                        f"{cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
-    final_dir = run_dir
-    run_dir = _prepare_run_dir(final_dir, force)  # the folder written from here on (final_dir or its staging)
-    setup_file_log(run_dir, "fit")
-    cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
+    ranks, device = distributed.setup(cfg.device)
+    try:
+        return Fit(Path(dataset_dir), Path(run_dir), cfg, force, ranks, device).run()
+    finally:
+        distributed.shutdown(ranks)
 
-    ckpt = ck.latest_checkpoint(run_dir)
-    if ckpt is not None:
-        saved_model = ckpt.config.get("model", {})
-        if json.loads(json.dumps(saved_model)) != json.loads(json.dumps(cfg.model.to_dict())):
-            raise UserError(f"run '{final_dir}' was started with other model settings; use the same preset/--size "
-                            f"to resume, or --force to start over")
-    start = ckpt.step if ckpt is not None else 0
-    if start >= cfg.total_steps and (run_dir / ck.AVATAR_META).is_file():
-        if ck.avatar_intact(run_dir):
-            meta = json.loads((run_dir / ck.AVATAR_META).read_text())
-            info(f"run '{final_dir}' already finished {start} steps; use --steps to train longer or --force to refit")
-            return FitResult(final_dir, start, start, time.perf_counter() - t_start,
-                             {k[4:]: v for k, v in meta.get("metrics", {}).items() if k.startswith("val_")},
-                             avatar_path=final_dir / ck.AVATAR)
-        warn(f"the avatar in '{final_dir}' is damaged: writing it again from the checkpoint of step {start}")
 
-    write_json(run_dir / ck.CONFIG, cfg_dict)
-    ck.copy_dataset_files(dataset_dir, run_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    model = Avatar(cfg.model)
-    model.set_background(data.background())
-    model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))
-    if ckpt is None:
-        init_torso(model, data)
-    model.to(device).train()
-    need_free_space(str(run_dir), _space_needed(model, cfg), "this fit")
-    optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    if ckpt is not None:
-        ckpt.restore(model, optimizer)
-        info(f"resuming '{run_dir}' from step {start} ({ckpt.stage} stage)")
-    logger_msg = (f"fit {dataset_dir} -> {run_dir}: {cfg.total_steps} steps (identity {cfg.identity_steps}, "
-                  f"audio {cfg.audio_steps}, refine {cfg.refine_steps}), out {cfg.model.out_res}, "
-                  f"neural {cfg.model.neural_res}, batch {cfg.batch_size}, device {device}")
-    info(logger_msg)
+class Fit:
+    """One fit: the data, the model and its optimiser, the run folder and the training loop."""
 
-    records = _read_records(run_dir / METRICS, start)
-    val_records = [r for r in records if "val_psnr" in r]
-    train_records = [r for r in records if "loss" in r]
-    step = start
-    last_metrics: dict[str, Any] = dict(ckpt.metrics) if ckpt is not None else {}
-    times: list[float] = []
-    rng_before = torch.get_rng_state()
-    window: dict[str, list[float]] = {}
-    index_iter = data.train_index_batches(cfg.batch_size, cfg.seed, start)
-    augment = AudioAugment() if cfg.audio_augment else None
-    encoder_frozen = False
+    def __init__(self, dataset_dir: Path, run_dir: Path, cfg: FitConfig, force: bool, ranks: distributed.Dist,
+                 device: torch.device):
+        self.t_start = time.perf_counter()
+        check_separate(run_dir, [("dataset", dataset_dir)])
+        self.ranks, self.device = ranks, device
+        self.amp = bool(cfg.amp and device.type == "cuda")
+        self.data = TrainingData(dataset_dir, cfg.model, cfg.cache_frames, cfg.mouth_margin)
+        if cfg.model.audio_dim != self.data.manifest.audio_feature_dim:  # the model's audio input follows the data
+            cfg.model.audio_dim = self.data.manifest.audio_feature_dim
+            cfg = finalize(cfg)
+            self.data.model_config = cfg.model
+        if len(self.data.train_indices) < cfg.min_frames:
+            raise UserError(f"dataset '{dataset_dir}' has only {len(self.data.train_indices)} training frames, at "
+                            f"least {cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
+        self.cfg, self.dataset_dir, self.final_dir = cfg, dataset_dir, run_dir
+        # the folder written from here on: run_dir, or its staging folder when --force replaces a run
+        self.run_dir = ranks.share(prepare_run_dir(run_dir, force) if ranks.main else None)
+        if ranks.main:
+            setup_file_log(self.run_dir, "fit")
+        self.cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
+        self.ckpt = ck.latest_checkpoint(self.run_dir)
+        self.start = self.ckpt.step if self.ckpt is not None else 0
 
-    def save(stage: str) -> None:
-        ck.save_checkpoint(run_dir, step, stage, model, optimizer, cfg_dict, last_metrics, cfg.keep_checkpoints)
+    # ------------------------------------------------------------------ setup
+    def _finished(self) -> FitResult | None:
+        """The result of a run that already has every step and an intact avatar, else None."""
+        if self.ckpt is not None:
+            saved = json.loads(json.dumps(self.ckpt.config.get("model", {})))
+            if saved != json.loads(json.dumps(self.cfg.model.to_dict())):
+                raise UserError(f"run '{self.final_dir}' was started with other model settings; use the same "
+                                f"preset/--size to resume, or --force to start over")
+        if self.start < self.cfg.total_steps or not (self.run_dir / ck.AVATAR_META).is_file():
+            return None
+        if not ck.avatar_intact(self.run_dir):
+            warn(f"the avatar in '{self.final_dir}' is damaged: writing it again from the checkpoint of step "
+                 f"{self.start}")
+            return None
+        meta = json.loads((self.run_dir / ck.AVATAR_META).read_text())
+        info(f"run '{self.final_dir}' already finished {self.start} steps; use --steps to train longer or --force "
+             f"to refit")
+        return FitResult(self.final_dir, self.start, self.start, time.perf_counter() - self.t_start,
+                         {k[4:]: v for k, v in meta.get("metrics", {}).items() if k.startswith("val_")},
+                         avatar_path=self.final_dir / ck.AVATAR)
 
-    def do_validation(final: bool) -> dict[str, float]:
-        frames = data.val_subset(cfg.final_val_frames if final else cfg.val_frames)
-        res = validate(model, data, frames, device, amp, run_dir / PREVIEWS / f"step_{step:07d}.png")
-        rec = {"step": step, "stage": cfg.stage_at(max(0, step - 1)), **res}
-        val_records.append(rec)
-        records.append(rec)
-        _write_records(run_dir / METRICS, records)
+    def _build(self) -> None:
+        """Model (restored from the checkpoint), optimiser, DDP wrapper, metrics records."""
+        from talk3d.model.avatar import Avatar
+
+        cfg, data = self.cfg, self.data
+        if self.ranks.main:
+            write_json(self.run_dir / ck.CONFIG, self.cfg_dict)
+            ck.copy_dataset_files(self.dataset_dir, self.run_dir)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.model = model = Avatar(cfg.model)
+        model.set_background(data.background())
+        model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))
+        if self.ckpt is None:
+            init_torso(model, data)
+        model.to(self.device).train()
+        if self.ranks.main:
+            need_free_space(str(self.run_dir), space_needed(model, cfg), "this fit")
+        self.optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+        self.base_lrs = [g["lr"] * batch_lr_scale(cfg, self.ranks.world) for g in self.optimizer.param_groups]
+        if self.ckpt is not None:
+            self.ckpt.restore(model, self.optimizer)
+            info(f"resuming '{self.run_dir}' from step {self.start} ({self.ckpt.stage} stage)")
+        self.net = self.ranks.wrap(model, self.device)  # what the training forward goes through
+        self.records = read_records(self.run_dir / METRICS, self.start)
+        self.last_metrics: dict[str, Any] = dict(self.ckpt.metrics) if self.ckpt is not None else {}
+        self.augment = AudioAugment() if cfg.audio_augment else None
+        self.encoder_frozen = False
+        self.step = self.start
+        self.times: list[float] = []
+        info(f"fit {self.dataset_dir} -> {self.run_dir}: {cfg.total_steps} steps (identity {cfg.identity_steps}, "
+             f"audio {cfg.audio_steps}, refine {cfg.refine_steps}), out {cfg.model.out_res}, neural "
+             f"{cfg.model.neural_res}, batch {cfg.batch_size}{self._ranks_note()}, device {self.device}")
+
+    def _ranks_note(self) -> str:
+        w = self.ranks.world
+        return f" per rank x {w} ranks = {self.cfg.batch_size * w} frames per step" if w > 1 else ""
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> FitResult:
+        done = self._finished()
+        if done is not None:
+            return done
+        self._build()
+        index_iter = self.data.train_index_batches(self.cfg.batch_size * self.ranks.world, self.cfg.seed, self.start)
+        window: dict[str, list[float]] = {}
+        try:
+            with make_progress() as bar:
+                task = bar.add_task("fit", total=self.cfg.total_steps, completed=self.start, status="")
+                while self.step < self.cfg.total_steps:
+                    losses = self._train_step(next(index_iter))
+                    for k, v in losses.items():
+                        window.setdefault(k, []).append(float(v.detach()))
+                    self._after_step(window, bar, task)
+        except KeyboardInterrupt:
+            if self.step > self.start and self.ranks.main:
+                self._save(self.cfg.stage_at(self.step - 1))
+                warn(f"interrupted: checkpoint of step {self.step} written to '{self.run_dir}'; run the same "
+                     f"command to resume")
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.run_dir, space_needed(self.model, self.cfg)) from None
+            raise
+        return self._finish()
+
+    def _train_step(self, global_batch: np.ndarray) -> dict[str, torch.Tensor]:
+        """One optimisation step on this rank's slice of the step's frames."""
+        cfg, step = self.cfg, self.step
+        t0 = time.perf_counter()
+        stage = cfg.stage_at(step)
+        factor = lr_factor(cfg, step)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            g["lr"] = base * factor
+        self._enter_stage(stage)
+        frames = np.array_split(global_batch, self.ranks.world)[self.ranks.rank].tolist()
+        noise = FrameNoise(cfg.seed, step, frames, self.device)
+        batch = to_device(self.data.batch(frames), self.device)
+        batch["noise"] = noise
+        if stage != "identity":
+            self._condition(batch, noise)
+        out = _forward(self.net, batch, stage, self.amp)
+        weights = _stage_weights(cfg, stage)
+        if self._lip_frozen(stage):  # the code's MSE is still logged, but trains nothing
+            weights = dataclasses.replace(weights, mouth_code=0.0)
+        losses = model_losses.compute_losses(out, batch, self.model, weights)
+        loss = losses["total"]
+        if not self.ranks.all_true(bool(torch.isfinite(loss)), self.device):
+            raise self._nan_error(loss, stage)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.times.append(time.perf_counter() - t0)
+        if "psnr" not in losses:
+            with torch.no_grad():
+                losses["psnr"] = psnr(out["rgb"], batch["image"]).mean()
+        return losses
+
+    def _enter_stage(self, stage: str) -> None:
+        """Lip pretraining when the audio stage starts; the audio encoder frozen after it."""
+        cfg, data = self.cfg, self.data
+        if (self.step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
+                and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in self.last_metrics):
+            self.last_metrics.update(pretrain_lips(self.model, data, cfg, self.device, self.augment))
+            self.ranks.broadcast_module(self.model.tokens)  # every rank starts the audio stage alike
+        if self._lip_frozen(stage) and not self.encoder_frozen:  # after the pretraining, or at a resume past it
+            freeze_audio_encoder(self.model.tokens)
+            self.encoder_frozen = True
+            self.net = self.ranks.wrap(self.model, self.device)  # DDP syncs only the parameters that still train
+
+    def _lip_frozen(self, stage: str) -> bool:
+        return self.cfg.freeze_lip_encoder and self.data.mouth_codes is not None and stage != "identity"
+
+    def _condition(self, batch: dict, noise: FrameNoise) -> None:
+        """Audio augmentation and teacher forcing of the lip code, each frame with its own noise."""
+        cond = batch["cond"]
+        if self.augment is not None:
+            cond["audio"] = torch.cat([self.augment(cond["audio"][i:i + 1], self.cfg.model.audio_dim, generator=g)
+                                       for i, g in enumerate(noise.generators)])
+        if self.cfg.lip_teacher and "mouth_code" in batch:
+            code = batch["mouth_code"]
+            cond["mouth_drive"] = code + self.cfg.lip_teacher_noise * noise.randn(code.shape[-1]).to(code)
+
+    def _nan_error(self, loss: torch.Tensor, stage: str) -> UserError:
+        good = ck.list_checkpoints(self.run_dir)
+        where = f"the last good checkpoint (step {good[-1][0]}) is kept" if good else "no checkpoint was written yet"
+        value = f"{loss.item()}" if not self.ranks.active else "NaN or infinite on a rank"
+        return UserError(f"the loss became {value} at step {self.step + 1} ({stage} stage); {where}; lower the "
+                         f"learning rate (e.g. --lr {self.cfg.lr / 3:.2g}) and run again to resume")
+
+    def _after_step(self, window: dict[str, list[float]], bar: Any, task: Any) -> None:
+        """Metrics line, progress, periodic validation and checkpoint."""
+        cfg, step = self.cfg, self.step
+        stage = cfg.stage_at(step - 1)
+        if step % cfg.log_every == 0 or step == cfg.total_steps:
+            names = sorted(window)
+            means = self.ranks.mean(torch.tensor([float(np.mean(window[k])) for k in names], dtype=torch.float64))
+            avg = dict(zip(names, means.tolist(), strict=True))
+            rec = {"step": step, "stage": stage, "loss": avg.pop("total"), "psnr": avg.pop("psnr"), "losses": avg,
+                   "lr": self.optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(self.times[-cfg.log_every:]))}
+            window.clear()
+            self.records.append(rec)
+            if self.ranks.main:
+                write_records(self.run_dir / METRICS, self.records)
+            self.last_metrics.update({"loss": rec["loss"], "psnr": rec["psnr"]})
+            bar.update(task, status=f"{stage} loss {rec['loss']:.4f} PSNR {rec['psnr']:.2f} dB")
+        bar.update(task, completed=step)
+        if cfg.val_every > 0 and step % cfg.val_every == 0 and step < cfg.total_steps:
+            res = self._validate(final=False)
+            info(f"step {step}: held-out PSNR {res['val_psnr']:.2f} dB, SSIM {res['val_ssim']:.3f}, "
+                 f"mouth PSNR {res['val_mouth_psnr']:.2f} dB")
+        if step % cfg.checkpoint_every == 0 and step < cfg.total_steps and self.ranks.main:
+            self._save(stage)
+
+    def _validate(self, final: bool) -> dict[str, float]:
+        """Held-out figures (rank 0 renders, the others wait)."""
+        res: dict[str, float] = {}
+        if self.ranks.main:
+            frames = self.data.val_subset(self.cfg.final_val_frames if final else self.cfg.val_frames)
+            res = validate(self.model, self.data, frames, self.device, self.amp,
+                           self.run_dir / PREVIEWS / f"step_{self.step:07d}.png")
+            rec = {"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res}
+            self.records.append(rec)
+            write_records(self.run_dir / METRICS, self.records)
+        res = self.ranks.share(res)
+        self.last_metrics.update(res)
         return res
 
-    try:
-        with make_progress() as bar:
-            task = bar.add_task("fit", total=cfg.total_steps, completed=start, status="")
-            while step < cfg.total_steps:
-                t0 = time.perf_counter()
-                rng_before = torch.get_rng_state()
-                stage = cfg.stage_at(step)
-                factor = lr_factor(cfg, step)
-                for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    g["lr"] = base * factor
-                if (step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
-                        and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in last_metrics):
-                    last_metrics.update(pretrain_lips(model, data, cfg, device, augment))
-                lip_frozen = cfg.freeze_lip_encoder and data.mouth_codes is not None and stage != "identity"
-                if lip_frozen and not encoder_frozen:  # after the pretraining, or at a resume past it
-                    freeze_audio_encoder(model.tokens)
-                    encoder_frozen = True
-                batch = to_device(data.batch(next(index_iter).tolist()), device)
-                if stage != "identity" and augment is not None:
-                    batch["cond"]["audio"] = augment(batch["cond"]["audio"], cfg.model.audio_dim)
-                if stage != "identity" and cfg.lip_teacher and "mouth_code" in batch:
-                    batch["cond"]["mouth_drive"] = teacher_code(batch["mouth_code"], cfg.lip_teacher_noise)
-                out = _forward(model, batch, stage, amp)
-                weights = _stage_weights(cfg, stage)
-                if lip_frozen:  # the code's MSE is still logged, but trains nothing
-                    weights = dataclasses.replace(weights, mouth_code=0.0)
-                losses = compute_losses(out, batch, model, weights)
-                loss = losses["total"]
-                if not torch.isfinite(loss):
-                    good = ck.list_checkpoints(run_dir)
-                    where = f"the last good checkpoint (step {good[-1][0]}) is kept" if good else "no checkpoint was written yet"
-                    raise UserError(f"the loss became {loss.item()} at step {step + 1} ({stage} stage); {where}; "
-                                    f"lower the learning rate (e.g. --lr {cfg.lr / 3:.2g}) and run again to resume")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                times.append(time.perf_counter() - t0)
-                if "psnr" not in losses:
-                    with torch.no_grad():
-                        losses["psnr"] = psnr(out["rgb"], batch["image"]).mean()
-                for k, v in losses.items():
-                    window.setdefault(k, []).append(float(v.detach()))
-                if step % cfg.log_every == 0 or step == cfg.total_steps:
-                    rec = {"step": step, "stage": stage, "loss": float(np.mean(window.pop("total"))),
-                           "psnr": float(np.mean(window.pop("psnr"))),
-                           "losses": {k: float(np.mean(v)) for k, v in window.items()},
-                           "lr": optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(times[-cfg.log_every:]))}
-                    window.clear()
-                    records.append(rec)
-                    train_records.append(rec)
-                    _write_records(run_dir / METRICS, records)
-                    last_metrics.update({"loss": rec["loss"], "psnr": rec["psnr"]})
-                    bar.update(task, status=f"{stage} loss {rec['loss']:.4f} PSNR {rec['psnr']:.2f} dB")
-                bar.update(task, completed=step)
-                if cfg.val_every > 0 and step % cfg.val_every == 0 and step < cfg.total_steps:
-                    res = do_validation(final=False)
-                    last_metrics.update(res)
-                    info(f"step {step}: held-out PSNR {res['val_psnr']:.2f} dB, SSIM {res['val_ssim']:.3f}, "
-                         f"mouth PSNR {res['val_mouth_psnr']:.2f} dB")
-                if step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
-                    save(stage)
-    except KeyboardInterrupt:
-        if step > start:
-            # The interrupted step consumed random numbers: save the state it started from,
-            # so the resumed fit repeats that step exactly.
-            torch.set_rng_state(rng_before)
-            save(cfg.stage_at(step - 1))
-            warn(f"interrupted: checkpoint of step {step} written to '{run_dir}'; run the same command to resume")
-        raise
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(run_dir, _space_needed(model, cfg)) from None
-        raise
+    def _save(self, stage: str) -> None:
+        ck.save_checkpoint(self.run_dir, self.step, stage, self.model, self.optimizer, self.cfg_dict,
+                           self.last_metrics, self.cfg.keep_checkpoints)
 
-    final_stage = cfg.stage_at(step - 1)
-    res = do_validation(final=True)
-    last_metrics.update(res)
-    save(final_stage)
-    avatar_path = ck.save_avatar(run_dir, model, cfg.model, cfg_dict, step, last_metrics, str(dataset_dir.resolve()))
-    plot_curves(run_dir / CURVES, train_records, val_records)
-    if run_dir != final_dir:  # replace the earlier run only now that the new one is complete
-        commit_staged(final_dir, run_dir, "run", RUN_ENTRIES)
-        avatar_path = final_dir / ck.AVATAR
-    wall = time.perf_counter() - t_start
-    sec = float(np.median(times)) if times else math.nan
-    info(f"fit done: {step} steps in {wall / 60:.1f} min ({sec:.3f} s/step); held-out PSNR {res['val_psnr']:.2f} dB, "
-         f"SSIM {res['val_ssim']:.3f}, mouth PSNR {res['val_mouth_psnr']:.2f} dB over {res['val_frames']} frames")
-    return FitResult(final_dir, step, start, wall,
-                     {"psnr": res["val_psnr"], "ssim": res["val_ssim"], "mouth_psnr": res["val_mouth_psnr"],
-                      "frames": res["val_frames"]}, sec, avatar_path)
+    def _finish(self) -> FitResult:
+        """Final validation, checkpoint and avatar; swap a staged refit in; the result."""
+        cfg, step = self.cfg, self.step
+        res = self._validate(final=True)
+        avatar_path = self.final_dir / ck.AVATAR
+        if self.ranks.main:
+            self._save(cfg.stage_at(step - 1))
+            ck.save_avatar(self.run_dir, self.model, cfg.model, self.cfg_dict, step, self.last_metrics,
+                           str(self.dataset_dir.resolve()))
+            train = [r for r in self.records if "loss" in r]
+            plot_curves(self.run_dir / CURVES, train, [r for r in self.records if "val_psnr" in r])
+            if self.run_dir != self.final_dir:  # replace the earlier run only now that the new one is complete
+                commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES)
+        self.ranks.barrier()
+        wall = time.perf_counter() - self.t_start
+        sec = float(np.median(self.times)) if self.times else math.nan
+        info(f"fit done: {step} steps in {wall / 60:.1f} min ({sec:.3f} s/step); held-out PSNR {res['val_psnr']:.2f} "
+             f"dB, SSIM {res['val_ssim']:.3f}, mouth PSNR {res['val_mouth_psnr']:.2f} dB over {res['val_frames']} "
+             f"frames")
+        return FitResult(self.final_dir, step, self.start, wall,
+                         {"psnr": res["val_psnr"], "ssim": res["val_ssim"], "mouth_psnr": res["val_mouth_psnr"],
+                          "frames": res["val_frames"]}, sec, avatar_path)

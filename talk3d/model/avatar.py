@@ -16,7 +16,8 @@ from talk3d.camera import generate_rays
 from talk3d.model.conditioning import TokenEncoder
 from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
-from talk3d.model.renderer import render_rays
+from talk3d.model.noise import FrameNoise
+from talk3d.model.renderer import Jitter, render_rays
 from talk3d.model.superres import SuperResolution
 from talk3d.model.torso import TorsoLayer
 from talk3d.model.triplane import IdentityTriplane, SceneBox, sample_planes
@@ -143,8 +144,12 @@ class Avatar(nn.Module):
 
     # ----------------------------------------------------------------- rendering
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                    jitter: bool | None = None) -> dict[str, torch.Tensor]:
-        """Volume-render arbitrary rays ``(B, N, 3)`` through ``planes``; see :func:`renderer.render_rays`."""
+                    jitter: Jitter | None = None) -> dict[str, torch.Tensor]:
+        """Volume-render arbitrary rays ``(B, N, 3)`` through ``planes``; see :func:`renderer.render_rays`.
+
+        ``jitter``: ``None`` jitters in training mode only; a :class:`FrameNoise` (``B`` frames)
+        draws the training randomness per frame.
+        """
         cfg = self.cfg
         jitter = self.training if jitter is None else jitter
         return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
@@ -152,7 +157,8 @@ class Avatar(nn.Module):
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
                       out_size: int | None = None, torso_pose: torch.Tensor | None = None,
-                      torso_offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      torso_offset: torch.Tensor | None = None,
+                      noise: FrameNoise | None = None) -> dict[str, torch.Tensor]:
         """Render given planes from cameras.
 
         Args:
@@ -163,6 +169,7 @@ class Avatar(nn.Module):
                 (``None``: identity warp); ignored in volume torso mode.
             torso_offset: ``(B, 2)`` tracked torso shift in image widths for the image-mode
                 torso (``None``: none); ignored in volume torso mode.
+            noise: per-frame training randomness (``None``: torch's generator when training).
         Returns:
             ``rgb (B, 3, H, W)``, ``rgb_lr (B, 3, h, w)``, ``alpha (B, 1, h, w)``,
             ``alpha_hr (B, 1, H, W)``, ``depth (B, 1, h, w)``, ``features (B, F, h, w)``,
@@ -176,7 +183,7 @@ class Avatar(nn.Module):
         b, h = cam2world.shape[0], cfg.neural_res
         out_size = cfg.out_res if out_size is None else int(out_size)
         origins, dirs = generate_rays(cam2world, intrinsics.to(cam2world), h, h)
-        res = self.render_rays(planes, origins, dirs)
+        res = self.render_rays(planes, origins, dirs, jitter=noise if noise is not None and self.training else None)
         feats = res["features"].transpose(1, 2).reshape(b, -1, h, h)
         alpha = res["alpha"].reshape(b, 1, h, h)
         depth = res["depth"].reshape(b, 1, h, h)
@@ -203,7 +210,7 @@ class Avatar(nn.Module):
 
     def forward(self, cam2world: torch.Tensor, intrinsics: torch.Tensor, cond: dict[str, torch.Tensor] | None,
                 *, motion_scale: float = 1.0, out_size: int | None = None,
-                deltaplane: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                deltaplane: torch.Tensor | None = None, noise: FrameNoise | None = None) -> dict[str, torch.Tensor]:
         """Render frames.
 
         Args:
@@ -213,6 +220,7 @@ class Avatar(nn.Module):
             motion_scale: ``P_t = P_id + motion_scale * dP_t`` (0 = identity, >1 exaggerates).
             out_size: output side (default ``cfg.out_res``).
             deltaplane: precomputed ``(B, 3, C, R, R)`` (skips the U-Net; ``cond`` is then ignored).
+            noise: per-frame training randomness (see :mod:`talk3d.model.noise`).
         Returns:
             :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
             ``cond`` is None) and, for models with a lip-motion code, the predicted
@@ -226,7 +234,8 @@ class Avatar(nn.Module):
         planes, dp = self.planes(cond, motion_scale, deltaplane)
         pose = cond.get("pose") if cond is not None else None
         offset = cond.get("torso") if cond is not None else None
-        out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose, torso_offset=offset)
+        out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose, torso_offset=offset,
+                                 noise=noise)
         if dp is None:
             p = self.identity_planes()
             dp = p.new_zeros(cam2world.shape[0], *p.shape)

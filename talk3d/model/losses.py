@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from talk3d.model.avatar import Avatar, resize
+from talk3d.model.noise import FrameNoise
 
 
 @dataclass
@@ -119,27 +120,40 @@ def tv_loss(dp: torch.Tensor) -> torch.Tensor:
     return (dp[..., 1:, :] - dp[..., :-1, :]).abs().mean() + (dp[..., :, 1:] - dp[..., :, :-1]).abs().mean()
 
 
+def _weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over frames of each frame's weighted L1 normalised by its mean weight: every frame
+    counts the same, however the frames are grouped into batches (or ranks)."""
+    dims = tuple(range(1, pred.dim()))
+    per_frame = ((pred - target).abs() * weight).mean(dims) / weight.mean(dims)
+    return per_frame.mean()
+
+
 def landmark_prior(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
-                   count: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   count: int, noise: FrameNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Render rays through projected canonical landmarks; compare depth and alpha.
 
     Args:
         planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)`` the frames' planes.
         cam2world: ``(B, 4, 4)``; intrinsics ``(B, 3, 3)`` or ``(3, 3)``.
         count: landmarks sampled per frame.
+        noise: per-frame randomness (landmark choice and ray jitter per frame); ``None``: one
+            choice for the batch from torch's generator.
     Returns:
         depth loss (L1 of expected ray distance vs true distance, in world units) and
         alpha loss (mean ``1 - alpha``).
     """
     b = cam2world.shape[0]
     lm = avatar.canonical_landmarks
-    idx = torch.randperm(lm.shape[0], device=lm.device)[:count]
-    pts = lm[idx][None].expand(b, -1, -1).to(cam2world)  # (B, n, 3)
+    if noise is not None:
+        pts = lm[noise.randperm(lm.shape[0])[:, :count].to(lm.device)].to(cam2world)  # (B, n, 3)
+    else:
+        idx = torch.randperm(lm.shape[0], device=lm.device)[:count]
+        pts = lm[idx][None].expand(b, -1, -1).to(cam2world)
     origins = cam2world[:, None, :3, 3].expand_as(pts)
     vec = pts - origins
     dist = vec.norm(dim=-1)
     dirs = vec / dist[..., None].clamp_min(1e-6)
-    res = avatar.render_rays(planes, origins, dirs)
+    res = avatar.render_rays(planes, origins, dirs, jitter=noise if noise is not None and avatar.training else None)
     alpha = res["alpha"]
     depth = res["depth_raw"] / alpha.clamp_min(1e-3)
     return (depth - dist).abs().mean(), (1.0 - alpha).mean()
@@ -167,8 +181,8 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
              if "mouth_box" in batch and w.mouth > 0 else torch.ones_like(image[:, :1]))
     pix_w_lr = resize(pix_w, lr)
     rgb, rgb_lr = outputs["rgb"], outputs["rgb_lr"]
-    out["l1"] = ((rgb - image).abs() * pix_w).mean() / pix_w.mean()
-    out["l1_lr"] = ((rgb_lr - image_lr).abs() * pix_w_lr).mean() / pix_w_lr.mean()
+    out["l1"] = _weighted_l1(rgb, image, pix_w)
+    out["l1_lr"] = _weighted_l1(rgb_lr, image_lr, pix_w_lr)
     if w.ssim > 0:
         out["ssim"] = kornia.losses.ssim_loss(rgb, image, w.ssim_window) * 2.0
     if w.ssim_lr > 0:
@@ -181,7 +195,8 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
         if dp is not None and bool(dp.detach().abs().amax() > 0):
             planes = planes[None] + dp
         out["landmark_depth"], out["landmark_alpha"] = landmark_prior(
-            avatar, planes, batch["cam2world"].to(image), batch["intrinsics"].to(image), w.landmark_rays)
+            avatar, planes, batch["cam2world"].to(image), batch["intrinsics"].to(image), w.landmark_rays,
+            batch.get("noise"))
     if w.symmetry > 0:
         out["symmetry"] = symmetry_loss(avatar.identity_planes())
     dp = outputs.get("deltaplane")

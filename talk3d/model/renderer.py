@@ -11,7 +11,12 @@ from collections.abc import Callable
 
 import torch
 
+from talk3d.model.noise import FrameNoise
 from talk3d.ops import composite_rays
+
+Jitter = bool | FrameNoise
+"""Sampling randomness: ``False`` (evaluation: bin centres, evenly spaced ``u``), ``True``
+(training, torch's global generator) or a :class:`FrameNoise` (training, keyed per frame)."""
 
 FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 """Radiance field: world points ``(B, N, 3)`` -> ``sigma (B, N)``, ``features (B, N, F)``."""
@@ -38,23 +43,32 @@ def ray_box_intersect(origins: torch.Tensor, dirs: torch.Tensor, box_min: torch.
     return torch.where(hit, t_near, zero), torch.where(hit, t_far, zero), hit
 
 
-def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+def _uniform(jitter: Jitter, rays: int, n: int, like: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``(R, n)`` uniform numbers for the rays (or the subset ``rows`` of ``rays`` frame-major rays)."""
+    if isinstance(jitter, FrameNoise):
+        return jitter.ray_uniform(rays, n, rows).to(like)
+    count = rays if rows is None else rows.shape[0]
+    return torch.rand(count, n, device=like.device, dtype=like.dtype)
+
+
+def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, jitter: Jitter) -> torch.Tensor:
     """``n`` samples per ray, one in each of ``n`` equal bins of ``[t_near, t_far]``.
 
     Args:
         t_near, t_far: ``(R,)``.
-        jitter: random position inside each bin (training) or the bin centre (evaluation).
+        jitter: random position inside each bin (training) or the bin centre (evaluation); see :data:`Jitter`.
     Returns:
         ``(R, n)`` non-decreasing sample distances.
     """
     steps = torch.arange(n, device=t_near.device, dtype=t_near.dtype)
-    u = torch.rand(t_near.shape[0], n, device=t_near.device, dtype=t_near.dtype) if jitter else 0.5
+    u = _uniform(jitter, t_near.shape[0], n, t_near) if jitter is not False else 0.5
     frac = (steps + u) / n
     return t_near[:, None] + (t_far - t_near)[:, None] * frac
 
 
 @torch.no_grad()
-def importance_samples(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+def importance_samples(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: Jitter,
+                       rows: torch.Tensor | None = None, rays: int | None = None) -> torch.Tensor:
     """Draw ``n`` distances per ray from the piecewise-constant pdf of the coarse weights.
 
     Weight ``i`` is spread over ``[edges_i, edges_{i+1}]``. The renderer passes
@@ -65,7 +79,9 @@ def importance_samples(edges: torch.Tensor, weights: torch.Tensor, n: int, jitte
     Args:
         edges: ``(R, S + 1)`` non-decreasing bin edges.
         weights: ``(R, S)`` coarse compositing weights (detached here).
-        jitter: random ``u`` (training) or evenly spaced ``u`` (evaluation).
+        jitter: random ``u`` (training) or evenly spaced ``u`` (evaluation); see :data:`Jitter`.
+        rows, rays: the given rays are rows ``rows`` of ``rays`` frame-major rays (keyed noise
+            is drawn per ray of the whole batch); ``None``: all of them.
     Returns:
         ``(R, n)`` sample distances, ascending.
     """
@@ -74,8 +90,8 @@ def importance_samples(edges: torch.Tensor, weights: torch.Tensor, n: int, jitte
     pdf = pdf / pdf.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros(r, 1, device=pdf.device, dtype=pdf.dtype), torch.cumsum(pdf, -1)], -1)
     cdf[:, -1] = 1.0
-    if jitter:
-        u = torch.rand(r, n, device=pdf.device, dtype=pdf.dtype).sort(-1).values
+    if jitter is not False:
+        u = _uniform(jitter, r if rays is None else rays, n, pdf, rows).sort(-1).values
     else:
         u = ((torch.arange(n, device=pdf.device, dtype=pdf.dtype) + 0.5) / n).expand(r, n)
     idx = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, s)  # (R, n) in 1..S
@@ -102,7 +118,7 @@ def composite(sigmas: torch.Tensor, features: torch.Tensor, t_vals: torch.Tensor
 
 
 def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_min: torch.Tensor,
-                box_max: torch.Tensor, n_coarse: int, n_importance: int, jitter: bool,
+                box_max: torch.Tensor, n_coarse: int, n_importance: int, jitter: Jitter,
                 cull_alpha: float = 0.0) -> dict[str, torch.Tensor]:
     """Render rays through a radiance field restricted to the scene box.
 
@@ -114,7 +130,7 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_m
         origins, dirs: ``(B, N, 3)`` world rays (unit directions).
         box_min, box_max: ``(3,)`` scene box.
         n_coarse, n_importance: samples per ray.
-        jitter: stratified/random sampling (training) or deterministic (evaluation).
+        jitter: stratified/random sampling (training) or deterministic (evaluation); see :data:`Jitter`.
         cull_alpha: rays whose coarse opacity is below this get no importance samples
             (their coarse samples still count); 0 disables culling.
     Returns:
@@ -166,7 +182,7 @@ def _eval(field: FieldFn, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
 
 
 def _culled_fine(field: FieldFn, o: torch.Tensor, d: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor,
-                 t_far: torch.Tensor, active: torch.Tensor, b: int, n: int, jitter: bool,
+                 t_far: torch.Tensor, active: torch.Tensor, b: int, n: int, jitter: Jitter,
                  n_feat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Importance samples for the active rays only (per batch entry, padded to the largest count).
 
@@ -185,7 +201,7 @@ def _culled_fine(field: FieldFn, o: torch.Tensor, d: torch.Tensor, edges: torch.
     order = torch.argsort((~act).to(torch.int8), dim=1, stable=True)[:, :k]  # active rays first
     valid = act.gather(1, order).reshape(-1)
     rows = (order + torch.arange(b, device=order.device)[:, None] * per).reshape(-1)
-    t_sub = importance_samples(edges[rows], weights[rows], n, jitter)
+    t_sub = importance_samples(edges[rows], weights[rows], n, jitter, rows=rows, rays=r)
     sig_sub, feat_sub = _eval(field, o[rows], d[rows], t_sub, b)
     keep = rows[valid]
     t_full[keep] = t_sub[valid]

@@ -1,0 +1,134 @@
+"""Data-parallel fits with torch.distributed, launched by ``torchrun`` (or ``talk3d fit --nproc N``).
+
+torchrun starts one process per rank and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`setup` reads them, joins
+the process group (NCCL on GPUs, gloo on CPU) and picks the rank's device. Each rank then
+takes its own slice of every step's frames, gradients are averaged by
+:class:`~torch.nn.parallel.DistributedDataParallel`, and only rank 0 writes files. Without
+those variables (a plain ``talk3d fit``) everything here is a no-op for a world of one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from talk3d.console import set_secondary
+from talk3d.device import resolve_device
+from talk3d.errors import UserError
+
+
+@dataclass
+class Dist:
+    """This process's place in the fit: rank ``rank`` of ``world`` (one process: 0 of 1)."""
+
+    rank: int = 0
+    """Global rank."""
+    world: int = 1
+    """Number of processes."""
+    local_rank: int = 0
+    """Rank on this machine (its GPU index)."""
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, metrics, previews and logs."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean of ``values`` over the ranks (the tensor itself in a world of one)."""
+        if not self.active:
+            return values
+        out = values.detach().clone()
+        dist.all_reduce(out)
+        return out / self.world
+
+    def all_true(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on every rank (all ranks take the same decision)."""
+        if not self.active:
+            return flag
+        t = torch.tensor([0.0 if flag else 1.0], device=device)
+        dist.all_reduce(t)
+        return bool(t.item() == 0.0)
+
+    def share(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (a decision rank 0 took, e.g. the output folder)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers of ``module`` to every rank."""
+        if self.active:
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """``model`` in :class:`DistributedDataParallel` (the model itself in a world of one).
+
+        ``find_unused_parameters``: the identity stage leaves the U-Net out of the graph, and
+        the audio encoder is frozen after the lip pretraining.
+        """
+        if not self.active:
+            return model
+        # a performance note about grads that are views of a larger tensor (the token embeddings); not an error
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def from_environment() -> Dist:
+    """The :class:`Dist` torchrun's environment describes (0 of 1 without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return Dist()
+    return Dist(rank=int(os.environ.get("RANK", "0")), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(device: str) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun set up; return this rank's :class:`Dist` and device.
+
+    Raises:
+        UserError: the process group cannot be formed (wrong rendezvous flags, a rank missing).
+    """
+    d = from_environment()
+    if not d.active:
+        return d, resolve_device(device)
+    if not d.main:
+        set_secondary(True)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        try:
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=30))
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot join the distributed fit (rank {d.rank} of {d.world}): "
+                            f"{str(exc).splitlines()[0]}; check torchrun's --nnodes/--rdzv-endpoint flags") from None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world)) or 1)
+    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    return d, dev
+
+
+def shutdown(d: Dist) -> None:
+    """Leave the process group (end of the fit, or an error)."""
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
