@@ -23,11 +23,12 @@ def cli_command(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from talk3d.console import console
+        from talk3d.console import NativeStderrToLog, console
         from talk3d.errors import UserError, describe_os_error
 
         try:
-            return fn(*args, **kwargs)
+            with NativeStderrToLog():  # mediapipe's native log lines go to the log file, not the terminal
+                return fn(*args, **kwargs)
         except UserError as exc:
             if os.environ.get("RANK", "0") in ("", "0"):  # in a data-parallel fit, rank 0 speaks for all
                 _one_line(console, str(exc))

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from talk3d.console import terminal_stderr
 from talk3d.errors import UserError
 
 
@@ -63,7 +64,8 @@ def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
     args = ["-m", "cli.main", "fit", *without_option(argv, "--nproc")]
     try:
-        elastic_launch(config, sys.executable)(*args)
+        with terminal_stderr():  # the ranks print to the terminal themselves
+            elastic_launch(config, sys.executable)(*args)
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         if failure.exitcode == 130:
