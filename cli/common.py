@@ -26,21 +26,25 @@ def cli_command(fn: F) -> F:
         from talk3d.console import NativeStderrToLog, console
         from talk3d.errors import UserError, describe_os_error
 
+        speaks = os.environ.get("RANK", "0") in ("", "0")  # in a data-parallel fit, rank 0 speaks for all
         try:
             with NativeStderrToLog():  # mediapipe's native log lines go to the log file, not the terminal
                 return fn(*args, **kwargs)
         except UserError as exc:
-            if os.environ.get("RANK", "0") in ("", "0"):  # in a data-parallel fit, rank 0 speaks for all
+            if speaks:
                 _one_line(console, str(exc))
             raise typer.Exit(1) from None
         except OSError as exc:  # full disk, read-only folder, vanished file: one line, traceback in the log
             log = logging.getLogger("talk3d")
             if any(isinstance(h, logging.FileHandler) for h in log.handlers):
                 log.error("file-system error", exc_info=True)
-            _one_line(console, describe_os_error(exc))
+            if speaks:
+                _one_line(console, describe_os_error(exc))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted:[/yellow] finished steps are kept; run the same command again to resume")
+            if speaks:
+                console.print("[yellow]interrupted:[/yellow] finished steps are kept; run the same command again "
+                              "to resume")
             raise typer.Exit(130) from None
         finally:
             from talk3d.io import close_file_logs

@@ -39,8 +39,8 @@ from talk3d.folders import (
     MARKER,
     check_separate,
     claim_output,
-    clean_leftovers,
     commit_staged,
+    finish_interrupted_swap,
     is_empty,
     read_marker,
     write_marker,
@@ -133,6 +133,9 @@ class PrepFolders:
     """The folder existed before this prep."""
     had_marker: bool = False
     """The folder held talk3d's marker before this prep (a failure removes one it added)."""
+    resumed: bool = False
+    """An unfinished prep of the same video and settings was found: its finished steps are kept
+    whatever happens."""
 
     @property
     def work(self) -> Path:
@@ -165,6 +168,9 @@ def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], 
     existed = out_dir.exists()
     created = not claim_output(out_dir, "dataset", "prep")
     folders = PrepFolders(out_dir, created=created, existed=existed, had_marker=read_marker(out_dir) is not None)
+    if folders.work.is_symlink() or (folders.work.exists() and not folders.work.is_dir()):
+        folders.work.unlink()  # talk3d's scratch is a plain folder: never work through a link
+    finish_interrupted_swap(out_dir, folders.stage, "dataset", DATASET_ENTRIES)
     if (out_dir / MANIFEST).is_file() and not force:
         raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it (it is "
                         f"replaced only once the new one is complete) or choose another -o")
@@ -181,7 +187,7 @@ def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], 
         remove_tree(folders.work)
     elif state is not None:
         info(f"resuming the unfinished prep in '{out_dir}'")
-    clean_leftovers(out_dir)
+        folders.resumed = True
     folders.stage.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folders.stage)
     write_json(folders.work / "state.json", {"source_sha256": source_hash, "settings": settings})
@@ -190,8 +196,11 @@ def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], 
 
 
 def _clean_failed(folders: PrepFolders) -> None:
-    """Remove what a failed prep wrote: its scratch folder, and in a folder it made, the rest too."""
+    """Remove what a failed prep wrote: its scratch folder (unless it resumed earlier work, which
+    is kept), and in a folder it made, the rest too."""
     close_file_logs()
+    if folders.resumed:
+        return
     remove_tree(folders.work)
     if not folders.had_marker:
         remove_tree(folders.out / MARKER)
@@ -397,7 +406,6 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
     vinfo = _check_input(video, config)
     source_hash = sha256_file(video)
     settings = config.settings()
-    claim_output(out_dir, "dataset", "prep")
     need_free_space(str(out_dir), _estimated_bytes(vinfo, config), "this prep")
     folders = _prepare_out_dir(out_dir, source_hash, settings, force)
     try:
@@ -410,8 +418,8 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
     except KeyboardInterrupt:
         close_file_logs()
         raise
-    except OSError as exc:
-        _clean_failed(folders)
+    except OSError as exc:  # a full disk or another file error: the finished steps stay for a resume
+        close_file_logs()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"the disk holding '{out_dir}' is full: this prep needs about "
                             f"{_estimated_bytes(vinfo, config) / 1e6:,.0f} MB; free some space and run it "

@@ -27,7 +27,7 @@ def describe_os_error(exc: OSError) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the disk holding '{folder}' while writing '{where}': free some space "
-                f"and run the same command again (finished steps are kept)")
+                f"and run the same command again (prep and fit resume from their finished steps)")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write '{where}' ({reason}): choose a writable output folder or fix its permissions"
     return f"file error on '{where}' ({reason}): check the path and run the command again"

@@ -18,7 +18,6 @@ moved in by :func:`commit_staged` only once complete; until then the old result 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -129,46 +128,53 @@ def claim_output(folder: str | os.PathLike, kind: str, command: str) -> bool:
     return True
 
 
-def remove_entries(folder: str | os.PathLike, names: Iterable[str]) -> None:
-    """Remove the named entries of ``folder`` (plain names only; anything else is left alone)."""
-    folder = Path(folder)
-    for name in names:
-        path = safe_child(folder, name)
-        if path is not None:
-            remove_tree(path)
-
-
 def commit_staged(folder: str | os.PathLike, staging: str | os.PathLike, kind: str,
                   entries: Sequence[str]) -> None:
-    """Replace the talk3d entries of ``folder`` by those built in ``staging``, then drop ``staging``.
+    """Replace the talk3d entries of ``folder`` by those built (complete) in ``staging``.
 
-    The old entries are first moved aside into ``.talk3d-old`` (one rename each), the new ones
-    moved in, the marker written, and only then the old ones deleted; an interruption in
-    between leaves every file on disk and the next run finishes the clean-up.
+    A journal (``.talk3d-old/swap.json``: the names the new result has) is written first; then
+    each old entry is moved aside into ``.talk3d-old`` and the new one moved in (one rename
+    each), the marker rewritten, and only then the old entries deleted. Interrupted anywhere,
+    :func:`finish_interrupted_swap` (run by the next command on the folder) rolls the swap
+    forward from the journal: no file is lost and the new result is never left behind.
+    Only the kind's known ``entries`` are touched (plain names), never a user's own file.
     """
     folder, staging = Path(folder), Path(staging)
     trash = folder / TRASH
-    remove_tree(trash)
-    trash.mkdir()
-    old = owned_entries(folder, kind, entries)
-    for name in dict.fromkeys([*old, *entries]):
-        path = safe_child(folder, name)
-        if path is not None and (path.exists() or path.is_symlink()):
-            os.replace(path, trash / name)
+    journal = _read_json_dict(trash / "swap.json") if not trash.is_symlink() else None
+    if journal is None or not isinstance(journal.get("new"), list):
+        remove_tree(trash)
+        trash.mkdir()
+        journal = {"new": [n for n in entries if (staging / n).exists() or (staging / n).is_symlink()]}
+        with atomic_path(trash / "swap.json") as tmp:
+            tmp.write_text(json.dumps(journal))
     for name in entries:
+        dst = safe_child(folder, name)
+        if dst is None:
+            continue
         src = staging / name
-        if src.exists():
-            os.replace(src, folder / name)
-    with contextlib.suppress(OSError):
-        (folder / MARKER).unlink()
+        staged = src.exists() or src.is_symlink()
+        if name in journal["new"] and not staged:
+            continue  # moved in already (a resumed swap)
+        if dst.exists() or dst.is_symlink():  # the old entry, aside
+            remove_tree(trash / name)
+            os.replace(dst, trash / name)
+        if staged:
+            os.replace(src, dst)
     write_marker(folder, kind, entries)
     remove_tree(trash)
     remove_tree(staging)
 
 
-def clean_leftovers(folder: str | os.PathLike) -> None:
-    """Finish an interrupted :func:`commit_staged` (drop the moved-aside old entries)."""
-    remove_tree(Path(folder) / TRASH)
+def finish_interrupted_swap(folder: str | os.PathLike, staging: str | os.PathLike, kind: str,
+                            entries: Sequence[str]) -> None:
+    """Roll forward a :func:`commit_staged` that was interrupted (or drop an aside folder that
+    has no journal yet: nothing had been moved)."""
+    trash = Path(folder) / TRASH
+    if not trash.is_symlink() and (trash / "swap.json").is_file():
+        commit_staged(folder, staging, kind, entries)
+    else:
+        remove_tree(trash)
 
 
 def _relation(a: Path, b: Path) -> str | None:

@@ -78,11 +78,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _usual_mode(tmp, directory=True)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
+        if target.exists() or target.is_symlink():
+            # the old folder goes aside under a temporary name (cleaned like any stale temporary),
+            # and comes back if the new one cannot be moved in
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            os.replace(target, old / "old")
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "old", target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)

@@ -527,3 +527,107 @@ def test_review_more_one_line_errors(base, tmp_path):
     mpi = tmp_path / "mpi"
     render(base["run"], base["audio"], tmp_path / "m.mp4", RenderConfig(mpi_dir=mpi))
     one_line_error(runner.invoke(app, ["mpi-view", str(mpi / "frame_000000"), "-o", str(tmp_path / "v.jpg")]))
+
+
+# --------------------------------------------------------------------------------------
+# found by the code review of this change
+
+
+@pytest.mark.parametrize("stop_after", range(1, 9))
+def test_review_an_interrupted_swap_rolls_forward(tmp_path, monkeypatch, stop_after):
+    from talk3d.folders import commit_staged, finish_interrupted_swap
+
+    entries = ["a.txt", "b", "c.txt", "gone.txt"]
+    folder, staging = tmp_path / "F", tmp_path / "F" / ".stage"
+    (folder / "b").mkdir(parents=True)
+    for name, text in (("a.txt", "old a"), ("b/x", "old b"), ("gone.txt", "old only"), ("mine.txt", "user")):
+        (folder / name).write_text(text)
+    (staging / "b").mkdir(parents=True)
+    for name, text in (("a.txt", "new a"), ("b/x", "new b"), ("c.txt", "new c")):
+        (staging / name).write_text(text)
+    real, calls = os.replace, []
+
+    def dies(src, dst):
+        calls.append(1)
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt  # the process is killed here
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies)
+    with pytest.raises(KeyboardInterrupt):
+        commit_staged(folder, staging, "run", entries)
+    monkeypatch.setattr(os, "replace", real)
+    finish_interrupted_swap(folder, staging, "run", entries)  # what the next command does first
+    assert (folder / "mine.txt").read_text() == "user"
+    if stop_after == 1:  # killed while writing the journal: the swap never began, both results are whole
+        assert (folder / "a.txt").read_text() == "old a" and (folder / "gone.txt").read_text() == "old only"
+        assert (staging / "a.txt").read_text() == "new a" and (staging / "c.txt").read_text() == "new c"
+        return
+    assert (folder / "a.txt").read_text() == "new a" and (folder / "b" / "x").read_text() == "new b"
+    assert (folder / "c.txt").read_text() == "new c" and not (folder / "gone.txt").exists()
+    assert (folder / "mine.txt").read_text() == "user"
+    assert not staging.exists() and not (folder / ".talk3d-old").exists()
+
+
+def test_review_a_finished_refit_that_was_not_swapped_in_is_swapped_in(base, tmp_path, monkeypatch):
+    import talk3d.fit.trainer as trainer
+
+    run = copy_of(base["run"], tmp_path / "run")
+    old_avatar = (run / ck.AVATAR).read_bytes()
+
+    def commit_dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "commit_staged", commit_dies)
+    with pytest.raises(KeyboardInterrupt):
+        fit(base["data"], run, tiny_config(steps=3), force=True)
+    staged = (run / ".fit-new" / ck.AVATAR).read_bytes()
+    assert (run / ck.AVATAR).read_bytes() == old_avatar and staged != old_avatar
+    monkeypatch.undo()
+    res = fit(base["data"], run, tiny_config(steps=3), force=True)  # the same command again
+    assert res.steps == 3 and (run / ck.AVATAR).read_bytes() == staged and not (run / ".fit-new").exists()
+
+
+def test_review_force_starts_over_a_staged_refit_made_with_other_settings(base, tmp_path, monkeypatch):
+    import talk3d.fit.trainer as trainer
+
+    run = copy_of(base["run"], tmp_path / "run")
+    other = tiny_config(steps=3)
+    other.model.triplane_channels = 4
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(base["data"], run, other, force=True)
+    assert ck.list_checkpoints(run / ".fit-new")
+    monkeypatch.undo()
+    res = fit(base["data"], run, tiny_config(steps=3), force=True)
+    assert res.steps == 3 and ck.load_run(run).model_config.triplane_channels == tiny_config().model.triplane_channels
+
+
+def test_review_a_resumed_prep_keeps_its_finished_steps_when_it_fails(tmp_path, monkeypatch):
+    import data_prep.pipeline as pipeline
+
+    video = make_clip(tmp_path / "v.mp4", [astronaut_region()] * 80)
+    out = tmp_path / "data"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_step_torso", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_prep(video, out, PrepConfig(size=64, photometric_poses=False))
+    assert (out / ".prep" / "track.json").is_file()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(pipeline, "_step_torso", full)
+    with pytest.raises(UserError, match="full"):
+        run_prep(video, out, PrepConfig(size=64, photometric_poses=False))
+    monkeypatch.setattr(pipeline, "_step_torso", lambda *a, **k: (_ for _ in ()).throw(UserError("bad")))
+    with pytest.raises(UserError, match="bad"):
+        run_prep(video, out, PrepConfig(size=64, photometric_poses=False))
+    assert (out / ".prep" / "track.json").is_file()  # tracking is never done twice

@@ -13,15 +13,18 @@ from __future__ import annotations
 import datetime
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from talk3d.console import set_secondary
 from talk3d.device import resolve_device
-from talk3d.errors import UserError
+from talk3d.errors import UserError, describe_os_error
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,13 +51,14 @@ class Dist:
         if self.active:
             dist.barrier()
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of ``values`` over the ranks (the tensor itself in a world of one)."""
+    def mean(self, values: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Mean of ``values`` over the ranks, computed on ``device`` (NCCL reduces CUDA tensors
+        only); returned on the CPU (the tensor itself in a world of one)."""
         if not self.active:
             return values
-        out = values.detach().clone()
+        out = values.detach().to(device, dtype=torch.float32).clone()
         dist.all_reduce(out)
-        return out / self.world
+        return (out / self.world).cpu()
 
     def all_true(self, flag: bool, device: torch.device) -> bool:
         """Whether ``flag`` holds on every rank (all ranks take the same decision)."""
@@ -71,6 +75,24 @@ class Dist:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def main_only(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on rank 0, its result on every rank. A user or file error there is raised on
+        every rank (as a :class:`UserError`), so no rank waits for a collective that never comes."""
+        if not self.active:
+            return fn()
+        result, error = None, None
+        if self.main:
+            try:
+                result = fn()
+            except UserError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = describe_os_error(exc)
+        error = self.share(error)
+        if error is not None:
+            raise UserError(error)
+        return self.share(result)
 
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Copy rank 0's parameters and buffers of ``module`` to every rank."""
@@ -123,7 +145,7 @@ def setup(device: str) -> tuple[Dist, torch.device]:
             raise UserError(f"cannot join the distributed fit (rank {d.rank} of {d.world}): "
                             f"{str(exc).splitlines()[0]}; check torchrun's --nnodes/--rdzv-endpoint flags") from None
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world)) or 1)
-    if dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # share the cores, no oversubscription
+    if dev.type == "cpu":  # the cores shared out, no oversubscription (--set threads=N overrides)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return d, dev
 

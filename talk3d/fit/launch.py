@@ -70,6 +70,6 @@ def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
         rank, failure = exc.get_first_failure()
         if failure.exitcode == 130:
             raise KeyboardInterrupt from None
-        raise UserError(f"the {nproc}-process fit stopped: rank {rank} exited with code {failure.exitcode}; the last "
-                        f"good checkpoint in '{run_dir}' is kept: fix what is reported above and run the same command "
-                        f"to resume") from None
+        raise UserError(f"the {nproc}-process fit stopped: rank {rank} exited with code {failure.exitcode}; "
+                        f"'{run_dir}' keeps its last good checkpoint, if any: fix what is reported above and run the "
+                        f"same command again") from None

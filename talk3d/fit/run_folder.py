@@ -15,7 +15,7 @@ import torch
 from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig
-from talk3d.folders import claim_output, clean_leftovers, write_marker
+from talk3d.folders import claim_output, finish_interrupted_swap, write_marker
 from talk3d.io import atomic_path, remove_stale_temporaries
 
 METRICS = "metrics.jsonl"
@@ -48,7 +48,7 @@ def prepare_run_dir(run_dir: Path, force: bool) -> Path:
         (target / ".write_test").unlink()
     except OSError as exc:
         raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
-    clean_leftovers(run_dir)
+    finish_interrupted_swap(run_dir, staging, "run", RUN_ENTRIES)
     write_marker(run_dir, "run", RUN_ENTRIES)
     remove_stale_temporaries(target)
     remove_stale_temporaries(target / ck.CHECKPOINTS, anonymous=True)

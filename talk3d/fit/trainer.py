@@ -46,7 +46,7 @@ from talk3d.fit.run_folder import (
 )
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
 from talk3d.folders import check_separate, commit_staged
-from talk3d.io import setup_file_log, write_json
+from talk3d.io import remove_tree, setup_file_log, write_json
 from talk3d.model import losses as model_losses
 from talk3d.model.conditioning import conditioning_for
 from talk3d.model.noise import FrameNoise
@@ -246,12 +246,29 @@ class Fit:
                             f"least {cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
         self.cfg, self.dataset_dir, self.final_dir = cfg, dataset_dir, run_dir
         # the folder written from here on: run_dir, or its staging folder when --force replaces a run
-        self.run_dir = ranks.share(prepare_run_dir(run_dir, force) if ranks.main else None)
-        if ranks.main:
-            setup_file_log(self.run_dir, "fit")
+        self.run_dir = ranks.main_only(lambda: self._open_run_dir(force))
         self.cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
         self.ckpt = ck.latest_checkpoint(self.run_dir)
         self.start = self.ckpt.step if self.ckpt is not None else 0
+        start0 = ranks.share(self.start)
+        if not ranks.all_true(self.start == start0, device):
+            raise UserError(f"the ranks see different checkpoints in '{run_dir}' (rank {ranks.rank}: step {self.start}, "
+                            f"rank 0: step {start0}): keep the run folder on a file system every machine shares")
+
+    def _open_run_dir(self, force: bool) -> Path:
+        """Rank 0: check or create the run folder; start its log. A staged refit made with other
+        model settings than this one is started over (it is talk3d's own scratch)."""
+        target = prepare_run_dir(self.final_dir, force)
+        if target != self.final_dir:
+            try:
+                staged = ck.latest_checkpoint(target)
+            except UserError:
+                staged = None
+            if staged is not None and staged.config.get("model") != json.loads(json.dumps(self.cfg.model.to_dict())):
+                remove_tree(target)
+                target.mkdir()
+        setup_file_log(target, "fit")
+        return target
 
     # ------------------------------------------------------------------ setup
     def _finished(self) -> FitResult | None:
@@ -268,6 +285,9 @@ class Fit:
                  f"{self.start}")
             return None
         meta = json.loads((self.run_dir / ck.AVATAR_META).read_text())
+        if self.run_dir != self.final_dir:  # a refit that finished but was not swapped in yet
+            self.ranks.main_only(lambda: commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES))
+            self.run_dir = self.final_dir
         info(f"run '{self.final_dir}' already finished {self.start} steps; use --steps to train longer or --force "
              f"to refit")
         return FitResult(self.final_dir, self.start, self.start, time.perf_counter() - self.t_start,
@@ -279,9 +299,7 @@ class Fit:
         from talk3d.model.avatar import Avatar
 
         cfg, data = self.cfg, self.data
-        if self.ranks.main:
-            write_json(self.run_dir / ck.CONFIG, self.cfg_dict)
-            ck.copy_dataset_files(self.dataset_dir, self.run_dir)
+        self.ranks.main_only(self._write_run_files)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         if cfg.threads > 0:
@@ -292,8 +310,7 @@ class Fit:
         if self.ckpt is None:
             init_torso(model, data)
         model.to(self.device).train()
-        if self.ranks.main:
-            need_free_space(str(self.run_dir), space_needed(model, cfg), "this fit")
+        self.ranks.main_only(lambda: need_free_space(str(self.run_dir), space_needed(model, cfg), "this fit"))
         self.optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] * batch_lr_scale(cfg, self.ranks.world) for g in self.optimizer.param_groups]
         if self.ckpt is not None:
@@ -309,6 +326,10 @@ class Fit:
         info(f"fit {self.dataset_dir} -> {self.run_dir}: {cfg.total_steps} steps (identity {cfg.identity_steps}, "
              f"audio {cfg.audio_steps}, refine {cfg.refine_steps}), out {cfg.model.out_res}, neural "
              f"{cfg.model.neural_res}, batch {cfg.batch_size}{self._ranks_note()}, device {self.device}")
+
+    def _write_run_files(self) -> None:
+        write_json(self.run_dir / ck.CONFIG, self.cfg_dict)
+        ck.copy_dataset_files(self.dataset_dir, self.run_dir)
 
     def _ranks_note(self) -> str:
         w = self.ranks.world
@@ -340,6 +361,11 @@ class Fit:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise disk_full(self.run_dir, space_needed(self.model, self.cfg)) from None
             raise
+        except torch.distributed.DistBackendError:  # another rank stopped (Ctrl-C, a failure): keep the work
+            if self.step > self.start and self.ranks.main:
+                self._save(self.cfg.stage_at(self.step - 1))
+            raise UserError(f"another rank of the fit stopped at step {self.step}; the last checkpoint in "
+                            f"'{self.run_dir}' is kept: run the same command to resume") from None
         return self._finish()
 
     def _train_step(self, global_batch: np.ndarray) -> dict[str, torch.Tensor]:
@@ -415,7 +441,7 @@ class Fit:
         stage = cfg.stage_at(step - 1)
         if step % cfg.log_every == 0 or step == cfg.total_steps:
             names = sorted(window)
-            means = self.ranks.mean(torch.tensor([float(np.mean(window[k])) for k in names], dtype=torch.float64))
+            means = self.ranks.mean(torch.tensor([float(np.mean(window[k])) for k in names]), self.device)
             avg = dict(zip(names, means.tolist(), strict=True))
             rec = {"step": step, "stage": stage, "loss": avg.pop("total"), "psnr": avg.pop("psnr"), "losses": avg,
                    "lr": self.optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(self.times[-cfg.log_every:]))}
@@ -435,15 +461,16 @@ class Fit:
 
     def _validate(self, final: bool) -> dict[str, float]:
         """Held-out figures (rank 0 renders, the others wait)."""
-        res: dict[str, float] = {}
-        if self.ranks.main:
+
+        def on_main() -> dict[str, float]:
             frames = self.data.val_subset(self.cfg.final_val_frames if final else self.cfg.val_frames)
             res = validate(self.model, self.data, frames, self.device, self.amp,
                            self.run_dir / PREVIEWS / f"step_{self.step:07d}.png")
-            rec = {"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res}
-            self.records.append(rec)
+            self.records.append({"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res})
             write_records(self.run_dir / METRICS, self.records)
-        res = self.ranks.share(res)
+            return res
+
+        res = self.ranks.main_only(on_main)
         self.last_metrics.update(res)
         return res
 
@@ -451,19 +478,23 @@ class Fit:
         ck.save_checkpoint(self.run_dir, self.step, stage, self.model, self.optimizer, self.cfg_dict,
                            self.last_metrics, self.cfg.keep_checkpoints)
 
+    def _write_result(self) -> None:
+        """Rank 0: the last checkpoint, the avatar, a staged refit swapped in, the curves."""
+        self._save(self.cfg.stage_at(self.step - 1))
+        ck.save_avatar(self.run_dir, self.model, self.cfg.model, self.cfg_dict, self.step, self.last_metrics,
+                       str(self.dataset_dir.resolve()))
+        if self.run_dir != self.final_dir:  # replace the earlier run only now that the new one is complete
+            commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES)
+            self.run_dir = self.final_dir
+        train = [r for r in self.records if "loss" in r]
+        plot_curves(self.run_dir / CURVES, train, [r for r in self.records if "val_psnr" in r])
+
     def _finish(self) -> FitResult:
         """Final validation, checkpoint and avatar; swap a staged refit in; the result."""
-        cfg, step = self.cfg, self.step
+        step = self.step
         res = self._validate(final=True)
         avatar_path = self.final_dir / ck.AVATAR
-        if self.ranks.main:
-            self._save(cfg.stage_at(step - 1))
-            ck.save_avatar(self.run_dir, self.model, cfg.model, self.cfg_dict, step, self.last_metrics,
-                           str(self.dataset_dir.resolve()))
-            train = [r for r in self.records if "loss" in r]
-            plot_curves(self.run_dir / CURVES, train, [r for r in self.records if "val_psnr" in r])
-            if self.run_dir != self.final_dir:  # replace the earlier run only now that the new one is complete
-                commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES)
+        self.ranks.main_only(self._write_result)
         self.ranks.barrier()
         wall = time.perf_counter() - self.t_start
         sec = float(np.median(self.times)) if self.times else math.nan
