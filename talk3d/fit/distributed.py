@@ -150,7 +150,11 @@ def setup(device: str) -> tuple[Dist, torch.device]:
     return d, dev
 
 
-def shutdown(d: Dist) -> None:
-    """Leave the process group (end of the fit, or an error)."""
+def shutdown(d: Dist, clean: bool = True) -> None:
+    """Leave the process group: at the end of a fit (``clean``) all ranks together, after a
+    barrier, so none tears its connections down while another still uses them (that aborted a
+    rank at exit: "terminate called without an active exception"); after an error at once."""
     if d.active and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()

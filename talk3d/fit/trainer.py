@@ -222,9 +222,12 @@ def fit(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, config: FitC
     cfg = finalize(config)
     ranks, device = distributed.setup(cfg.device)
     try:
-        return Fit(Path(dataset_dir), Path(run_dir), cfg, force, ranks, device).run()
-    finally:
-        distributed.shutdown(ranks)
+        result = Fit(Path(dataset_dir), Path(run_dir), cfg, force, ranks, device).run()
+    except BaseException:
+        distributed.shutdown(ranks, clean=False)
+        raise
+    distributed.shutdown(ranks)
+    return result
 
 
 class Fit:
