@@ -88,12 +88,18 @@ def test_two_ranks_equal_one_process_with_the_same_frames_per_step(tiny, tmp_pat
     assert (tmp_path / "two" / "metrics.jsonl").is_file() and (tmp_path / "two" / "fit.log").is_file()
 
 
-def test_a_two_rank_fit_resumes_with_one_process(tiny, tmp_path):
+def test_a_fit_resumes_across_two_ranks_and_one_process(tiny, tmp_path):
     proc = _torchrun(tmp_path, 2, str(tiny), str(tmp_path / "run"), "2", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ck.list_checkpoints(tmp_path / "run")[-1][0] == 2
     res = fit(tiny, tmp_path / "run", _config(4, batch=1))  # --steps 4 continues the finished run
     assert res.start_step == 2 and res.steps == 4 and ck.load_run(tmp_path / "run").step == 4
+    # ... and the other way: one process, then two ranks
+    fit(tiny, tmp_path / "run1", _config(2, batch=1))
+    proc = _torchrun(tmp_path, 2, str(tiny), str(tmp_path / "run1"), "4", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ck.load_run(tmp_path / "run1").step == 4
+    assert "resuming" in (tmp_path / "run1" / "fit.log").read_text()
 
 
 def test_a_failing_rank_stops_every_rank_and_keeps_the_checkpoint(tiny, tmp_path):

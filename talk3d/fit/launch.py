@@ -52,7 +52,7 @@ def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
         raise UserError("--nproc cannot be used inside torchrun: torchrun already starts the ranks")
     if not 1 < nproc <= 1024:
         raise UserError(f"--nproc must be between 2 and 1024, got {nproc}")
-    import torch.distributed.elastic.multiprocessing.api  # noqa: F401  (its logger, silenced below)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -66,10 +66,12 @@ def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
     try:
         with terminal_stderr():  # the ranks print to the terminal themselves
             elastic_launch(config, sys.executable)(*args)
+    except SignalException:  # Ctrl-C (or a kill) reached torchrun's agent; rank 0 said what it kept
+        raise SystemExit(130) from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        if failure.exitcode == 130:
-            raise KeyboardInterrupt from None
+        if failure.exitcode == 130:  # the ranks were interrupted; rank 0 said what it kept
+            raise SystemExit(130) from None
         raise UserError(f"the {nproc}-process fit stopped: rank {rank} exited with code {failure.exitcode}; "
                         f"'{run_dir}' keeps its last good checkpoint, if any: fix what is reported above and run the "
                         f"same command again") from None
