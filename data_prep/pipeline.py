@@ -30,11 +30,11 @@ import numpy as np
 from data_prep import track as track_mod
 from data_prep.frames import write_frames_and_masks
 from data_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
-from data_prep.video import FrameReader, VideoInfo, probe_video, sha256_file
+from data_prep.video import FrameReader, VideoInfo, probe_video
 from talk3d.camera import focal_pixels_from_35mm
 from talk3d.console import info, make_progress, warn
 from talk3d.dataset import DATASET_ENTRIES, MANIFEST, Manifest, frame_name, validate, write_manifest
-from talk3d.errors import UserError, need_free_space
+from talk3d.errors import UserError
 from talk3d.folders import (
     MARKER,
     check_separate,
@@ -42,17 +42,20 @@ from talk3d.folders import (
     commit_staged,
     finish_interrupted_swap,
     is_empty,
+    plain_scratch_folder,
     read_marker,
     write_marker,
 )
 from talk3d.io import (
     atomic_path,
     close_file_logs,
-    read_json,
+    need_free_space,
+    read_json_dict,
     read_npy,
     remove_stale_temporaries,
     remove_tree,
     setup_file_log,
+    sha256_file,
     write_json,
     write_npy,
 )
@@ -148,15 +151,6 @@ class PrepFolders:
         return self.out / WORK / "dataset"
 
 
-def _done(path: Path) -> dict[str, Any] | None:
-    """A step's saved figures, or ``None`` when missing or unreadable (the step then runs again)."""
-    try:
-        data = read_json(path)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], force: bool) -> PrepFolders:
     """Check the output folder, then create the scratch folder or resume the one there.
 
@@ -168,13 +162,12 @@ def _prepare_out_dir(out_dir: Path, source_hash: str, settings: dict[str, Any], 
     existed = out_dir.exists()
     created = not claim_output(out_dir, "dataset", "prep")
     folders = PrepFolders(out_dir, created=created, existed=existed, had_marker=read_marker(out_dir) is not None)
-    if folders.work.is_symlink() or (folders.work.exists() and not folders.work.is_dir()):
-        folders.work.unlink()  # talk3d's scratch is a plain folder: never work through a link
+    plain_scratch_folder(folders.work)
     finish_interrupted_swap(out_dir, folders.stage, "dataset", DATASET_ENTRIES)
     if (out_dir / MANIFEST).is_file() and not force:
         raise UserError(f"'{out_dir}' already holds a prepared dataset; use --force to rebuild it (it is "
                         f"replaced only once the new one is complete) or choose another -o")
-    state = _done(folders.work / "state.json")
+    state = read_json_dict(folders.work / "state.json")
     if state is None and folders.work.exists():
         if (folders.work / "state.json").exists():
             warn(f"the resume state of the unfinished prep in '{out_dir}' is unreadable: starting that prep over")
@@ -240,7 +233,7 @@ def _check_input(video: Path, config: PrepConfig) -> VideoInfo:
 
 def _step_track(work: Path, reader: FrameReader) -> track_mod.TrackResult:
     done = work / "track.json"
-    if _done(done) is not None:
+    if read_json_dict(done) is not None:
         try:
             res = track_mod.TrackResult(read_npy(work / "track_landmarks.npy"), read_npy(work / "track_valid.npy"),
                                         read_npy(work / "track_faces.npy"))
@@ -262,7 +255,7 @@ def _step_poses(out: Path, work: Path, lm: np.ndarray, valid: np.ndarray, config
     from talk3d.face import build_canonical, estimate_pose, pose_stats, refit_translation, smooth_poses
 
     names = ("landmarks.npy", "landmark_valid.npy", "canonical_landmarks.npy", "poses.npy")
-    stats = _done(work / "pose_stats.json")
+    stats = read_json_dict(work / "pose_stats.json")
     if stats is not None and all((out / n).is_file() for n in names):
         info("poses: done already (resuming)")
         return stats
@@ -292,7 +285,7 @@ def _step_refine_poses(out: Path, work: Path, lm: np.ndarray, valid: np.ndarray,
     from talk3d.face.photometric import refine_poses_photometric
 
     stats_path = work / "pose_refine.json"
-    done = _done(stats_path)
+    done = read_json_dict(stats_path)
     if done is not None:
         info("pose refinement: done already (resuming)")
         return done
@@ -346,7 +339,7 @@ def _step_torso(out: Path, work: Path, num_frames: int, train_end: int) -> dict[
     from data_prep.torso import track_torso
 
     stats_path = work / "torso.json"
-    done = _done(stats_path)
+    done = read_json_dict(stats_path)
     if done is not None and (out / "torso_offsets.npy").is_file():
         info("torso offsets: done already (resuming)")
         return done
@@ -529,7 +522,7 @@ def _step_frames(out: Path, work: Path, vinfo: VideoInfo, config: PrepConfig, cr
     """Cropped frames, masks and the background plate; returns the plate's never-seen fraction."""
     import cv2
 
-    done = _done(work / "frames.json")
+    done = read_json_dict(work / "frames.json")
     if done is not None and (out / "background.png").is_file() and "background_unseen_fraction" in done:
         info("frames + masks: done already (resuming)")
         return float(done["background_unseen_fraction"])

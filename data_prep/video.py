@@ -6,7 +6,6 @@ applied, downscaled to a maximum side) and never held in memory all at once.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import re
 import subprocess
@@ -61,15 +60,6 @@ _VIDEO = re.compile(r"Stream #\S+.*?: Video: (.*)")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
 _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees", re.IGNORECASE)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def probe_video(path: str | Path, max_side: int = 1280) -> VideoInfo:

@@ -38,7 +38,7 @@ import numpy as np
 
 from talk3d.checks import check_fields
 from talk3d.errors import DatasetError, UserError
-from talk3d.io import read_json_object, read_npy, write_json
+from talk3d.io import read_json_dict, read_json_object, read_npy, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -158,10 +158,8 @@ def prepared_with(root: str | os.PathLike, settings: dict[str, Any] | None) -> b
     path = Path(root) / MANIFEST
     if not path.is_file():
         return False
-    try:
-        return read_json_object(path, "").get("prep_settings") == settings
-    except UserError:  # unreadable manifest: prep again
-        return False
+    data = read_json_dict(path)  # None when unreadable: prep again
+    return data is not None and data.get("prep_settings") == settings
 
 
 def read_manifest(root: str | os.PathLike) -> Manifest:
@@ -213,10 +211,10 @@ def _check_images(root: Path, manifest: Manifest) -> None:
                                    f"re-run 'talk3d prep' with --force")
 
 
-def _array(root: Path, name: str, mmap: bool = False) -> np.ndarray:
-    """A dataset array, checked readable and finite (DatasetError naming the file otherwise)."""
+def _array(root: Path, name: str, mmap: bool = False, finite: bool = True) -> np.ndarray:
+    """A dataset array, checked readable (and finite) (DatasetError naming the file otherwise)."""
     try:
-        return read_npy(root / name, mmap=mmap, finite=True, fix="re-run 'talk3d prep' with --force")
+        return read_npy(root / name, mmap=mmap, finite=finite, fix="re-run 'talk3d prep' with --force")
     except UserError as exc:
         raise DatasetError(f"dataset {exc}") from None
 
@@ -304,46 +302,46 @@ class TalkingHeadDataset:
     @functools.cached_property
     def landmarks(self) -> np.ndarray:
         """``(N, 478, 3)`` float32 image-space landmarks."""
-        return _array(self.root, "landmarks.npy", mmap=True)
+        return _array(self.root, "landmarks.npy", mmap=True, finite=False)
 
     @functools.cached_property
     def landmark_valid(self) -> np.ndarray:
         """``(N,)`` bool: landmarks were detected (not interpolated)."""
-        return _array(self.root, "landmark_valid.npy")
+        return _array(self.root, "landmark_valid.npy", finite=False)
 
     @functools.cached_property
     def poses(self) -> np.ndarray:
         """``(N, 4, 4)`` float32 camera-to-world."""
-        return _array(self.root, "poses.npy")
+        return _array(self.root, "poses.npy", finite=False)
 
     @functools.cached_property
     def canonical_landmarks(self) -> np.ndarray:
         """``(478, 3)`` float32 canonical landmark shape in world units."""
-        return _array(self.root, "canonical_landmarks.npy")
+        return _array(self.root, "canonical_landmarks.npy", finite=False)
 
     @functools.cached_property
     def blink(self) -> np.ndarray:
         """``(N,)`` float32 eye closure in [0, 1]."""
-        return _array(self.root, "blink.npy")
+        return _array(self.root, "blink.npy", finite=False)
 
     @functools.cached_property
     def audio_feats(self) -> np.ndarray:
         """``(T, D)`` float16 log-mel features at ``manifest.audio_feature_rate`` Hz."""
-        return _array(self.root, "audio_feats.npy", mmap=True)
+        return _array(self.root, "audio_feats.npy", mmap=True, finite=False)
 
     @functools.cached_property
     def torso_offsets(self) -> np.ndarray:
         """``(N, 2)`` float32 torso shift in image widths (zeros for datasets prepared without it)."""
         path = self.root / TORSO_OFFSETS
         if path.is_file():
-            return np.asarray(_array(self.root, TORSO_OFFSETS), dtype=np.float32)
+            return np.asarray(_array(self.root, TORSO_OFFSETS, finite=False), dtype=np.float32)
         return np.zeros((self.manifest.num_frames, 2), np.float32)
 
     @functools.cached_property
     def phonemes(self) -> np.ndarray | None:
         """``(T, P)`` phoneme posteriors, or ``None`` when prep did not compute them."""
         path = self.root / "phonemes.npy"
-        return _array(self.root, "phonemes.npy", mmap=True) if path.is_file() else None
+        return _array(self.root, "phonemes.npy", mmap=True, finite=False) if path.is_file() else None
 
     @property
     def intrinsics(self) -> np.ndarray:

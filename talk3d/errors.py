@@ -31,18 +31,3 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write '{where}' ({reason}): choose a writable output folder or fix its permissions"
     return f"file error on '{where}' ({reason}): check the path and run the command again"
-
-
-def need_free_space(folder: str, needed_bytes: float, what: str) -> None:
-    """Refuse to start when the disk holding ``folder`` has less than ``needed_bytes`` free."""
-    import os
-    import shutil
-
-    probe = os.path.abspath(folder)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    free = shutil.disk_usage(probe).free
-    if free < needed_bytes:
-        raise UserError(f"not enough free space for {what} in '{folder}': it needs about "
-                        f"{needed_bytes / 1e6:,.0f} MB, the disk has {free / 1e6:,.0f} MB free; free some space "
-                        f"or choose another output folder")

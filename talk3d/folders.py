@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from talk3d.errors import UserError
-from talk3d.io import atomic_path, remove_tree, safe_child
+from talk3d.io import atomic_path, read_json_dict, remove_tree, safe_child
 
 MARKER = ".talk3d.json"
 FORMAT = "talk3d-folder"
@@ -34,17 +34,9 @@ KINDS = ("dataset", "run", "eval")
 _DATASET_KEYS = {"format_version", "num_frames", "intrinsics", "train_end", "source_sha256", "prep_settings"}
 
 
-def _read_json_dict(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def read_marker(folder: str | os.PathLike) -> dict | None:
     """The folder's marker when it is a valid talk3d marker, else ``None``."""
-    data = _read_json_dict(Path(folder) / MARKER)
+    data = read_json_dict(Path(folder) / MARKER)
     if data is None or data.get("format") != FORMAT or data.get("kind") not in KINDS:
         return None
     entries = data.get("entries")
@@ -55,22 +47,22 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
 
 def _legacy_kind(folder: Path) -> str | None:
     """Kind of a folder written before the marker, from content only talk3d writes."""
-    manifest = _read_json_dict(folder / "manifest.json")
+    manifest = read_json_dict(folder / "manifest.json")
     if manifest is not None and _DATASET_KEYS <= manifest.keys() and manifest.get("format_version") == 1:
         return "dataset"
-    state = _read_json_dict(folder / ".prep" / "state.json")  # an unfinished prep
+    state = read_json_dict(folder / ".prep" / "state.json")  # an unfinished prep
     if state is not None and {"source_sha256", "settings"} <= state.keys():
         return "dataset"
-    avatar = _read_json_dict(folder / "avatar.json")
+    avatar = read_json_dict(folder / "avatar.json")
     if avatar is not None and avatar.get("format") == "talk3d-avatar":
         return "run"
-    report = _read_json_dict(folder / "report.json")
+    report = read_json_dict(folder / "report.json")
     if report is not None and {"run", "self_driven", "novel_views"} <= report.keys():
         return "eval"
     ckpts = folder / "checkpoints"
     if ckpts.is_dir():
         for p in sorted(ckpts.glob("step_*.json"))[-1:]:
-            side = _read_json_dict(p)
+            side = read_json_dict(p)
             if side is not None and side.get("format") == "talk3d-checkpoint":
                 return "run"
     return None
@@ -87,21 +79,9 @@ def folder_kind(folder: str | os.PathLike) -> str | None:
 
 def write_marker(folder: str | os.PathLike, kind: str, entries: Iterable[str]) -> None:
     """Write (atomically) the marker saying ``folder`` holds a talk3d ``kind`` made of ``entries``."""
-    folder = Path(folder)
-    old = read_marker(folder)
-    names = list(dict.fromkeys([*(old["entries"] if old and old["kind"] == kind else []), *entries]))
-    with atomic_path(folder / MARKER) as tmp:
-        tmp.write_text(json.dumps({"format": FORMAT, "kind": kind, "version": VERSION, "entries": names},
+    with atomic_path(Path(folder) / MARKER) as tmp:
+        tmp.write_text(json.dumps({"format": FORMAT, "kind": kind, "version": VERSION, "entries": list(entries)},
                                   indent=2) + "\n")
-
-
-def owned_entries(folder: str | os.PathLike, kind: str, known: Sequence[str]) -> list[str]:
-    """Names talk3d wrote in ``folder``: those of ``known`` (the kind's entries) that the marker
-    lists, all of ``known`` for a legacy folder; a tampered marker can never name a user's file."""
-    marker = read_marker(folder)
-    if marker is None or marker["kind"] != kind:
-        return list(known)
-    return [name for name in known if name in marker["entries"]]
 
 
 def is_empty(folder: Path) -> bool:
@@ -141,7 +121,8 @@ def commit_staged(folder: str | os.PathLike, staging: str | os.PathLike, kind: s
     """
     folder, staging = Path(folder), Path(staging)
     trash = folder / TRASH
-    journal = _read_json_dict(trash / "swap.json") if not trash.is_symlink() else None
+    plain_scratch_folder(trash)
+    journal = read_json_dict(trash / "swap.json")
     if journal is None or not isinstance(journal.get("new"), list):
         remove_tree(trash)
         trash.mkdir()
@@ -171,10 +152,25 @@ def finish_interrupted_swap(folder: str | os.PathLike, staging: str | os.PathLik
     """Roll forward a :func:`commit_staged` that was interrupted (or drop an aside folder that
     has no journal yet: nothing had been moved)."""
     trash = Path(folder) / TRASH
-    if not trash.is_symlink() and (trash / "swap.json").is_file():
+    plain_scratch_folder(trash)
+    if (trash / "swap.json").is_file():
         commit_staged(folder, staging, kind, entries)
     else:
         remove_tree(trash)
+
+
+def plain_scratch_folder(path: Path) -> None:
+    """Make sure talk3d's scratch name ``path`` (``.prep``, ``.fit-new``, ``.eval-new``, ``.talk3d-old``)
+    is a plain folder or absent.
+
+    A link there is removed (only the link: its target is never followed, nor written through);
+    a file of that name is not talk3d's, so it is refused, never deleted.
+    """
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists() and not path.is_dir():
+        raise UserError(f"'{path}' is a file, but talk3d keeps its unfinished work under that name: move it "
+                        f"away and run the command again")
 
 
 def _relation(a: Path, b: Path) -> str | None:

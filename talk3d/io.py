@@ -107,6 +107,16 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_dict(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A JSON object, or ``None`` when the file is missing, unreadable or holds something else
+    (for records whose absence or damage just means "redo that work")."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
     """Read a JSON object; raise :class:`UserError` ending in ``fix`` when it is unreadable or not one."""
     try:
@@ -165,6 +175,29 @@ def _check_npy_size(path: Path) -> None:
     needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if header_end + needed > path.stat().st_size:
         raise ValueError(f"its header promises {needed} bytes of data, the file holds {path.stat().st_size - header_end}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def need_free_space(folder: str | os.PathLike, needed_bytes: float, what: str) -> None:
+    """Refuse to start when the disk holding ``folder`` has less than ``needed_bytes`` free."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if free < needed_bytes:
+        raise UserError(f"not enough free space for {what} in '{folder}': it needs about "
+                        f"{needed_bytes / 1e6:,.0f} MB, the disk has {free / 1e6:,.0f} MB free; free some space "
+                        f"or choose another output folder")
 
 
 def _reason(exc: BaseException) -> str:

@@ -489,6 +489,11 @@ def test_review_links_are_never_written_through(base, tmp_path):
     (run / ".fit-new").symlink_to(elsewhere)
     fit(base["data"], run, tiny_config(steps=2), force=True)
     assert (elsewhere / "config.json").read_text() == "MY CONFIG" and sorted(os.listdir(elsewhere)) == ["config.json"]
+    # a file of a staging folder's name is not talk3d's: refused, never deleted
+    (run / ".fit-new").write_text("mine")
+    with pytest.raises(UserError, match="unfinished work under that name"):
+        fit(base["data"], run, tiny_config(steps=2), force=True)
+    assert (run / ".fit-new").read_text() == "mine"
     # a checkpoints folder linked to another disk keeps that disk's own tmp* files
     run2 = copy_of(base["run"], tmp_path / "run2")
     disk = tmp_path / "disk"

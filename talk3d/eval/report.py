@@ -27,7 +27,14 @@ from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
 from talk3d.eval.driver import RunDriver
-from talk3d.folders import MARKER, check_separate, claim_output, commit_staged, write_marker
+from talk3d.folders import (
+    MARKER,
+    check_separate,
+    claim_output,
+    commit_staged,
+    plain_scratch_folder,
+    write_marker,
+)
 from talk3d.io import close_file_logs, remove_tree, setup_file_log, write_json
 
 # What an evaluation writes into its report folder (what --force replaces; nothing else).
@@ -98,6 +105,7 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
     if not (driver.dataset_dir / "manifest.json").is_file():
         raise UserError(f"the run's dataset '{driver.dataset_dir}' is missing: the self-driven and view figures "
                         f"need its held-out frames; restore it at that path")
+    plain_scratch_folder(out / STAGING)
     existed = out.exists()
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, "eval", EVAL_ENTRIES)

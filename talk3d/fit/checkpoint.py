@@ -33,7 +33,15 @@ from safetensors.torch import load_file, save_file
 from talk3d.console import warn
 from talk3d.dataset import MANIFEST, Manifest
 from talk3d.errors import CheckpointError, UserError
-from talk3d.io import atomic_path, confined, read_json_object, read_npy, remove_stale_temporaries, write_json
+from talk3d.io import (
+    atomic_path,
+    confined,
+    read_json_object,
+    read_npy,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json,
+)
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -49,22 +57,11 @@ _STEP_RE = re.compile(r"^step_(\d{7,})\.json$")
 FIX_FIT = "re-run 'talk3d fit' (it resumes)"
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file (recorded in the JSON sidecar, checked on load)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], kind: str) -> str:
     """Write a safetensors file atomically; return its SHA-256."""
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": kind, "format_version": str(FORMAT_VERSION)})
-        digest = file_sha256(tmp)
+        digest = sha256_file(tmp)
     return digest
 
 
@@ -212,7 +209,7 @@ def _read_tensors(path: Path, sha256: Any = None) -> dict[str, torch.Tensor]:
     """Load a safetensors file, checking it against the SHA-256 its sidecar recorded."""
     if not path.is_file():
         raise CheckpointError(f"'{path}' is missing; {FIX_FIT} or use --force")
-    if sha256 is not None and (not isinstance(sha256, str) or file_sha256(path) != sha256):
+    if sha256 is not None and (not isinstance(sha256, str) or sha256_file(path) != sha256):
         raise CheckpointError(f"'{path}' is damaged (its content does not match the checksum written with it): "
                               f"{FIX_FIT}")
     try:
@@ -292,11 +289,7 @@ def copy_dataset_files(dataset_dir: str | os.PathLike, run_dir: str | os.PathLik
     """Copy what rendering needs from the dataset into the run folder (atomically)."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     pairs = [(MANIFEST, DATASET_MANIFEST)] + [(n, n) for n in RUN_COPIES]
-    for name in OPTIONAL_RUN_COPIES:
-        if (dataset_dir / name).is_file():
-            pairs.append((name, name))
-        else:  # never keep a copy from an earlier dataset
-            (run_dir / name).unlink(missing_ok=True)
+    pairs += [(n, n) for n in OPTIONAL_RUN_COPIES if (dataset_dir / n).is_file()]
     for src, dst in pairs:
         with atomic_path(run_dir / dst) as tmp:
             shutil.copyfile(dataset_dir / src, tmp)

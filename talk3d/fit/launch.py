@@ -32,12 +32,6 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
     return out
 
 
-def torchrun_command(nproc: int, fit_args: Sequence[str]) -> list[str]:
-    """The torchrun command line equivalent to ``talk3d fit --nproc N`` (what the docs show)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "cli.main", "fit", *fit_args]
-
-
 def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
     """Run ``talk3d fit`` (its arguments ``argv``, ``--nproc`` removed) as ``nproc`` ranks.
 

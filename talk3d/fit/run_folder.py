@@ -15,7 +15,7 @@ import torch
 from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit.config import FitConfig
-from talk3d.folders import claim_output, finish_interrupted_swap, write_marker
+from talk3d.folders import claim_output, finish_interrupted_swap, plain_scratch_folder, write_marker
 from talk3d.io import atomic_path, remove_stale_temporaries
 
 METRICS = "metrics.jsonl"
@@ -38,8 +38,7 @@ def prepare_run_dir(run_dir: Path, force: bool) -> Path:
     """
     has_run = claim_output(run_dir, "run", "fit")
     staging = run_dir / STAGING
-    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-        staging.unlink()  # talk3d's staging is a plain folder: never write through a link
+    plain_scratch_folder(staging)
     target = staging if has_run and force else run_dir
     try:
         target.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from talk3d.console import info, make_progress, warn
-from talk3d.errors import UserError, need_free_space
+from talk3d.errors import UserError
 from talk3d.face.landmarks import mouth_opening
 from talk3d.fit import checkpoint as ck
 from talk3d.fit import distributed
@@ -46,7 +46,7 @@ from talk3d.fit.run_folder import (
 )
 from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
 from talk3d.folders import check_separate, commit_staged
-from talk3d.io import remove_tree, setup_file_log, write_json
+from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json
 from talk3d.model import losses as model_losses
 from talk3d.model.conditioning import conditioning_for
 from talk3d.model.noise import FrameNoise
