@@ -13,7 +13,7 @@ from cli.common import DEVICE_HELP, FORCE_HELP, QUIET_HELP, apply_quiet, cli_com
 def command(
     dataset: Path = typer.Argument(..., help="Prepared dataset folder (made by 'talk3d prep')."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder to write (resumes when it holds a run)."),
-    preset: str = typer.Option("quick", "--preset", help="quick (2 CPU cores, ~50 min, 256^2), standard, full (GPU, 512^2)."),
+    preset: str = typer.Option("quick", "--preset", help="quick (2 CPU cores, ~13 min, 256^2), standard, full (GPU, 512^2)."),
     steps: int | None = typer.Option(None, "--steps", help="Total training steps (stage lengths keep their proportions)."),
     size: int | None = typer.Option(None, "--size", help="Output resolution, e.g. 256 or 512 (neural image is a quarter)."),
     batch: int | None = typer.Option(None, "--batch", help="Frames per training step."),

@@ -38,6 +38,8 @@ def command(
     mpi_size: int | None = typer.Option(None, help="MPI layer side in pixels (default: the neural resolution)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 1 on CPU, 8 on CUDA)."),
+    threads: int = typer.Option(0, help="CPU threads (0: a fair share of the cores with other running talk3d "
+                                        "commands)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
@@ -48,7 +50,7 @@ def command(
     apply_quiet(quiet)
     cfg = RenderConfig(yaw=yaw, pitch=pitch, orbit=orbit, orbit_range=orbit_range, orbit_period=orbit_period,
                        pose=pose, blink=blink, motion_scale=motion_scale, size=size, fps=fps, device=device,
-                       batch=batch, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
+                       batch=batch, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
                        mpi_dir=mpi, mpi_frames=parse_frame_list(mpi_frames), mpi_layers=mpi_layers,
                        mpi_size=mpi_size)
     render(run_dir, audio, out, cfg, force=force)

@@ -32,6 +32,7 @@ from talk3d.fit.trainer import fit
 cfg = tiny_config(steps=int(sys.argv[3]))
 cfg.batch_size = int(sys.argv[4])
 cfg.checkpoint_every = 2
+cfg.threads = 1
 if len(sys.argv) > 5 and os.environ["RANK"] == sys.argv[5]:  # this rank's loss turns NaN at its 3rd step
     real, calls = losses.compute_losses, []
     def nan_at_three(*args, **kwargs):
@@ -53,6 +54,7 @@ def _config(steps: int, batch: int):
     cfg = tiny_config(steps=steps)
     cfg.batch_size = batch
     cfg.checkpoint_every = 2
+    cfg.threads = 1  # the same thread count as each rank: float sums in the same order
     return cfg
 
 

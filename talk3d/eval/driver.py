@@ -41,8 +41,10 @@ class RunDriver:
     """
 
     def __init__(self, run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+        from talk3d import threads
         from talk3d.fit.checkpoint import load_run
 
+        threads.start()
         self.run = load_run(run_dir, device)
         self.device = torch.device(device)
         m = self.run.manifest
@@ -83,12 +85,14 @@ class RunDriver:
         Yields:
             :class:`Rendered` batches in order.
         """
+        from talk3d import threads
         from talk3d.model.conditioning import conditioning_for
 
         idx = np.asarray(frame_indices, dtype=np.int64)
         k = torch.from_numpy(self.intrinsics).to(self.device)
         for start in range(0, len(idx), batch_size):
             sel = idx[start:start + batch_size]
+            threads.rebalance()
             cond = conditioning_for(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
                                     sel, torso_offsets=torso)
             cond = {name: v.to(self.device) for name, v in cond.items()}

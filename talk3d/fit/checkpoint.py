@@ -182,8 +182,8 @@ class Checkpoint:
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                 rng: bool = True) -> None:
-        """Load model (strict), optimiser and RNG states from this checkpoint."""
-        model.load_state_dict(self.model_state(), strict=True)
+        """Load model (strict, :meth:`Avatar.complete_state`), optimiser and RNG states from this checkpoint."""
+        model.load_state_dict(model.complete_state(self.model_state()), strict=True)
         if optimizer is not None:
             optimizer.load_state_dict(_unflatten_optimizer(self.tensors, self.param_groups))
         if rng:
@@ -403,6 +403,7 @@ def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tenso
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in Avatar(model_config).state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
+        got.update({k: v for k, v in expected.items() if k.startswith("occupancy.") and k not in got})
         if expected != got:
             diff = sorted(set(expected.items()) ^ set(got.items()))
             problem = f"{diff[0][0]}: {len(diff)} tensors differ"
@@ -412,7 +413,8 @@ def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tenso
         raise CheckpointError(f"weights in '{run_dir}' do not fit this talk3d's model ({problem}); "
                               f"re-run 'talk3d fit' with --force")
     avatar = Avatar(model_config)
-    avatar.load_state_dict(state, strict=True)
+    avatar.load_state_dict(avatar.complete_state(state), strict=True)
+    avatar.ensure_occupancy()
     return avatar
 
 

@@ -27,7 +27,7 @@ FIT_BOUNDS = {
     "identity_steps": (0, 10**8), "audio_steps": (0, 10**8), "refine_steps": (0, 10**8), "batch_size": (1, 4096),
     "lr": (1e-12, 10), "lr_planes": (1e-12, 100), "lr_final_factor": (1e-6, 1), "refine_lr_factor": (1e-6, 10),
     "refine_mouth_factor": (0, 1000), "mouth_pretrain_steps": (0, 10**7), "lip_silence_fraction": (0, 0.9),
-    "lip_teacher_noise": (0, 10), "warmup_steps": (0, 10**8), "grad_clip": (0, 1e6), "log_every": (1, 10**8),
+    "lip_teacher_noise": (0, 10), "occupancy_every": (0, 10**8), "warmup_steps": (0, 10**8), "grad_clip": (0, 1e6), "log_every": (1, 10**8),
     "val_every": (0, 10**8), "val_frames": (1, 10**6), "final_val_frames": (1, 10**6),
     "checkpoint_every": (1, 10**8), "keep_checkpoints": (1, 1000), "cache_frames": (1, 10**7),
     "mouth_margin": (0, 10), "min_frames": (1, 10**7), "seed": (0, 2**63 - 1), "threads": (0, 4096),
@@ -97,6 +97,9 @@ class FitConfig:
     fit): ``none`` (the same rates at any batch), ``sqrt`` (times the square root of the frames
     per step) or ``linear`` (times their number). ``none`` keeps a 2-rank fit with batch 1 equal
     to a 1-process fit with batch 2."""
+    occupancy_every: int = 100
+    """Refresh the model's occupancy grid (``model.occupancy_res``) from the identity field every
+    this many steps, and once before the avatar is saved (0: only then)."""
     warmup_steps: int = 50
     """Linear learning-rate warm-up at the start of the fit."""
     grad_clip: float = 1.0
@@ -126,7 +129,8 @@ class FitConfig:
     seed: int = 0
     """Seed of torch and of the frame order."""
     threads: int = 0
-    """CPU threads for torch (0: leave torch's default)."""
+    """CPU threads for torch (0: a fair share of the cores, re-counted while other talk3d processes
+    start and end; see :mod:`talk3d.threads`)."""
 
     @property
     def total_steps(self) -> int:
@@ -278,17 +282,18 @@ def set_size(cfg: FitConfig, size: int) -> None:
 def preset(name: str) -> FitConfig:
     """The named preset.
 
-    * ``quick``: 2 CPU cores, about 50 minutes; small model, 256^2 output, 64^2 neural image.
+    * ``quick``: 2 CPU cores, about 13 minutes; small model, 256^2 output, 64^2 neural image.
     * ``standard``: a GPU for about half an hour (or a long CPU run); 256^2 output.
     * ``full``: a GPU, 512^2 output, the full-size model (48+48 samples, 256^2 triplane).
     """
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     if name == "quick":
-        # ModelConfig.quick(): 0.57 s/step on an idle 2-core CPU, so 4800 steps take ~46 min
-        # (measured on the Obama clip; see docs/fit.md).
+        # ModelConfig.quick(): 0.13 s/step (identity) and 0.20 s/step (audio) on an idle 2-core
+        # CPU, so 4000 steps take ~13 min on the Obama clip; the held-out PSNR stopped rising
+        # after ~1000 identity and ~750 audio steps (docs/fit.md, "Quality and speed").
         cfg = FitConfig(model=ModelConfig.quick(), preset=name)
-        cfg.identity_steps, cfg.audio_steps, cfg.refine_steps = 2000, 2000, 800
+        cfg.identity_steps, cfg.audio_steps, cfg.refine_steps = 1400, 1900, 700
         cfg.batch_size = 1
         cfg.val_every, cfg.checkpoint_every = 250, 250
     elif name == "standard":

@@ -122,6 +122,11 @@ def from_environment() -> Dist:
     return Dist(rank=int(os.environ.get("RANK", "0")), world=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def local_processes(d: Dist) -> int:
+    """Ranks of this fit running on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world)) or 1)
+
+
 def setup(device: str) -> tuple[Dist, torch.device]:
     """Join the process group torchrun set up; return this rank's :class:`Dist` and device.
 
@@ -144,9 +149,6 @@ def setup(device: str) -> tuple[Dist, torch.device]:
         except (RuntimeError, ValueError) as exc:
             raise UserError(f"cannot join the distributed fit (rank {d.rank} of {d.world}): "
                             f"{str(exc).splitlines()[0]}; check torchrun's --nnodes/--rdzv-endpoint flags") from None
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world)) or 1)
-    if dev.type == "cpu":  # the cores shared out, no oversubscription (--set threads=N overrides)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return d, dev
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from talk3d import threads
 from talk3d.console import info, make_progress, warn
 from talk3d.errors import UserError
 from talk3d.face.landmarks import mouth_opening
@@ -305,8 +306,7 @@ class Fit:
         self.ranks.main_only(self._write_run_files)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        threads.start(cfg.threads, distributed.local_processes(self.ranks))
         self.model = model = Avatar(cfg.model)
         model.set_background(data.background())
         model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))
@@ -380,6 +380,8 @@ class Fit:
         for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             g["lr"] = base * factor
         self._enter_stage(stage)
+        if cfg.occupancy_every > 0 and step % cfg.occupancy_every == 0:
+            self.model.refresh_occupancy()
         frames = np.array_split(global_batch, self.ranks.world)[self.ranks.rank].tolist()
         noise = FrameNoise(cfg.seed, step, frames, self.device)
         batch = to_device(self.data.batch(frames), self.device)
@@ -442,12 +444,14 @@ class Fit:
         """Metrics line, progress, periodic validation and checkpoint."""
         cfg, step = self.cfg, self.step
         stage = cfg.stage_at(step - 1)
+        threads.rebalance()
         if step % cfg.log_every == 0 or step == cfg.total_steps:
             names = sorted(window)
             means = self.ranks.mean(torch.tensor([float(np.mean(window[k])) for k in names]), self.device)
             avg = dict(zip(names, means.tolist(), strict=True))
             rec = {"step": step, "stage": stage, "loss": avg.pop("total"), "psnr": avg.pop("psnr"), "losses": avg,
-                   "lr": self.optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(self.times[-cfg.log_every:]))}
+                   "lr": self.optimizer.param_groups[1]["lr"], "sec_per_step": float(np.mean(self.times[-cfg.log_every:])),
+                   "wall_s": round(time.perf_counter() - self.t_start, 2)}
             window.clear()
             self.records.append(rec)
             if self.ranks.main:
@@ -469,7 +473,8 @@ class Fit:
             frames = self.data.val_subset(self.cfg.final_val_frames if final else self.cfg.val_frames)
             res = validate(self.model, self.data, frames, self.device, self.amp,
                            self.run_dir / PREVIEWS / f"step_{self.step:07d}.png")
-            self.records.append({"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res})
+            self.records.append({"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res,
+                                 "wall_s": round(time.perf_counter() - self.t_start, 2)})
             write_records(self.run_dir / METRICS, self.records)
             return res
 
@@ -495,6 +500,7 @@ class Fit:
     def _finish(self) -> FitResult:
         """Final validation, checkpoint and avatar; swap a staged refit in; the result."""
         step = self.step
+        self.model.refresh_occupancy()  # the avatar is saved with the grid of its final weights
         res = self._validate(final=True)
         avatar_path = self.final_dir / ck.AVATAR
         self.ranks.main_only(self._write_result)

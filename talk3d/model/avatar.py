@@ -17,6 +17,7 @@ from talk3d.model.conditioning import TokenEncoder
 from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
 from talk3d.model.noise import FrameNoise
+from talk3d.model.occupancy import OccupancyGrid
 from talk3d.model.renderer import Jitter, render_rays
 from talk3d.model.superres import SuperResolution
 from talk3d.model.torso import TorsoLayer
@@ -54,6 +55,7 @@ class Avatar(nn.Module):
         self.unet = DeltaplaneUNet(cfg)
         self.superres = SuperResolution(cfg)
         self.torso = TorsoLayer(cfg) if cfg.torso_mode == "image" else None
+        self.occupancy = OccupancyGrid(cfg.box_min, cfg.box_max, cfg.occupancy_res) if cfg.occupancy_res else None
         if cfg.mouth_basis:
             half = cfg.triplane_res // 2
             self.mouth_basis = nn.Parameter(torch.zeros(cfg.mouth_code, 3, cfg.triplane_channels, half, half))
@@ -142,6 +144,26 @@ class Avatar(nn.Module):
         inside = (coords.abs() <= 1.0).all(-1)
         return sigma * inside.to(sigma.dtype), feats
 
+    @torch.no_grad()
+    def refresh_occupancy(self) -> float | None:
+        """Recompute the occupancy grid from the identity field; the occupied fraction (None: no grid)."""
+        if self.occupancy is None:
+            return None
+        planes = self.identity_planes()
+        return self.occupancy.refresh(lambda p: self.query(planes, p)[0])
+
+    def complete_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` with this model's (not yet computed) occupancy grid added when it has none:
+        weights saved before the grid existed load strictly, and :meth:`ensure_occupancy` then
+        computes their grid."""
+        missing = {k: v for k, v in self.state_dict().items() if k.startswith("occupancy.") and k not in state}
+        return {**state, **missing}
+
+    def ensure_occupancy(self) -> None:
+        """Compute the grid if it never was (avatars saved before the grid existed)."""
+        if self.occupancy is not None and not self.occupancy.is_ready:
+            self.refresh_occupancy()
+
     # ----------------------------------------------------------------- rendering
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                     jitter: Jitter | None = None) -> dict[str, torch.Tensor]:
@@ -152,8 +174,9 @@ class Avatar(nn.Module):
         """
         cfg = self.cfg
         jitter = self.training if jitter is None else jitter
+        grid = self.occupancy if self.occupancy is not None and self.occupancy.is_ready else None
         return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
-                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha)
+                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid)
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
                       out_size: int | None = None, torso_pose: torch.Tensor | None = None,

@@ -14,7 +14,7 @@ MODEL_BOUNDS = {
     "triplane_res": (4, 2048), "triplane_channels": (1, 512), "triplane_init_std": (0, 10),
     "decoder_hidden": (1, 4096), "decoder_layers": (1, 16), "feature_channels": (3, 512),
     "density_bias": (-100, 100), "neural_res": (4, 2048), "out_res": (8, 8192), "coarse_samples": (1, 1024),
-    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "box_min": (-100, 100), "box_max": (-100, 100),
+    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 1024), "box_min": (-100, 100), "box_max": (-100, 100),
     "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64), "pose_dim": (1, 64),
     "mouth_code": (0, 256), "token_dim": (1, 4096), "attn_heads": (1, 64), "unet_widths": (1, 4096),
     "unet_attn_res": (1, 4096), "sr_widths": (1, 4096), "torso_res": (0, 8192), "torso_warp_hidden": (1, 4096),
@@ -48,12 +48,16 @@ class ModelConfig:
     """Side of the volume-rendered (neural) image in pixels."""
     out_res: int = 256
     """Side of the super-resolved output image; ``out_res / neural_res`` must be a power of 2."""
-    coarse_samples: int = 24
-    """Stratified samples per ray inside the scene box."""
-    importance_samples: int = 24
+    coarse_samples: int = 12
+    """Stratified samples per ray inside the scene box (within the occupancy grid's span of the ray)."""
+    importance_samples: int = 12
     """Extra samples per ray drawn from the coarse weights (inverse CDF)."""
     fine_cull_alpha: float = 0.01
     """Rays whose coarse opacity is below this skip importance sampling (0 = never skip)."""
+    occupancy_res: int = 64
+    """Cells along the longest side of the scene box in the occupancy grid
+    (:mod:`talk3d.model.occupancy`): rays that meet no occupied cell are skipped, the others
+    sampled only where the grid is occupied. 0 samples the whole box on every ray."""
     box_min: tuple[float, float, float] = (-2.0, -2.4, -1.2)
     """Lower corner of the scene box in canonical space (head ~[-1, 1]^3, shoulders below and
     to the sides: on the Obama clip the torso spans the whole crop, x ~ +-2 at the head plane)."""
@@ -192,7 +196,7 @@ class ModelConfig:
 
     @classmethod
     def quick(cls, **overrides: Any) -> ModelConfig:
-        """CPU-sized model: 3x32x128^2 triplane, 64^2 neural, 256^2 output, 24+24 samples."""
+        """CPU-sized model: 3x32x128^2 triplane, 64^2 neural, 256^2 output, 12+12 samples."""
         return cls(**overrides)
 
     @classmethod
@@ -206,10 +210,10 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> ModelConfig:
-        """Unit-test size: 3x8x16^2 triplane, 16^2 neural, 32^2 output, 8+8 samples."""
+        """Unit-test size: 3x8x16^2 triplane, 16^2 neural, 32^2 output, 8+8 samples, 16-cell grid."""
         base: dict[str, Any] = dict(triplane_res=16, triplane_channels=8, decoder_hidden=16, feature_channels=8,
                                     neural_res=16, out_res=32, coarse_samples=8, importance_samples=8,
                                     audio_dim=8, audio_window=2, mel_per_frame=2, token_dim=16, attn_heads=2,
-                                    unet_widths=(8, 16), unet_attn_res=8, sr_widths=(16, 8))
+                                    unet_widths=(8, 16), unet_attn_res=8, sr_widths=(16, 8), occupancy_res=16)
         base.update(overrides)
         return cls(**base)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from talk3d.model.noise import FrameNoise
+from talk3d.model.occupancy import OccupancyGrid
 from talk3d.ops import composite_rays
 
 Jitter = bool | FrameNoise
@@ -51,17 +52,21 @@ def _uniform(jitter: Jitter, rays: int, n: int, like: torch.Tensor, rows: torch.
     return torch.rand(count, n, device=like.device, dtype=like.dtype)
 
 
-def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, jitter: Jitter) -> torch.Tensor:
+def stratified_samples(t_near: torch.Tensor, t_far: torch.Tensor, n: int, jitter: Jitter,
+                       rows: torch.Tensor | None = None, rays: int | None = None) -> torch.Tensor:
     """``n`` samples per ray, one in each of ``n`` equal bins of ``[t_near, t_far]``.
 
     Args:
         t_near, t_far: ``(R,)``.
         jitter: random position inside each bin (training) or the bin centre (evaluation); see :data:`Jitter`.
+        rows, rays: the given rays are rows ``rows`` of ``rays`` frame-major rays (keyed noise
+            is drawn per ray of the whole batch); ``None``: all of them.
     Returns:
         ``(R, n)`` non-decreasing sample distances.
     """
     steps = torch.arange(n, device=t_near.device, dtype=t_near.dtype)
-    u = _uniform(jitter, t_near.shape[0], n, t_near) if jitter is not False else 0.5
+    total = t_near.shape[0] if rays is None else rays
+    u = _uniform(jitter, total, n, t_near, rows) if jitter is not False else 0.5
     frac = (steps + u) / n
     return t_near[:, None] + (t_far - t_near)[:, None] * frac
 
@@ -119,7 +124,7 @@ def composite(sigmas: torch.Tensor, features: torch.Tensor, t_vals: torch.Tensor
 
 def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_min: torch.Tensor,
                 box_max: torch.Tensor, n_coarse: int, n_importance: int, jitter: Jitter,
-                cull_alpha: float = 0.0) -> dict[str, torch.Tensor]:
+                cull_alpha: float = 0.0, occupancy: OccupancyGrid | None = None) -> dict[str, torch.Tensor]:
     """Render rays through a radiance field restricted to the scene box.
 
     The coarse samples and the importance samples are evaluated once each and merged
@@ -133,27 +138,64 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_m
         jitter: stratified/random sampling (training) or deterministic (evaluation); see :data:`Jitter`.
         cull_alpha: rays whose coarse opacity is below this get no importance samples
             (their coarse samples still count); 0 disables culling.
+        occupancy: a refreshed grid: rays that meet no occupied cell are not sampled (they
+            render transparent) and the others are sampled between their first and last
+            occupied cell only; ``None``: the whole box segment of every ray.
     Returns:
         dict with ``features (B, N, F)`` (premultiplied by alpha), ``alpha (B, N)``,
         ``depth (B, N)`` (expected distance where opaque, ``t_far`` blend elsewhere; misses 0),
-        ``depth_raw (B, N)`` = sum w t, ``t_far (B, N)``.
+        ``depth_raw (B, N)`` = sum w t, ``t_far (B, N)`` (the box exit).
     """
     b, n, _ = origins.shape
     o = origins.reshape(b * n, 3)
     d = dirs.reshape(b * n, 3)
-    t_near, t_far, hit = ray_box_intersect(o, d, box_min, box_max)
-    t_c = stratified_samples(t_near, t_far, n_coarse, jitter)  # (R, Sc)
+    t_near, box_far, hit = ray_box_intersect(o, d, box_min, box_max)
+    t_far = box_far
+    if occupancy is not None:
+        t_near, t_far, hit = occupancy.ray_bounds(o, d, t_near, box_far, hit)
+    rows = _rows_to_march(hit, b)
+    if rows is None:
+        feats, alpha, depth_raw = _march(field, o, d, t_near, t_far, hit, b, n_coarse, n_importance, jitter,
+                                         cull_alpha, None)
+    else:
+        keep, valid = rows
+        sub = _march(field, o[keep], d[keep], t_near[keep], t_far[keep], hit[keep], b, n_coarse, n_importance,
+                     jitter, cull_alpha, (keep, b * n))
+        feats, alpha, depth_raw = (_scatter_rows(v, keep, valid, b * n) for v in sub)
+    depth = depth_raw + (1.0 - alpha) * box_far
+    return {
+        "features": feats.reshape(b, n, -1),
+        "alpha": alpha.reshape(b, n),
+        "depth": depth.reshape(b, n),
+        "depth_raw": depth_raw.reshape(b, n),
+        "t_far": box_far.reshape(b, n),
+    }
+
+
+RowSubset = tuple[torch.Tensor, int]
+"""``(rows, rays)``: the marched rays are rows ``rows (R',)`` of ``rays`` frame-major rays."""
+
+
+def _march(field: FieldFn, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+           hit: torch.Tensor, b: int, n_coarse: int, n_importance: int, jitter: Jitter, cull_alpha: float,
+           subset: RowSubset | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coarse + importance sampling and compositing of rays ``(R, 3)`` (``b`` equal frame blocks).
+
+    Returns ``features (R, F)``, ``alpha (R,)``, ``depth_raw (R,)``.
+    """
+    rows, rays = subset if subset is not None else (None, None)
+    t_c = stratified_samples(t_near, t_far, n_coarse, jitter, rows, rays)  # (R, Sc)
     sig_c, feat_c = _eval(field, o, d, t_c, b)
     if n_importance > 0:
         res_c = composite(sig_c.detach(), feat_c[..., :1].detach(), t_c, t_far, hit)
         edges = torch.cat([t_near[:, None], t_c], -1)
         active = (res_c["alpha"] >= cull_alpha) & hit
         if cull_alpha <= 0.0 or bool(active.all()):
-            t_f = importance_samples(edges, res_c["weights"], n_importance, jitter)
+            t_f = importance_samples(edges, res_c["weights"], n_importance, jitter, rows, rays)
             sig_f, feat_f = _eval(field, o, d, t_f, b)
         else:
             t_f, sig_f, feat_f = _culled_fine(field, o, d, edges, res_c["weights"], t_far, active, b,
-                                              n_importance, jitter, feat_c.shape[-1])
+                                              n_importance, jitter, feat_c.shape[-1], subset)
         t_all, order = torch.cat([t_c, t_f], -1).sort(-1)
         sig = torch.cat([sig_c, sig_f], -1).gather(1, order)
         feat_all = torch.cat([feat_c, feat_f], 1)
@@ -161,15 +203,38 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_m
     else:
         t_all, sig, feat = t_c, sig_c, feat_c
     res = composite(sig, feat, t_all, t_far, hit)
-    alpha = res["alpha"]
-    depth = res["depth"] + (1.0 - alpha) * t_far
-    return {
-        "features": res["features"].reshape(b, n, -1),
-        "alpha": alpha.reshape(b, n),
-        "depth": depth.reshape(b, n),
-        "depth_raw": res["depth"].reshape(b, n),
-        "t_far": t_far.reshape(b, n),
-    }
+    return res["features"], res["alpha"], res["depth"]
+
+
+def _rows_to_march(active: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The active rays of each of ``b`` frame blocks, padded to the largest count (``None``: all
+    rays are active, or too few are not for a gather to pay).
+
+    Returns ``rows (b * k,)`` (frame-major, each block's active rays first) and ``valid (b * k,)``
+    (false for the padding).
+    """
+    r = active.shape[0]
+    per = r // b
+    act = active.view(b, per)
+    counts = act.sum(1)
+    k = int(counts.max())
+    if k > 0.9 * per:
+        return None
+    k = max(k, 1)
+    block, index = act.nonzero(as_tuple=True)  # active rays, block by block, in ray order
+    slot = torch.arange(block.numel(), device=act.device) - (counts.cumsum(0) - counts)[block]
+    first = torch.arange(b, device=act.device)[:, None] * per
+    rows = first.expand(b, k).clone()  # padding: the block's first ray (marched, then dropped)
+    rows[block, slot] = first[block, 0] + index
+    valid = torch.zeros(b, k, dtype=torch.bool, device=act.device)
+    valid[block, slot] = True
+    return rows.reshape(-1), valid.reshape(-1)
+
+
+def _scatter_rows(values: torch.Tensor, rows: torch.Tensor, valid: torch.Tensor, total: int) -> torch.Tensor:
+    """Per-ray results of the marched ``rows`` -> all ``total`` rays (zeros elsewhere)."""
+    full = values.new_zeros(total, *values.shape[1:])
+    return full.index_put((rows[valid],), values[valid])
 
 
 def _eval(field: FieldFn, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
@@ -183,25 +248,21 @@ def _eval(field: FieldFn, o: torch.Tensor, d: torch.Tensor, t: torch.Tensor,
 
 def _culled_fine(field: FieldFn, o: torch.Tensor, d: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor,
                  t_far: torch.Tensor, active: torch.Tensor, b: int, n: int, jitter: Jitter,
-                 n_feat: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 n_feat: int, subset: RowSubset | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Importance samples for the active rays only (per batch entry, padded to the largest count).
 
     Inactive rays get ``n`` empty samples at ``t_far`` (zero density and features), which do
     not change their compositing. Returns ``t (R, n)``, ``sigma (R, n)``, ``features (R, n, F)``.
     """
     r = active.shape[0]
-    per = r // b
-    act = active.view(b, per)
-    k = int(act.sum(1).max())
     t_full = t_far[:, None].expand(r, n).clone()
     sig_full = t_far.new_zeros(r, n)
     feat_full = t_far.new_zeros(r, n, n_feat)
-    if k == 0:
+    if not bool(active.any()):
         return t_full, sig_full, feat_full
-    order = torch.argsort((~act).to(torch.int8), dim=1, stable=True)[:, :k]  # active rays first
-    valid = act.gather(1, order).reshape(-1)
-    rows = (order + torch.arange(b, device=order.device)[:, None] * per).reshape(-1)
-    t_sub = importance_samples(edges[rows], weights[rows], n, jitter, rows=rows, rays=r)
+    rows, valid = _rows_to_march(active, b) or (torch.arange(r, device=active.device), active)
+    noise_rows, rays = (rows, r) if subset is None else (subset[0][rows], subset[1])
+    t_sub = importance_samples(edges[rows], weights[rows], n, jitter, rows=noise_rows, rays=rays)
     sig_sub, feat_sub = _eval(field, o[rows], d[rows], t_sub, b)
     keep = rows[valid]
     t_full[keep] = t_sub[valid]

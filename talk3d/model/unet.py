@@ -78,6 +78,22 @@ class DeltaplaneUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         self.triplane_res = cfg.triplane_res
+        self._first_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _shared_first_level(self, planes: torch.Tensor) -> torch.Tensor:
+        """First down level of shared planes ``(3, C, R, R)`` -> ``(3, w0, R/2, R/2)``.
+
+        Without gradients (rendering) the result is kept until the planes or the level's
+        weights change (tensor versions), so a render computes it once, not per frame.
+        """
+        tensors = [planes, self.plane_emb, *self.downs[0].parameters()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if not torch.is_grad_enabled() and self._first_cache is not None and self._first_cache[0] == key:
+            return self._first_cache[1]
+        x = self.downs[0](planes + self.plane_emb)
+        if not torch.is_grad_enabled():
+            self._first_cache = (key, x)
+        return x
 
     def forward(self, planes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Predict deltaplanes.
@@ -89,13 +105,18 @@ class DeltaplaneUNet(nn.Module):
             ``(B, 3, C, R, R)``.
         """
         b = tokens.shape[0]
-        if planes.dim() == 4:
-            planes = planes.expand(b, *planes.shape)
-        _, _, c, r, _ = planes.shape
-        x = (planes + self.plane_emb).reshape(b * 3, c, r, r)
+        if planes.dim() == 4:  # shared identity planes: the first level is the same for every frame
+            c, r = planes.shape[1], planes.shape[-1]
+            x = self._shared_first_level(planes).repeat(b, 1, 1, 1)
+            first = 1
+        else:
+            _, _, c, r, _ = planes.shape
+            x = (planes + self.plane_emb).reshape(b * 3, c, r, r)
+            first = 0
         skips = []
-        for down, attn in zip(self.downs, self.down_attn, strict=True):
-            x = down(x)
+        for i, (down, attn) in enumerate(zip(self.downs, self.down_attn, strict=True)):
+            if i >= first:
+                x = down(x)
             if isinstance(attn, CrossAttention):
                 x = attn(x, tokens)
             skips.append(x)

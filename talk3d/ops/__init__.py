@@ -5,7 +5,9 @@ implementation runs is decided here, in :func:`select_impl`:
 
 * ``"torch"``: the pure-torch twin in :mod:`talk3d.ops.reference` (CPU and GPU).
 * ``"cuda"``: fused kernels from ``cuda_ext`` (built lazily on first CUDA use).
-* ``"auto"`` (default): CUDA kernels for CUDA tensors when they build, else the twin.
+* ``"auto"`` (default): CUDA kernels for CUDA tensors when they build, else the twin;
+  triplane sampling of float32 CPU tensors takes the embedding-bag path of
+  :mod:`talk3d.ops.bag` (same semantics, multi-threaded backward; tested against the twin).
 
 The environment variable ``TALK3D_RENDER_IMPL`` (``auto|torch|cuda``) overrides the default;
 an explicit ``impl=`` argument overrides the variable. ``cuda`` that cannot be honoured (CPU
@@ -20,6 +22,7 @@ import os
 import torch
 
 from talk3d.errors import UserError
+from talk3d.ops.bag import sample_triplane_bag
 from talk3d.ops.reference import PLANE_AXES, composite_rays_ref, sample_triplane_ref
 
 __all__ = ["PLANE_AXES", "composite_rays", "sample_triplane", "select_impl"]
@@ -60,11 +63,18 @@ def select_impl(tensor: torch.Tensor, impl: str | None = None) -> str:
 
 def sample_triplane(planes: torch.Tensor, points: torch.Tensor, reduce: str = "sum",
                     impl: str | None = None) -> torch.Tensor:
-    """Sample triplane features at points; see :func:`sample_triplane_ref` for shapes."""
+    """Sample triplane features at points; see :func:`sample_triplane_ref` for shapes.
+
+    Under ``auto``, float32 CPU tensors use :func:`~talk3d.ops.bag.sample_triplane_bag`;
+    ``torch`` always runs the twin.
+    """
     if select_impl(planes, impl) == "cuda":
         from cuda_ext import sample_triplane_cuda
 
         return sample_triplane_cuda(planes, points, reduce)
+    requested = (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
+    if requested == "auto" and not planes.is_cuda and planes.dtype == torch.float32:
+        return sample_triplane_bag(planes, points, reduce)
     return sample_triplane_ref(planes, points, reduce)
 
 

@@ -11,7 +11,8 @@ MM_PER_UNIT = 80.0
 # Bounds of the numeric settings (degrees, seconds, factors); NaN and inf are always refused.
 RENDER_BOUNDS = {
     "yaw": (-360, 360), "pitch": (-360, 360), "orbit_range": (0, 360), "orbit_period": (0, 1e6),
-    "motion_scale": (0, 10), "size": (8, 4096), "fps": (1, 240), "batch": (0, 4096), "chunk_frames": (1, 10**6),
+    "motion_scale": (0, 10), "size": (8, 4096), "fps": (1, 240), "batch": (0, 4096), "threads": (0, 4096),
+    "chunk_frames": (1, 10**6),
     "ipd": (1e-6, 10), "mpi_layers": (2, 1024), "mpi_samples": (1, 1024), "mpi_size": (8, 4096),
     "mpi_frames": (0, 10**9), "quality": (0, 51),
 }
@@ -47,6 +48,9 @@ class RenderConfig:
     batch: int = 0
     """Frames rendered per forward pass; 0 = automatic (1 on CPU, where bigger batches were
     slower: 8.8 vs 7.0 frames/s at 256^2 on 2 cores; 8 on CUDA)."""
+    threads: int = 0
+    """CPU threads for torch; 0 = a fair share of the cores, re-counted while other talk3d
+    processes start and end (:mod:`talk3d.threads`)."""
     chunk_frames: int = 64
     """Frames whose conditioning is built at a time (bounded memory for long audio)."""
     frames: str = "audio"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from talk3d import threads
 from talk3d.checks import check_fields
 from talk3d.console import info, make_progress, warn
 from talk3d.device import resolve_device
@@ -172,6 +173,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
     out_path = Path(out_path)
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
     avatar, mcfg = run.avatar, run.model_config
+    threads.start(cfg.threads)
     device = next(avatar.parameters()).device
     batch = cfg.batch or (8 if device.type == "cuda" else 1)
     size = int(cfg.size or mcfg.out_res)
@@ -217,6 +219,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
                     frames = range(c0 + b0, c0 + b0 + len(idx[sl]))
                     cond = {kk: v[sl].to(device) for kk, v in cond_chunk.items()}
                     cams = drive.cameras[frames.start:frames.stop].to(device)
+                    threads.rebalance()
                     t = time.perf_counter()
                     res = _forward(avatar, cams, k, cond, cfg, size)
                     if device.type == "cuda":

@@ -1,0 +1,136 @@
+"""Occupancy grid of the identity field: where along a ray there can be anything to render.
+
+Most of the scene box is empty (air around the head; with the image-space torso the shoulders
+are not in the volume either), yet every ray spent its samples over the whole box. The grid
+marks the cells whose density (identity triplane) is above a small threshold, dilated by a few
+cells so that the per-frame motion of the deltaplanes (a jaw opening, a blink) stays inside it.
+The renderer then
+
+* skips rays that cross no occupied cell (they render transparent), and
+* places each remaining ray's samples between its first occupied cell and the point where the
+  grid's densities make it opaque (or its last occupied cell), so the samples land near the
+  surface instead of being spread through the head and the air behind it.
+
+The grid is a persistent buffer of the avatar, refreshed by the trainer every few steps from the
+current weights (and once more before the avatar is saved), so a render uses the grid the fit
+ended with. Avatars saved before the grid existed get one computed from their identity when
+they are loaded (:meth:`Avatar.ensure_occupancy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CELL_OPACITY = 1e-3
+"""A cell is occupied when the densest of its probe points would give this opacity over one cell
+(``1 - exp(-sigma * cell) > CELL_OPACITY``): far below what a pixel can show."""
+DILATION = 2
+"""Occupied cells are grown by this many cells in every direction (deltaplane motion, sub-cell detail)."""
+PROBES = 2
+"""Probe points per cell and axis (``PROBES ** 3`` per cell, evenly spread, no randomness)."""
+MARCH_PER_CELL = 2
+"""Points per cell length used to find a ray's first and last occupied cell."""
+OPAQUE_DEPTH = 12.0
+"""A ray ends where the optical depth summed from the grid's densities passes this (transmittance
+``e^-12``, 6e-6); the cell densities are maxima over their probe points, so this comes early only
+where a ray grazes the dense corner of a cell, which :data:`OPAQUE_MARGIN` covers."""
+OPAQUE_MARGIN = 2
+"""Cells added after the point a ray becomes opaque."""
+CHUNK = 1 << 18
+"""Points per field evaluation while refreshing (bounds memory)."""
+
+
+def grid_shape(box_min: tuple[float, ...], box_max: tuple[float, ...], res: int) -> tuple[int, int, int]:
+    """Cells along x, y, z: ``res`` along the longest box side, the others in proportion (cubic cells)."""
+    extent = [hi - lo for lo, hi in zip(box_min, box_max, strict=True)]
+    longest = max(extent)
+    return tuple(max(1, round(res * e / longest)) for e in extent)  # type: ignore[return-value]
+
+
+class OccupancyGrid(nn.Module):
+    """Boolean occupancy ``(X, Y, Z)`` over the scene box (uint8 buffers, saved with the avatar).
+
+    Buffers: ``density (X, Y, Z)`` float32 (the highest density of each cell's probe points),
+    ``occupied (X, Y, Z)`` uint8 (density above :data:`CELL_OPACITY`, dilated) and ``ready ()``
+    uint8 (0 until the first refresh: then nothing is skipped).
+    """
+
+    def __init__(self, box_min: tuple[float, float, float], box_max: tuple[float, float, float], res: int):
+        super().__init__()
+        self.shape = grid_shape(box_min, box_max, res)
+        self.register_buffer("box_min", torch.tensor(box_min, dtype=torch.float32), persistent=False)
+        self.register_buffer("box_max", torch.tensor(box_max, dtype=torch.float32), persistent=False)
+        self.register_buffer("density", torch.zeros(self.shape, dtype=torch.float32))
+        self.register_buffer("occupied", torch.ones(self.shape, dtype=torch.uint8))
+        self.register_buffer("ready", torch.zeros((), dtype=torch.uint8))
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self.ready)
+
+    def cell_size(self) -> float:
+        """Side of a (cubic) cell in world units."""
+        return float((self.box_max[0] - self.box_min[0]) / self.shape[0])
+
+    @torch.no_grad()
+    def refresh(self, density: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """Recompute the grid from ``density``: world points ``(1, N, 3)`` -> sigma ``(1, N)``.
+
+        Returns:
+            The occupied fraction of the box (after dilation).
+        """
+        device = self.occupied.device
+        nx, ny, nz = self.shape
+        sub = (torch.arange(PROBES, device=device, dtype=torch.float32) + 0.5) / PROBES
+        axes = [(torch.arange(n, device=device, dtype=torch.float32)[:, None] + sub[None]).reshape(-1) / n
+                for n in self.shape]
+        u = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (X*Y*Z*P^3, 3) in [0, 1]
+        points = self.box_min + u * (self.box_max - self.box_min)
+        sigma = torch.cat([density(chunk[None])[0].float() for chunk in points.split(CHUNK)])
+        sigma = sigma.reshape(nx, PROBES, ny, PROBES, nz, PROBES).amax((1, 3, 5))
+        occupied = (-torch.expm1(-sigma * self.cell_size())) > CELL_OPACITY
+        if DILATION > 0:
+            k = 2 * DILATION + 1
+            occupied = F.max_pool3d(occupied[None, None].float(), k, stride=1, padding=DILATION)[0, 0] > 0
+        self.density.copy_(sigma)
+        self.occupied.copy_(occupied.to(torch.uint8))
+        self.ready.fill_(1)
+        return float(occupied.float().mean())
+
+    @torch.no_grad()
+    def ray_bounds(self, origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+                   hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shrink box segments ``[t_near, t_far]`` to their occupied part.
+
+        Args:
+            origins, dirs: ``(R, 3)`` world rays; t_near, t_far, hit: ``(R,)`` from the box test.
+        Returns:
+            ``t_near (R,)``, ``t_far (R,)`` of the span from the first occupied cell met to the
+            last one or, sooner, :data:`OPAQUE_MARGIN` cells after the ray turns opaque (rounded
+            outwards to the march step), and ``hit (R,)``, false for rays that meet no occupied cell.
+        """
+        steps = MARCH_PER_CELL * max(self.shape)
+        frac = (torch.arange(steps, device=origins.device, dtype=origins.dtype) + 0.5) / steps
+        length = t_far - t_near
+        t = t_near[:, None] + length[:, None] * frac  # (R, M)
+        pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
+        u = (pts - self.box_min.to(pts)) / (self.box_max - self.box_min).to(pts)  # [0, 1] inside
+        size = torch.tensor(self.shape, device=pts.device)
+        cell = (u * size).long().clamp_min(0).minimum(size - 1)
+        flat = (cell[..., 0] * self.shape[1] + cell[..., 1]) * self.shape[2] + cell[..., 2]
+        occ = self.occupied.reshape(-1)[flat].bool()  # (R, M)
+        depth = torch.cumsum(self.density.reshape(-1)[flat] * (length / steps)[:, None].to(self.density), -1)
+        found = occ.any(-1) & hit
+        first = occ.to(torch.uint8).argmax(-1)
+        last = steps - 1 - occ.flip(-1).to(torch.uint8).argmax(-1)
+        opaque = depth > OPAQUE_DEPTH
+        ends = torch.where(opaque.any(-1), opaque.to(torch.uint8).argmax(-1) + OPAQUE_MARGIN * MARCH_PER_CELL, last)
+        last = torch.minimum(last, ends)
+        lo = t_near + length * first.to(length.dtype) / steps
+        hi = t_near + length * (last + 1).to(length.dtype) / steps
+        zero = torch.zeros_like(t_near)
+        return torch.where(found, lo, zero), torch.where(found, hi, zero), found
