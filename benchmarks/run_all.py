@@ -14,7 +14,9 @@ generated synthetic clip. Ratios between figures come from the same run of this 
 ``--against REV`` also runs every script of git revision ``REV`` (checked out into a temporary
 worktree, imported through ``PYTHONPATH``), alternating old and new runs on the same machine,
 and reports each headline figure old vs new with their ratio. ``--run RUN`` adds
-``render_run``: the render speed of a fitted avatar (the speed a user sees).
+``render_run``: the render speed of a fitted avatar (the speed a user sees); with
+``--against``, give a run the old revision can read (one it fitted: newer settings are refused
+by older code).
 """
 
 from __future__ import annotations

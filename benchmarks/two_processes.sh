@@ -11,7 +11,8 @@ set -euo pipefail
 DATA=$(realpath "$1"); RUN=$(realpath "$2"); AUDIO=$(realpath "$3")
 TREE=$(realpath "${4:-$(dirname "$0")/..}")
 WORK=$(mktemp -d)
-trap 'pkill -P "${LOOP:-0}" 2>/dev/null; kill "${LOOP:-0}" 2>/dev/null; rm -rf "$WORK"' EXIT
+stop_loop() { if [[ -n ${LOOP:-} ]]; then kill "$LOOP" 2>/dev/null || true; wait "$LOOP" 2>/dev/null || true; pkill -f -- "$WORK/render.mp4" || true; fi; }
+trap 'stop_loop; rm -rf "$WORK"' EXIT
 talk3d_in_tree() { (cd "$TREE" && PYTHONPATH="$TREE" python3 -c 'from cli.main import app; app()' "$@"); }
 fit_once() {
   rm -rf "$WORK/fit"

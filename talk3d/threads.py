@@ -17,6 +17,7 @@ given. On systems without ``fcntl`` (Windows) every process keeps all cores.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -49,16 +50,20 @@ def _register() -> bool:
         import fcntl
     except ImportError:
         return False
-    path = registry() / f"{os.getpid()}.lock"
+    folder = registry()
+    path = folder / f"{os.getpid()}.lock"
     try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        for _ in range(3):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return False  # not a private folder of ours (another user's, or a link): do not share
+        for _ in range(5):
             handle = open(path, "a")  # noqa: SIM115 (held open, and locked, for the process's life)
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # waits out a peer that is checking this file
             if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 _state["handle"] = handle
                 return True
-            handle.close()  # a peer removed the file between our open and lock: again
+            handle.close()  # a peer removed the file while we waited: create it again
     except OSError:
         pass
     return False
@@ -78,11 +83,11 @@ def running_processes() -> int:
         try:
             with open(path, "a") as other:
                 try:
-                    fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     alive += 1  # its owner holds the lock: running
                     continue
-            path.unlink(missing_ok=True)  # nobody holds it: that process has ended
+                path.unlink(missing_ok=True)  # nobody held it: that process has ended (removed while locked)
         except OSError:
             continue
     return alive

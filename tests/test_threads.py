@@ -28,7 +28,7 @@ def test_share_follows_the_running_processes(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(threads, "cores", lambda: 4)
     registry = threads.registry()
-    registry.mkdir(exist_ok=True)
+    registry.mkdir(mode=0o700, exist_ok=True)
     (registry / "999999999.lock").write_text("")  # left by a process that ended: nobody holds its lock
     assert threads.running_processes() == 1
     assert not (registry / "999999999.lock").exists()
@@ -61,3 +61,14 @@ def test_explicit_count_is_kept_and_rebalance_is_rate_limited(monkeypatch: pytes
     finally:
         torch.set_num_threads(before)
         threads._state.update({k: v for k, v in saved.items() if k != "handle"})
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="flock registry is POSIX only")
+def test_a_folder_others_can_write_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setitem(threads._state, "handle", None)
+    threads.registry().mkdir(mode=0o777)
+    os.chmod(threads.registry(), 0o777)
+    assert not threads._register()
+    assert threads.running_processes() == 1  # counts itself only, registers nothing
+    assert list(threads.registry().iterdir()) == []

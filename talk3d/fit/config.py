@@ -130,7 +130,8 @@ class FitConfig:
     """Seed of torch and of the frame order."""
     threads: int = 0
     """CPU threads for torch (0: a fair share of the cores, re-counted while other talk3d processes
-    start and end; see :mod:`talk3d.threads`)."""
+    start and end; see :mod:`talk3d.threads`). Float sums depend on the thread count, so two fits
+    agree to the last bit only with the same fixed ``threads``."""
 
     @property
     def total_steps(self) -> int:

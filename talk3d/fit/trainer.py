@@ -318,6 +318,7 @@ class Fit:
         self.base_lrs = [g["lr"] * batch_lr_scale(cfg, self.ranks.world) for g in self.optimizer.param_groups]
         if self.ckpt is not None:
             self.ckpt.restore(model, self.optimizer)
+            model.ensure_occupancy()  # a checkpoint saved before the grid existed
             info(f"resuming '{self.run_dir}' from step {self.start} ({self.ckpt.stage} stage)")
         self.net = self.ranks.wrap(model, self.device)  # what the training forward goes through
         self.records = read_records(self.run_dir / METRICS, self.start)

@@ -14,7 +14,7 @@ MODEL_BOUNDS = {
     "triplane_res": (4, 2048), "triplane_channels": (1, 512), "triplane_init_std": (0, 10),
     "decoder_hidden": (1, 4096), "decoder_layers": (1, 16), "feature_channels": (3, 512),
     "density_bias": (-100, 100), "neural_res": (4, 2048), "out_res": (8, 8192), "coarse_samples": (1, 1024),
-    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 1024), "box_min": (-100, 100), "box_max": (-100, 100),
+    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 256), "box_min": (-100, 100), "box_max": (-100, 100),
     "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64), "pose_dim": (1, 64),
     "mouth_code": (0, 256), "token_dim": (1, 4096), "attn_heads": (1, 64), "unet_widths": (1, 4096),
     "unet_attn_res": (1, 4096), "sr_widths": (1, 4096), "torso_res": (0, 8192), "torso_warp_hidden": (1, 4096),

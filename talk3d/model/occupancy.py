@@ -41,7 +41,8 @@ where a ray grazes the dense corner of a cell, which :data:`OPAQUE_MARGIN` cover
 OPAQUE_MARGIN = 2
 """Cells added after the point a ray becomes opaque."""
 CHUNK = 1 << 18
-"""Points per field evaluation while refreshing (bounds memory)."""
+"""Points per field evaluation while refreshing, and rays per march in :meth:`OccupancyGrid.ray_bounds`
+(bounds memory at any grid or image size)."""
 
 
 def grid_shape(box_min: tuple[float, ...], box_max: tuple[float, ...], res: int) -> tuple[int, int, int]:
@@ -86,12 +87,17 @@ class OccupancyGrid(nn.Module):
         device = self.occupied.device
         nx, ny, nz = self.shape
         sub = (torch.arange(PROBES, device=device, dtype=torch.float32) + 0.5) / PROBES
-        axes = [(torch.arange(n, device=device, dtype=torch.float32)[:, None] + sub[None]).reshape(-1) / n
-                for n in self.shape]
-        u = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (X*Y*Z*P^3, 3) in [0, 1]
-        points = self.box_min + u * (self.box_max - self.box_min)
-        sigma = torch.cat([density(chunk[None])[0].float() for chunk in points.split(CHUNK)])
-        sigma = sigma.reshape(nx, PROBES, ny, PROBES, nz, PROBES).amax((1, 3, 5))
+        y_axis, z_axis = ((torch.arange(n, device=device, dtype=torch.float32)[:, None] + sub).reshape(-1) / n
+                          for n in (ny, nz))
+        per_x = max(1, CHUNK // (ny * nz * PROBES ** 3))  # x cells evaluated at a time
+        slabs = []
+        for x0 in range(0, nx, per_x):
+            cells = torch.arange(x0, min(nx, x0 + per_x), device=device, dtype=torch.float32)
+            x_axis = ((cells[:, None] + sub).reshape(-1)) / nx
+            u = torch.stack(torch.meshgrid(x_axis, y_axis, z_axis, indexing="ij"), -1).reshape(-1, 3)
+            sigma = density((self.box_min + u * (self.box_max - self.box_min))[None])[0].float()
+            slabs.append(sigma.reshape(len(cells), PROBES, ny, PROBES, nz, PROBES).amax((1, 3, 5)))
+        sigma = torch.cat(slabs)
         occupied = (-torch.expm1(-sigma * self.cell_size())) > CELL_OPACITY
         if DILATION > 0:
             k = 2 * DILATION + 1
@@ -104,6 +110,16 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def ray_bounds(self, origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
                    hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shrink box segments to their occupied part, :data:`CHUNK` // 64 rays at a time (see :meth:`_span`)."""
+        step = max(1, CHUNK // 64)
+        parts = [self._span(origins[i:i + step], dirs[i:i + step], t_near[i:i + step], t_far[i:i + step],
+                            hit[i:i + step]) for i in range(0, origins.shape[0], step)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    def _span(self, origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
+              hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shrink box segments ``[t_near, t_far]`` to their occupied part.
 
         Args:

@@ -83,16 +83,18 @@ class DeltaplaneUNet(nn.Module):
     def _shared_first_level(self, planes: torch.Tensor) -> torch.Tensor:
         """First down level of shared planes ``(3, C, R, R)`` -> ``(3, w0, R/2, R/2)``.
 
-        Without gradients (rendering) the result is kept until the planes or the level's
-        weights change (tensor versions), so a render computes it once, not per frame.
+        Without gradients and autocast (rendering) the result is kept until the planes or the
+        level's weights change (tensor versions, storage), so a render computes it once, not per
+        frame. Writes through ``.data`` do not change versions: call with gradients enabled, or
+        set ``_first_cache = None``, after such writes.
         """
+        cacheable = not torch.is_grad_enabled() and not torch.is_autocast_enabled(planes.device.type)
         tensors = [planes, self.plane_emb, *self.downs[0].parameters()]
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        if not torch.is_grad_enabled() and self._first_cache is not None and self._first_cache[0] == key:
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        if cacheable and self._first_cache is not None and self._first_cache[0] == key:
             return self._first_cache[1]
         x = self.downs[0](planes + self.plane_emb)
-        if not torch.is_grad_enabled():
-            self._first_cache = (key, x)
+        self._first_cache = (key, x) if cacheable else None
         return x
 
     def forward(self, planes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ implementation runs is decided here, in :func:`select_impl`:
 * ``"cuda"``: fused kernels from ``cuda_ext`` (built lazily on first CUDA use).
 * ``"auto"`` (default): CUDA kernels for CUDA tensors when they build, else the twin;
   triplane sampling of float32 CPU tensors takes the embedding-bag path of
-  :mod:`talk3d.ops.bag` (same semantics, multi-threaded backward; tested against the twin).
+  :mod:`talk3d.ops.bag` (same semantics, a faster forward; tested against the twin).
 
 The environment variable ``TALK3D_RENDER_IMPL`` (``auto|torch|cuda``) overrides the default;
 an explicit ``impl=`` argument overrides the variable. ``cuda`` that cannot be honoured (CPU
@@ -30,6 +30,11 @@ __all__ = ["PLANE_AXES", "composite_rays", "sample_triplane", "select_impl"]
 _VALID = ("auto", "torch", "cuda")
 
 
+def _requested(impl: str | None) -> str:
+    """The implementation asked for: the argument, else ``TALK3D_RENDER_IMPL``, else ``auto``."""
+    return (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
+
+
 def select_impl(tensor: torch.Tensor, impl: str | None = None) -> str:
     """Return ``"torch"`` or ``"cuda"`` for an input tensor and a requested implementation.
 
@@ -39,7 +44,7 @@ def select_impl(tensor: torch.Tensor, impl: str | None = None) -> str:
     * ``"cuda"``: the CUDA kernels or a :class:`~talk3d.errors.UserError` saying why not
       (CPU tensors, no CUDA, no compiler, failed build); float64 is computed in float32.
     """
-    impl = (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
+    impl = _requested(impl)
     if impl not in _VALID:
         raise ValueError(f"render implementation must be one of {_VALID}, got {impl!r}")
     if impl == "torch":
@@ -68,12 +73,12 @@ def sample_triplane(planes: torch.Tensor, points: torch.Tensor, reduce: str = "s
     Under ``auto``, float32 CPU tensors use :func:`~talk3d.ops.bag.sample_triplane_bag`;
     ``torch`` always runs the twin.
     """
-    if select_impl(planes, impl) == "cuda":
+    chosen = select_impl(planes, impl)
+    if chosen == "cuda":
         from cuda_ext import sample_triplane_cuda
 
         return sample_triplane_cuda(planes, points, reduce)
-    requested = (impl or os.environ.get("TALK3D_RENDER_IMPL", "auto")).lower()
-    if requested == "auto" and not planes.is_cuda and planes.dtype == torch.float32:
+    if _requested(impl) == "auto" and not planes.is_cuda and planes.dtype == torch.float32:
         return sample_triplane_bag(planes, points, reduce)
     return sample_triplane_ref(planes, points, reduce)
 
