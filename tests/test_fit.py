@@ -130,6 +130,23 @@ def test_resume_continues_step_count(tmp_path: Path, tiny: Path) -> None:
     assert fresh.start_step == 0 and [s for s, _ in ck.list_checkpoints(run)] == [1, 2]
 
 
+def test_other_model_settings_are_named_and_older_runs_resume_with_them(tmp_path: Path, tiny: Path) -> None:
+    run = tmp_path / "run"
+    fit(tiny, run, tiny_config(steps=2))
+    other = tiny_config(steps=4)
+    other.model.coarse_samples = 5
+    with pytest.raises(UserError, match=r"coarse_samples: run 8, this fit 5\): resume with the same"):
+        fit(tiny, run, other)
+    # a run saved before a model field existed: its config lacks the field, which loads as its
+    # default (here the tiny model's value too), so the run resumes instead of being refused
+    for sidecar in (run / "checkpoints").glob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        del meta["config"]["model"]["fine_cull_alpha"]
+        sidecar.write_text(json.dumps(meta))
+    res = fit(tiny, run, tiny_config(steps=4))
+    assert res.start_step == 2 and res.steps == 4
+
+
 def _config(steps: int, lip_code: bool):
     cfg = tiny_config(steps=steps)
     # with the lip-motion code (the default): pretraining at the audio stage, augmentation, the

@@ -181,6 +181,20 @@ def _forward(model: torch.nn.Module, batch: dict, stage: str, amp: bool) -> dict
     return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in out.items()}
 
 
+def model_differences(saved: Any, current: Any) -> list[str]:
+    """``"KEY: run V1, this fit V2"`` for every model setting in which a run's saved config (a
+    dict, completed with the defaults of fields added since, as loading does) differs from ``current``."""
+    from talk3d.model.config import ModelConfig
+
+    try:
+        old = json.loads(json.dumps(ModelConfig.from_dict(dict(saved or {})).to_dict()))
+    except (TypeError, ValueError, UserError) as exc:
+        return [f"unreadable ({exc})"]
+    new = json.loads(json.dumps(current.to_dict()))
+    return [f"{k}: run {old.get(k)}, this fit {new.get(k)}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], device: torch.device,
              amp: bool, preview: Path | None = None, chunk: int = 4) -> dict[str, float]:
@@ -268,7 +282,7 @@ class Fit:
                 staged = ck.latest_checkpoint(target)
             except UserError:
                 staged = None
-            if staged is not None and staged.config.get("model") != json.loads(json.dumps(self.cfg.model.to_dict())):
+            if staged is not None and model_differences(staged.config.get("model"), self.cfg.model):
                 remove_tree(target)
                 target.mkdir()
         setup_file_log(target, "fit")
@@ -278,10 +292,11 @@ class Fit:
     def _finished(self) -> FitResult | None:
         """The result of a run that already has every step and an intact avatar, else None."""
         if self.ckpt is not None:
-            saved = json.loads(json.dumps(self.ckpt.config.get("model", {})))
-            if saved != json.loads(json.dumps(self.cfg.model.to_dict())):
-                raise UserError(f"run '{self.final_dir}' was started with other model settings; use the same "
-                                f"preset/--size to resume, or --force to start over")
+            differ = model_differences(self.ckpt.config.get("model"), self.cfg.model)
+            if differ:
+                raise UserError(f"run '{self.final_dir}' was started with other model settings ({'; '.join(differ[:3])}"
+                                f"{'; ...' if len(differ) > 3 else ''}): resume with the same preset/--size (a run of "
+                                f"an older talk3d: --set model.KEY=VALUE with the run's values), or --force to refit")
         if self.start < self.cfg.total_steps or not (self.run_dir / ck.AVATAR_META).is_file():
             return None
         if not ck.avatar_intact(self.run_dir):
