@@ -78,8 +78,8 @@ def running_processes() -> int:
     own = f"{os.getpid()}.lock"
     alive = 1
     for path in registry().glob("*.lock"):
-        if path.name == own:
-            continue
+        if path.name == own or path.is_symlink() or not path.is_file():
+            continue  # only plain files talk3d made are counted or removed
         try:
             with open(path, "a") as other:
                 try:

@@ -260,3 +260,14 @@ def test_config_overrides_and_presets() -> None:
     assert cfg.model.box_min == (-1.0, -2.0, -1.0)
     back = FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back.to_dict() == finalize(cfg).to_dict()
+
+
+def test_a_user_file_in_the_run_folder_survives_the_writability_probe(tmp_path: Path, tiny: Path) -> None:
+    run = tmp_path / "run"
+    fit(tiny, run, tiny_config(steps=2))
+    mine = run / ".write_test"  # the probe's old fixed name: a fit used to overwrite and delete it
+    mine.write_text("my notes")
+    fit(tiny, run, tiny_config(steps=3))
+    fit(tiny, run, tiny_config(steps=2), force=True)
+    assert mine.read_text() == "my notes"
+    assert not [p for p in run.iterdir() if p.name.startswith("tmp")]  # the probe leaves nothing

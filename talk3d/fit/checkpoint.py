@@ -403,7 +403,7 @@ def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tenso
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in Avatar(model_config).state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
-        got.update({k: v for k, v in expected.items() if k.startswith("occupancy.") and k not in got})
+        got.update({k: v for k, v in expected.items() if Avatar.added_since(k, state)})
         if expected != got:
             diff = sorted(set(expected.items()) ^ set(got.items()))
             problem = f"{diff[0][0]}: {len(diff)} tensors differ"

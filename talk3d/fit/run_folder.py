@@ -7,6 +7,7 @@ A fit writes into the run folder itself, or, when ``--force`` replaces an earlie
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,8 @@ def prepare_run_dir(run_dir: Path, force: bool) -> Path:
     target = staging if has_run and force else run_dir
     try:
         target.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target / ".write_test") as tmp:
-            tmp.write_text("ok")
-        (target / ".write_test").unlink()
+        with tempfile.TemporaryFile(dir=target) as probe:  # unnamed (or unique) file: no name of the user's is touched
+            probe.write(b"ok")
     except OSError as exc:
         raise UserError(f"cannot write to run folder '{run_dir}' ({exc.strerror}); choose another -o") from None
     finish_interrupted_swap(run_dir, staging, "run", RUN_ENTRIES)

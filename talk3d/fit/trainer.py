@@ -50,6 +50,7 @@ from talk3d.folders import check_separate, commit_staged
 from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json
 from talk3d.model import losses as model_losses
 from talk3d.model.conditioning import conditioning_for
+from talk3d.model.config import ModelConfig
 from talk3d.model.noise import FrameNoise
 
 
@@ -184,8 +185,6 @@ def _forward(model: torch.nn.Module, batch: dict, stage: str, amp: bool) -> dict
 def model_differences(saved: Any, current: Any) -> list[str]:
     """``"KEY: run V1, this fit V2"`` for every model setting in which a run's saved config (a
     dict, completed with the defaults of fields added since, as loading does) differs from ``current``."""
-    from talk3d.model.config import ModelConfig
-
     try:
         old = json.loads(json.dumps(ModelConfig.from_dict(dict(saved or {})).to_dict()))
     except (TypeError, ValueError, UserError) as exc:

@@ -152,12 +152,17 @@ class Avatar(nn.Module):
         planes = self.identity_planes()
         return self.occupancy.refresh(lambda p: self.query(planes, p)[0])
 
+    @staticmethod
+    def added_since(name: str, state: dict) -> bool:
+        """Whether state key ``name`` is missing from ``state`` only because the weights were saved
+        before it existed (the occupancy grid's buffers; :meth:`ensure_occupancy` computes them)."""
+        return name.startswith("occupancy.") and name not in state
+
     def complete_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``state`` with this model's (not yet computed) occupancy grid added when it has none:
         weights saved before the grid existed load strictly, and :meth:`ensure_occupancy` then
         computes their grid."""
-        missing = {k: v for k, v in self.state_dict().items() if k.startswith("occupancy.") and k not in state}
-        return {**state, **missing}
+        return {**state, **{k: v for k, v in self.state_dict().items() if self.added_since(k, state)}}
 
     def ensure_occupancy(self) -> None:
         """Compute the grid if it never was (avatars saved before the grid existed)."""
