@@ -36,10 +36,10 @@ def child(video: str, out: str, size: int) -> None:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from data_prep.masks import PersonSegmenter
-    from data_prep.pipeline import PrepConfig, run_prep
     from talk3d.console import set_quiet
     from talk3d.face import FaceTracker
+    from talk3d_prep.masks import PersonSegmenter
+    from talk3d_prep.pipeline import PrepConfig, run_prep
 
     set_quiet(True)
     dummy = np.zeros((256, 256, 3), np.uint8)

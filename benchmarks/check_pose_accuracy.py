@@ -29,10 +29,10 @@ VARIANTS = {  # name: (photometric_poses, focal given)
 
 def measure(work: Path, seed: int, variants: list[str], seconds: float = 4.0) -> dict[str, Any]:
     """Errors of each prep variant on one synthetic clip."""
-    from data_prep.pipeline import PrepConfig, run_prep
     from talk3d.dataset import prepared_with
     from talk3d.face.pose import angle_errors
     from talk3d.synthetic import SyntheticConfig, make_clip
+    from talk3d_prep.pipeline import PrepConfig, run_prep
 
     cfg = SyntheticConfig(seconds=seconds, size=256, seed=seed, yaw_amplitude=20.0, pitch_amplitude=8.0,
                           roll_amplitude=5.0, extra_yaws=(), write_masks=False)

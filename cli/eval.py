@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import DEVICE_HELP, FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
+from talk3d_cli.common import DEVICE_HELP, FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
 
 
 @cli_command

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from cli import demo, fit, mpi_view, prep, render
-from cli import eval as eval_cmd
+from talk3d_cli import demo, fit, mpi_view, prep, render
+from talk3d_cli import eval as eval_cmd
 
 app = typer.Typer(
     name="talk3d",

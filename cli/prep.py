@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
+from talk3d_cli.common import FORCE_HELP, QUIET_HELP, apply_quiet, cli_command
 
 
 @cli_command
@@ -36,8 +36,8 @@ def command(
 ) -> None:
     """Track the face, crop, estimate head poses, segment, extract audio features."""
     apply_quiet(quiet)
-    from data_prep.pipeline import PrepConfig, run_prep
     from talk3d.console import console
+    from talk3d_prep.pipeline import PrepConfig, run_prep
 
     manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale,
                                                crop_padding=crop_padding, focal_35mm=focal_35mm,

@@ -9,11 +9,14 @@ Three layers per kernel (gsplat / nerfacc style):
 * the pure-torch twin in :mod:`talk3d.ops.reference`, which defines the semantics.
 
 Callers use :mod:`talk3d.ops` (``sample_triplane`` / ``composite_rays``), which dispatches.
+The dependency is one-way: talk3d imports this package, this package never imports talk3d
+(talk3d turns :class:`KernelUnavailableError` into its one-line ``UserError`` and receives
+the loader's messages through :func:`set_reporters`).
 """
 
 from __future__ import annotations
 
-from cuda_ext._loader import KernelUnavailableError, build_dir, cache_root, load_extension
+from cuda_ext._loader import KernelUnavailableError, build_dir, cache_root, load_extension, set_reporters
 from cuda_ext.composite import composite_rays_cuda
 from cuda_ext.triplane import sample_triplane_cuda
 
@@ -25,6 +28,7 @@ __all__ = [
     "kernels_available",
     "load_extension",
     "sample_triplane_cuda",
+    "set_reporters",
 ]
 
 
@@ -33,6 +37,7 @@ def kernels_available(strict: bool = False) -> bool:
 
     Args:
         strict: raise :class:`KernelUnavailableError` with the reason instead of returning
-            False (a non-strict miss prints a one-line warning once per process).
+            False (a non-strict miss reports the reason once per process, see
+            :func:`set_reporters`).
     """
     return load_extension(strict=strict) is not None

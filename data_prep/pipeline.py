@@ -27,12 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep import track as track_mod
-from data_prep.frames import write_frames_and_masks
-from data_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
-from data_prep.video import FrameReader, VideoInfo, probe_video
 from talk3d.camera import focal_pixels_from_35mm
-from talk3d.console import info, make_progress, warn
+from talk3d.console import NativeStderrToLog, info, make_progress, warn
 from talk3d.dataset import DATASET_ENTRIES, MANIFEST, Manifest, frame_name, validate, write_manifest
 from talk3d.errors import UserError
 from talk3d.folders import (
@@ -59,6 +55,10 @@ from talk3d.io import (
     write_json,
     write_npy,
 )
+from talk3d_prep import track as track_mod
+from talk3d_prep.frames import write_frames_and_masks
+from talk3d_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
+from talk3d_prep.video import FrameReader, VideoInfo, probe_video
 
 WORK = ".prep"
 
@@ -336,7 +336,7 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
 
 
 def _step_torso(out: Path, work: Path, num_frames: int, train_end: int) -> dict[str, float]:
-    from data_prep.torso import track_torso
+    from talk3d_prep.torso import track_torso
 
     stats_path = work / "torso.json"
     done = read_json_dict(stats_path)
@@ -390,9 +390,18 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
     and moved into ``OUT`` only once complete (replacing, with ``force``, only the entries a
     previous prep wrote).
 
+    mediapipe's native log lines go to ``prep.log``, not the terminal, whoever calls this (the
+    CLI, the demo, a script): see :class:`talk3d.console.NativeStderrToLog`.
+
     Raises:
         UserError: bad input (message says what to do); the output folder is left as it was.
     """
+    with NativeStderrToLog():
+        return _run_prep(video, out_dir, config, force)
+
+
+def _run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool) -> Manifest:
+    """:func:`run_prep` while native lines are routed to the log."""
     video, out_dir = Path(video), Path(out_dir)
     t_start = time.perf_counter()
     check_separate(out_dir, [("video", video), ("audio file", config.audio)])

@@ -11,8 +11,11 @@ import contextlib
 import logging
 import os
 import re
+import select
+import struct
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -89,113 +92,202 @@ def progress(items: Iterable[T], description: str, total: int | None = None) -> 
             bar.advance(task)
 
 
-@contextlib.contextmanager
-def silence_native_stderr() -> Iterator[None]:
-    """Silence native libraries that write to file descriptor 2 (mediapipe's glog/TFLite lines).
-
-    Those lines ("Feedback manager requires...", "Created TensorFlow Lite XNNPACK delegate")
-    are noise for users; they appear when a mediapipe graph starts and on its first frame.
-    Set ``TALK3D_NATIVE_LOGS=1`` to see them.
-    """
-    if os.environ.get("TALK3D_NATIVE_LOGS"):
-        yield
-        return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
-
-
 # What native libraries print on file descriptor 2: glog lines ("W0000 00:00:... file.cc:114] ..."),
 # TensorFlow Lite's delegate note and absl's warning about logging before InitializeLog.
 _NATIVE_LINE = re.compile(r"^(?:[WIEF]\d{4} |INFO: Created TensorFlow Lite|WARNING: All log messages before absl::)")
 
 
-class NativeStderrToLog:
-    """For a whole command: native libraries' lines on file descriptor 2 go to the log file.
+class _NativeRoute:
+    """The process-wide routing of file descriptor 2 behind :class:`NativeStderrToLog`.
 
-    mediapipe's graphs write glog lines from their own threads, at any time (not only while a
-    graph starts), straight to file descriptor 2. Here fd 2 becomes a pipe read by a thread that
-    sends those lines to the ``talk3d`` log (the command's log file) and passes any other native
-    output through to the terminal; Python's own ``sys.stderr`` (rich's progress bars, errors,
-    warnings) keeps writing to the terminal itself. A no-op when stderr is not a real file
-    (tests) or with ``TALK3D_NATIVE_LOGS=1``.
+    Installed while at least one holder holds it (a command, a prep, a mediapipe graph): fd 2
+    is then a pipe read by a thread that logs native lines and copies anything else to the
+    terminal, while ``sys.stderr`` writes to the terminal directly.
     """
 
-    current: NativeStderrToLog | None = None
-    """The active instance (one per process)."""
-
     def __init__(self) -> None:
-        self._saved: int | None = None
-        self._old_stderr = None
-        self._thread: threading.Thread | None = None
+        self.forget()
 
-    def __enter__(self) -> NativeStderrToLog:
+    def forget(self) -> None:
+        """Start from nothing without closing anything: at creation, and in a forked child (no
+        pump runs there; its fd 2 stays the parent's pipe, whose pump reads the child's lines too)."""
+        self.lock = threading.Lock()  # holders and (un)installing
+        self.pump_lock = threading.Lock()  # held by the pump while it handles what it read
+        self.holders = 0
+        self.saved: int | None = None  # the terminal (the original fd 2), while installed
+        self.read_end: int | None = None
+        self.stderr = None  # our sys.stderr on ``saved``
+        self.old_stderr = None
+        self.thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        with self.lock:
+            self.holders += 1
+            if self.holders == 1:
+                self._install()
+
+    def release(self) -> None:
+        with self.lock:
+            self.holders = max(0, self.holders - 1)
+            if self.holders == 0:
+                self._remove()
+
+    def _install(self) -> None:
         if os.environ.get("TALK3D_NATIVE_LOGS"):
-            return self
+            return
         try:
-            if sys.stderr.fileno() != 2:
-                return self
+            if sys.stderr.fileno() != 2:  # pytest's capture, a notebook: leave it alone
+                return
         except (AttributeError, OSError, ValueError):
-            return self
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
-        os.close(write_end)
-        self._old_stderr = sys.stderr
-        sys.stderr = open(self._saved, "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                          errors="backslashreplace", closefd=False)
-        self._thread = threading.Thread(target=self._pump, args=(read_end,), daemon=True)
-        self._thread.start()
-        NativeStderrToLog.current = self
-        return self
-
-    def _pump(self, read_end: int) -> None:
-        with open(read_end, "rb", closefd=True) as pipe:
-            for raw in pipe:
-                line = raw.decode(errors="replace").rstrip("\n")
-                if _NATIVE_LINE.match(line):
-                    log.info("native library: %s", line)
-                elif self._saved is not None:
-                    os.write(self._saved, raw)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is None:
             return
         sys.stderr.flush()
-        os.dup2(self._saved, 2)  # closes the pipe's write end held by fd 2: the pump sees the end
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        sys.stderr = self._old_stderr
-        os.close(self._saved)
-        self._saved = None
-        NativeStderrToLog.current = None
+        self.saved = os.dup(2)
+        self.read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self.old_stderr = sys.stderr
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        self.stderr = sys.stderr = open(self.saved, "w", buffering=1, encoding=encoding,
+                                        errors="backslashreplace", closefd=False)
+        self.thread = threading.Thread(target=self._pump, args=(self.read_end, os.dup(self.saved)),
+                                       name="talk3d-native-stderr", daemon=True)
+        self.thread.start()
+
+    def _remove(self) -> None:
+        if self.saved is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's write end held by fd 2: the pump sees the end
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+        if sys.stderr is self.stderr:
+            sys.stderr = self.old_stderr
+            self.stderr.close()
+            os.close(self.saved)
+        else:  # something (a progress display) swapped sys.stderr meanwhile and may restore ours
+            self.stderr.flush()  # later: it stays open, writing to the terminal
+        self.saved = self.stderr = self.old_stderr = self.thread = self.read_end = None
+
+    def _pump(self, read_end: int, terminal: int) -> None:
+        """Read fd 2's pipe until its end: native lines to the log, the rest to the terminal."""
+        pending = b""
+        try:
+            while True:
+                if os.name == "posix":  # wait outside the lock (pipes cannot be selected on Windows)
+                    select.select([read_end], [], [])
+                with self.pump_lock:  # flush() waits for what was read to be handled
+                    chunk = os.read(read_end, 65536)
+                    if not chunk:
+                        if pending:
+                            self._route_line(pending, terminal)
+                        return
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for raw in lines:
+                        self._route_line(raw, terminal)
+        finally:
+            os.close(read_end)
+            os.close(terminal)
+
+    @staticmethod
+    def _route_line(raw: bytes, terminal: int) -> None:
+        line = raw.decode(errors="replace")
+        if _NATIVE_LINE.match(line):
+            log.info("native library: %s", line)
+        else:
+            with contextlib.suppress(OSError):
+                os.write(terminal, raw + b"\n")
+
+    def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the pump has handled all that fd 2 received so far."""
+        deadline = time.monotonic() + timeout
+        while self.read_end is not None:
+            if not self.pump_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return
+            try:
+                if self.read_end is None or _unread_bytes(self.read_end) == 0:
+                    return
+            finally:
+                self.pump_lock.release()
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes waiting in a pipe (0 when it cannot be told, e.g. on Windows)."""
+    try:
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (ImportError, OSError):
+        return 0
+
+
+_route = _NativeRoute()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_route.forget)
+
+
+class NativeStderrToLog:
+    """Native libraries' lines on file descriptor 2 go to the log file, not the terminal.
+
+    mediapipe's graphs write glog/TFLite lines ("W0000 ... Feedback manager requires...") from
+    their own threads, at any time (graph start, first frames), straight to file descriptor 2,
+    where Python's logging settings cannot reach them. While any :class:`NativeStderrToLog` is
+    held, fd 2 is a pipe read by a thread that sends those lines to the ``talk3d`` log (the
+    command's log file) and passes any other native output through to the terminal; Python's
+    own ``sys.stderr`` (rich's progress bars, errors, warnings) keeps writing to the terminal
+    itself. Held by every CLI command, by :func:`talk3d_prep.pipeline.run_prep` and by each
+    mediapipe wrapper for its lifetime, so the lines are routed whatever the entry point.
+    Holders nest (one routing per process). A no-op when stderr is not file descriptor 2
+    (pytest's capture) or with ``TALK3D_NATIVE_LOGS=1``.
+
+    Use as a context manager, or :meth:`start` / :meth:`stop` for an object's lifetime.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+
+    def start(self) -> NativeStderrToLog:
+        """Hold the routing (once per instance); returns self."""
+        if not self._held:
+            self._held = True
+            _route.acquire()
+        return self
+
+    def stop(self) -> None:
+        """Let go of the routing (the last holder restores fd 2); safe to call twice."""
+        if self._held:
+            self._held = False
+            _route.release()
+
+    def __enter__(self) -> NativeStderrToLog:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def flush_native_lines(timeout: float = 1.0) -> None:
+    """Let the native lines written so far reach the log (call before closing a log file)."""
+    _route.flush(timeout)
 
 
 @contextlib.contextmanager
 def terminal_stderr() -> Iterator[None]:
     """Point file descriptor 2 at the terminal again for child processes started inside
     (torchrun's ranks: each rank routes its own native lines to its log)."""
-    active = NativeStderrToLog.current
-    if active is None or active._saved is None:
-        yield
-        return
-    pipe_fd = os.dup(2)
-    os.dup2(active._saved, 2)
+    with _route.lock:
+        saved = _route.saved
+        if saved is None:
+            pipe_fd = None
+        else:
+            pipe_fd = os.dup(2)
+            os.dup2(saved, 2)
     try:
         yield
     finally:
-        os.dup2(pipe_fd, 2)
-        os.close(pipe_fd)
+        if pipe_fd is not None:
+            os.dup2(pipe_fd, 2)
+            os.close(pipe_fd)

@@ -106,11 +106,11 @@ def run_prep_stage(video: Path, out_dir: Path, size: int, force: bool,
         ``{"tracking_rate", "prep_s"}`` and whether prep ran (a new dataset invalidates the fit).
     """
     t0 = time.perf_counter()
-    prep_config_cls = _stage_attr("prep", "data_prep.pipeline", "PrepConfig")
+    prep_config_cls = _stage_attr("prep", "talk3d_prep.pipeline", "PrepConfig")
     cfg = _set_fields(prep_config_cls(), {"size": size, "focal_35mm": focal_35mm}, "PrepConfig")
     ran = force or not prepared_with(out_dir, cfg.settings() if hasattr(cfg, "settings") else None)
     if ran:
-        run_prep = _stage_attr("prep", "data_prep.pipeline", "run_prep")
+        run_prep = _stage_attr("prep", "talk3d_prep.pipeline", "run_prep")
         run_prep(video, out_dir, cfg, force=force or out_dir.exists())
     else:
         info(f"prep: reusing the dataset in {out_dir}")

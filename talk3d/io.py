@@ -280,7 +280,14 @@ def setup_file_log(folder: str | os.PathLike, name: str) -> logging.Logger:
 
 
 def close_file_logs() -> None:
-    """Detach and close the ``talk3d`` logger's file handlers (end of a command, tests)."""
+    """Detach and close the ``talk3d`` logger's file handlers (end of a command, tests).
+
+    Native libraries' lines still on their way to the log (:class:`talk3d.console.NativeStderrToLog`)
+    are written first.
+    """
+    from talk3d.console import flush_native_lines
+
+    flush_native_lines()
     logger = logging.getLogger("talk3d")
     for h in list(logger.handlers):
         if isinstance(h, logging.FileHandler):

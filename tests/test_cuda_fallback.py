@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,37 @@ def test_no_cuda_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch, ca
     assert len(warnings) == 1 and "no CUDA device" in warnings[0]
     with pytest.raises(cuda_ext.KernelUnavailableError, match="cannot be honoured: no CUDA device"):
         cuda_ext.kernels_available(strict=True)
-    assert issubclass(cuda_ext.KernelUnavailableError, UserError)
+    # cuda_ext has its own error; talk3d's dispatch turns it into the one-line UserError users see
+    fake_cuda_tensor = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    with pytest.raises(UserError, match=r"^TALK3D_RENDER_IMPL=cuda cannot be honoured: no CUDA device is "
+                                        r"available; use TALK3D_RENDER_IMPL=auto or torch$"):
+        select_impl(fake_cuda_tensor, "cuda")  # type: ignore[arg-type]
+
+
+def test_talk3d_prints_the_fallback_warning(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_cuda_tensor = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    assert select_impl(fake_cuda_tensor, "auto") == "torch"  # type: ignore[arg-type]
+    assert select_impl(fake_cuda_tensor, "auto") == "torch"  # type: ignore[arg-type]
+    warnings = [(r.name, r.getMessage()) for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [("talk3d", "CUDA render kernels unavailable: no CUDA device is available; using the torch "
+                                   "renderer (set TALK3D_RENDER_IMPL=torch to silence)")]
+
+
+def test_cuda_ext_does_not_import_talk3d() -> None:
+    """One-way dependency: talk3d imports cuda_ext, never the reverse (not even lazily)."""
+    for path in sorted(Path(cuda_ext.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not [n for n in names if n.split(".")[0] == "talk3d"], f"{path.name} imports {names}"
+    code = ("import sys, cuda_ext, cuda_ext.emulation, cuda_ext.testing; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'talk3d'], sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def _pretend_buildable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def _fake_stages(calls: Calls) -> dict[str, types.SimpleNamespace]:
         return types.SimpleNamespace(render_fps=12.5)
 
     return {
-        "data_prep.pipeline": types.SimpleNamespace(PrepConfig=FakePrepConfig, run_prep=run_prep),
+        "talk3d_prep.pipeline": types.SimpleNamespace(PrepConfig=FakePrepConfig, run_prep=run_prep),
         "talk3d.fit.config": types.SimpleNamespace(preset=lambda name: FakeFitConfig()),
         "talk3d.fit.trainer": types.SimpleNamespace(fit=fit),
         "talk3d.render.config": types.SimpleNamespace(RenderConfig=FakeRenderConfig),
@@ -140,7 +140,7 @@ def test_demo_runs_the_chain_and_reuses_finished_stages(tmp_path, monkeypatch, f
 
 
 def test_missing_stage_names_it(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "data_prep.pipeline", None)  # import fails
+    monkeypatch.setitem(sys.modules, "talk3d_prep.pipeline", None)  # import fails
     with pytest.raises(UserError, match="prep stage"):
         demo.run_demo(_config(tmp_path))
 
@@ -148,7 +148,7 @@ def test_missing_stage_names_it(tmp_path, monkeypatch):
 def test_cli_demo_reports_a_missing_stage(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from talk3d_cli.main import app
 
     calls = Calls()
     modules = _fake_stages(calls)

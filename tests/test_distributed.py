@@ -116,13 +116,13 @@ def test_a_failing_rank_stops_every_rank_and_keeps_the_checkpoint(tiny, tmp_path
 def test_nproc_cli_reports_a_failure_in_one_line_each(tiny, tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from talk3d_cli.main import app
 
     broken = tmp_path / "data"
     shutil.copytree(tiny, broken)
     (broken / "frames" / "000003.jpg").write_bytes(b"garbage")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "fit", str(broken), "-o", str(tmp_path / "run"),
+    proc = subprocess.run([sys.executable, "-m", "talk3d_cli.main", "fit", str(broken), "-o", str(tmp_path / "run"),
                            "--size", "32", "--steps", "2", "--set", "min_frames=1", "--nproc", "2"],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

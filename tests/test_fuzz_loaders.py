@@ -169,8 +169,8 @@ def test_fuzz_mpi_json_and_layers(tiny, tmp_path):
 
 
 def test_fuzz_prep_state(tiny):
-    from data_prep.pipeline import _prepare_out_dir
     from talk3d.folders import write_marker
+    from talk3d_prep.pipeline import _prepare_out_dir
 
     out = tiny["root"] / "prep_out"
     (out / ".prep").mkdir(parents=True)

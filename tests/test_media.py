@@ -5,6 +5,7 @@ import pytest
 
 from talk3d.errors import UserError
 from talk3d.media import VideoWriter, ffmpeg_exe, probe_duration, read_audio, write_wav
+from tests.render_helpers import write_speech_like
 
 
 def _tone(seconds: float, amp: float = 0.5, rate: int = 16000) -> np.ndarray:
@@ -24,6 +25,14 @@ def test_read_audio_keeps_level_for_mono_and_stereo(tmp_path):
     assert abs(both.shape[0] - 16000) <= 2
     assert np.abs(mono).max() == pytest.approx(0.5, abs=0.01)
     assert np.abs(both).max() == pytest.approx(0.5, abs=0.01)
+
+
+def test_speech_like_is_normalised_to_16k_mono(tmp_path):
+    p = write_speech_like(tmp_path / "a.wav", 0.5, 44100, 2)  # the render tests' driving audio
+    audio = read_audio(p)
+    assert abs(audio.shape[0] - 8000) <= 2
+    # channels are averaged, so identical channels keep their level (no +3 dB downmix gain)
+    assert 0.2 < float(np.abs(audio).max()) <= 0.3 + 0.01
 
 
 def test_video_writer_muxes_audio_with_matching_duration(tmp_path):

@@ -53,10 +53,10 @@ def test_outside_reads_zero_and_shared_planes_broadcast() -> None:
         sample_triplane_bag(planes, far, "max")
 
 
-def test_dispatch_uses_bag_for_float32_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatch_uses_bag_for_float32_cpu(render_impl_env) -> None:
     planes, points = triplane_case(b=1, n=64, c=3, r=8)
-    monkeypatch.delenv("TALK3D_RENDER_IMPL", raising=False)
+    render_impl_env(None)
     assert torch.equal(sample_triplane(planes, points), sample_triplane_bag(planes, points))
     assert torch.equal(sample_triplane(planes, points, impl="torch"), sample_triplane_ref(planes, points))
-    monkeypatch.setenv("TALK3D_RENDER_IMPL", "torch")
+    render_impl_env("torch")
     assert torch.equal(sample_triplane(planes, points), sample_triplane_ref(planes, points))

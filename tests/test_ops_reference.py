@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,8 +14,10 @@ import torch
 
 from cuda_ext.testing import composite_case, triplane_case
 from talk3d.errors import UserError
-from talk3d.ops import composite_rays, sample_triplane, select_impl
+from talk3d.ops import composite_rays, render_impl, sample_triplane, select_impl, set_render_impl
 from talk3d.ops.reference import PLANE_AXES, composite_rays_ref, sample_triplane_ref
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_transmittance_hand_computed() -> None:
@@ -77,20 +83,66 @@ def test_triplane_texel_centres_and_axes() -> None:
     assert torch.all(far == 0)
 
 
-def test_dispatch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dispatch_on_cpu(render_impl_env) -> None:
     planes, points = triplane_case(b=1, n=16, c=3, r=4)
-    monkeypatch.delenv("TALK3D_RENDER_IMPL", raising=False)
+    render_impl_env(None)
     assert select_impl(planes) == "torch"
     assert torch.allclose(sample_triplane(planes, points), sample_triplane_ref(planes, points), atol=1e-6)
     case = composite_case(r=4, s=5, c=2)
     assert torch.equal(composite_rays(*case)["features"], composite_rays_ref(*case)["features"])
-    monkeypatch.setenv("TALK3D_RENDER_IMPL", "cuda")
+    render_impl_env("cuda")
     with pytest.raises(UserError, match="needs CUDA tensors"):
         sample_triplane(planes, points)
     assert select_impl(planes, "torch") == "torch"  # the argument wins over the variable
-    monkeypatch.setenv("TALK3D_RENDER_IMPL", "bogus")
-    with pytest.raises(ValueError, match="one of"):
+    render_impl_env("bogus")  # one clear line (a UserError), checked once at start
+    with pytest.raises(UserError, match=r"^TALK3D_RENDER_IMPL must be one of auto, torch, cuda; got 'bogus'"):
         select_impl(planes)
+    with pytest.raises(ValueError, match="one of"):  # a bad argument is the caller's bug
+        select_impl(planes, "bogus")
+
+
+def test_render_impl_setting_overrides_the_variable(render_impl_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    planes, points = triplane_case(b=1, n=16, c=3, r=4)
+    render_impl_env("cuda")
+    assert render_impl() == "cuda"
+    monkeypatch.setenv("TALK3D_RENDER_IMPL", "torch")  # read at start only: no effect now
+    assert render_impl() == "cuda"
+    set_render_impl("torch")
+    assert render_impl() == "torch" and select_impl(planes) == "torch"
+    assert torch.equal(sample_triplane(planes, points), sample_triplane_ref(planes, points))
+    set_render_impl(" AUTO ")
+    assert render_impl() == "auto"
+    with pytest.raises(UserError, match="must be one of auto, torch, cuda; got 'gpu'"):
+        set_render_impl("gpu")
+    assert render_impl() == "auto"  # a refused name changes nothing
+    render_impl_env("bogus")
+    set_render_impl("torch")  # the setting replaces a bad variable
+    assert render_impl() == "torch"
+
+
+def test_render_impl_variable_is_read_once_at_start() -> None:
+    code = """
+import os
+import torch
+from cuda_ext.testing import triplane_case
+from talk3d.ops import render_impl, sample_triplane, select_impl, set_render_impl
+from talk3d.ops.bag import sample_triplane_bag
+from talk3d.ops.reference import sample_triplane_ref
+
+planes, points = triplane_case(b=1, n=64, c=3, r=8)
+assert render_impl() == "torch", render_impl()
+os.environ["TALK3D_RENDER_IMPL"] = "cuda"  # too late: read once, when talk3d.ops was imported
+assert render_impl() == "torch" and select_impl(planes) == "torch"
+assert torch.equal(sample_triplane(planes, points), sample_triplane_ref(planes, points))
+set_render_impl("auto")  # the setting API overrides the variable
+assert render_impl() == "auto"
+assert torch.equal(sample_triplane(planes, points), sample_triplane_bag(planes, points))
+print("ok")
+"""
+    env = {**os.environ, "TALK3D_RENDER_IMPL": "Torch", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_dispatch_auto_keeps_float64_on_twin() -> None:

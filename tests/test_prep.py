@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.pipeline import PrepConfig, run_prep
 from talk3d.camera import camera_angles, project
 from talk3d.dataset import TalkingHeadDataset, validate
 from talk3d.errors import UserError
+from talk3d_prep.pipeline import PrepConfig, run_prep
 from tests.test_prep_clips import astronaut_clip, warp_matrix
 
 SIZE = 256
@@ -90,7 +90,7 @@ def test_existing_dataset_is_refused(synthetic: dict) -> None:
 
 
 def test_interrupted_prep_resumes(synthetic: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import data_prep.pipeline as pipeline
+    import talk3d_prep.pipeline as pipeline
 
     out = synthetic["root"] / "resume"
 
@@ -121,7 +121,7 @@ def test_interrupted_prep_resumes(synthetic: dict, monkeypatch: pytest.MonkeyPat
 def test_audio_override_and_cli(synthetic: dict, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from talk3d_cli.main import app
     from tests.test_prep_clips import write_tone
 
     wav = write_tone(tmp_path / "speech.wav", 2.0)  # shorter than the video: padded, with a warning

@@ -75,7 +75,7 @@ def astronaut_clip(path: Path, n: int = 80, fps: float = 25.0, audio: bool = Tru
 
 
 def test_probe_reads_generated_clip(tmp_path: Path) -> None:
-    from data_prep.video import FrameReader, probe_video
+    from talk3d_prep.video import FrameReader, probe_video
 
     clip, _, _ = astronaut_clip(tmp_path / "a.mp4", n=20)
     info = probe_video(clip)
@@ -99,7 +99,7 @@ def _face_landmarks(cx: float, cy: float, height: float) -> np.ndarray:
 
 
 def test_crop_stays_inside_tight_footage_unless_padding_is_asked() -> None:
-    from data_prep.track import choose_crop
+    from talk3d_prep.track import choose_crop
 
     valid = np.ones(2, bool)
     # a small face in a large frame: side = 2.8 x face height, centred (0.1 face heights lower)

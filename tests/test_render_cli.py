@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
 from talk3d.render.probe import count_frames, probe
-from tests.test_render_helpers import make_run_folder, write_speech_like
+from talk3d_cli.main import app
+from tests.render_helpers import make_run_folder, write_speech_like
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from talk3d.model.renderer import render_rays
 from talk3d.render.config import RenderConfig
 from talk3d.render.driver import render_run
 from talk3d.render.probe import probe, read_frames
-from tests.test_render_helpers import write_speech_like
+from tests.render_helpers import write_speech_like
 
 FOCAL, DIST, SIZE = 1.6, 4.0, 32
 

@@ -18,8 +18,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
-from data_prep.pipeline import PrepConfig, run_prep
 from talk3d.dataset import validate
 from talk3d.errors import CheckpointError, DatasetError, UserError
 from talk3d.fit import checkpoint as ck
@@ -27,8 +25,10 @@ from talk3d.fit.config import tiny_config
 from talk3d.fit.trainer import fit
 from talk3d.render.config import RenderConfig
 from talk3d.render.driver import render
+from talk3d_cli.main import app
+from talk3d_prep.pipeline import PrepConfig, run_prep
+from tests.render_helpers import write_speech_like
 from tests.test_prep_clips import astronaut_region, make_clip, write_tone
-from tests.test_render_helpers import write_speech_like
 from tests.tiny_data import make_tiny_dataset
 
 runner = CliRunner()
@@ -329,7 +329,7 @@ def test_8_damaged_run_settings_and_sidecars_are_one_line(base, tmp_path):
 
 
 def test_8_corrupt_prep_state_starts_that_prep_over(tmp_path):
-    from data_prep.pipeline import _prepare_out_dir
+    from talk3d_prep.pipeline import _prepare_out_dir
 
     out = tmp_path / "W"
     (out / ".prep").mkdir(parents=True)
@@ -392,8 +392,8 @@ def test_10_mpi_layer_names_stay_inside_the_mpi_folder(base, tmp_path):
 
 
 def test_11_a_colon_in_a_file_name_is_not_a_protocol(tmp_path, monkeypatch):
-    from data_prep.video import probe_video
     from talk3d.media import read_audio
+    from talk3d_prep.video import probe_video
 
     monkeypatch.chdir(tmp_path)
     make_clip(tmp_path / "clip.mp4", [astronaut_region()] * 10)
@@ -429,7 +429,7 @@ def test_13_outputs_get_the_users_usual_permissions(tmp_path):
 
 
 def test_14_inputs_are_checked_before_any_work(tmp_path, monkeypatch):
-    import data_prep.pipeline as pipeline
+    import talk3d_prep.pipeline as pipeline
 
     calls = []
     monkeypatch.setattr(pipeline.track_mod, "track_frames", lambda *a, **k: calls.append(1))
@@ -613,7 +613,7 @@ def test_review_force_starts_over_a_staged_refit_made_with_other_settings(base, 
 
 
 def test_review_a_resumed_prep_keeps_its_finished_steps_when_it_fails(tmp_path, monkeypatch):
-    import data_prep.pipeline as pipeline
+    import talk3d_prep.pipeline as pipeline
 
     video = make_clip(tmp_path / "v.mp4", [astronaut_region()] * 80)
     out = tmp_path / "data"

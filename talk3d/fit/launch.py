@@ -1,7 +1,7 @@
 """``talk3d fit --nproc N``: start the same fit as N data-parallel ranks with torchrun.
 
 This is only a convenience for one machine, the same as
-``torchrun --standalone --nproc-per-node N -m cli.main fit ARGS``. For several machines, call
+``torchrun --standalone --nproc-per-node N -m talk3d_cli.main fit ARGS``. For several machines, call
 torchrun yourself with its rendezvous flags (see docs/fit.md, "Several processes, GPUs or
 machines").
 """
@@ -56,7 +56,7 @@ def launch_fit(nproc: int, argv: Sequence[str], run_dir: str) -> None:
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
-    args = ["-m", "cli.main", "fit", *without_option(argv, "--nproc")]
+    args = ["-m", "talk3d_cli.main", "fit", *without_option(argv, "--nproc")]
     try:
         with terminal_stderr():  # the ranks print to the terminal themselves
             elastic_launch(config, sys.executable)(*args)
