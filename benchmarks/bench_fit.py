@@ -30,7 +30,7 @@ def measure(preset_name: str, device: str, steps: int, warmup: int) -> dict:
     from talk3d.device import resolve_device
     from talk3d.fit.config import finalize, preset
     from talk3d.fit.data import TrainingData, to_device
-    from talk3d.fit.trainer import _forward, _param_groups
+    from talk3d.fit.trainer import _forward
     from talk3d.model import Avatar, compute_losses
     from tests.tiny_data import make_tiny_dataset
 
@@ -41,7 +41,9 @@ def measure(preset_name: str, device: str, steps: int, warmup: int) -> dict:
         data_dir = make_tiny_dataset(Path(tmp) / "data", num_frames=40, size=cfg.model.out_res)
         data = TrainingData(data_dir, cfg.model)
         model = Avatar(cfg.model).to(dev).train()
-        opt = torch.optim.Adam(_param_groups(model, cfg))
+        groups = model.parameter_groups()
+        opt = torch.optim.Adam([{"params": groups["planes"], "lr": cfg.lr_planes},
+                                {"params": groups["networks"], "lr": cfg.lr}])
         frames = data.train_index_batches(cfg.batch_size, 0)
         out: dict = {"preset": preset_name, "device": str(dev), "batch": cfg.batch_size,
                      "out_res": cfg.model.out_res, "neural_res": cfg.model.neural_res,
@@ -56,7 +58,8 @@ def measure(preset_name: str, device: str, steps: int, warmup: int) -> dict:
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 batch = to_device(data.batch(next(frames).tolist()), dev)
-                res = _forward(model, batch, stage, amp)
+                res = _forward(model, batch["cam2world"], batch["intrinsics"],
+                               batch["cond"] if stage == "audio" else None, amp)
                 loss = compute_losses(res, batch, model, cfg.loss)["total"]
                 opt.zero_grad()
                 loss.backward()

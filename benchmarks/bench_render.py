@@ -29,13 +29,57 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _split_times(avatar, cfg, clip, poses: torch.Tensor, k: torch.Tensor, n_frames: int, batch: int,
+                 frame_offset: int, dev: torch.device) -> tuple[dict[str, float], int]:
+    """Seconds in the U-Net, the volume rendering and the super-resolution (and their sum) over
+    ``n_frames`` frames, after one warm-up batch; and the frames timed."""
+    from talk3d.camera import generate_rays
+    from talk3d.image import resize
+
+    t = {"unet": 0.0, "volume": 0.0, "sr": 0.0, "total": 0.0}
+    done = 0
+    for rep in range(2):  # first pass warms up (allocations, kernels); the second is timed
+        done = 0
+        t = dict.fromkeys(t, 0.0)
+        for b0 in range(0, n_frames, batch):
+            idx = np.arange(b0, min(b0 + batch, n_frames))
+            gidx = idx + frame_offset
+            cond = {n: v.to(dev) for n, v in clip.conditioning(gidx).items()}
+            cams = poses[gidx].to(dev)
+            _sync(dev)
+            t0 = time.perf_counter()
+            planes, _ = avatar.planes(cond, 1.0)
+            _sync(dev)
+            t1 = time.perf_counter()
+            h = cfg.neural_res
+            o, d = generate_rays(cams, k, h, h)
+            res = avatar.render_rays(planes, o, d, jitter=False)
+            feats_img = res["features"].transpose(1, 2).reshape(len(idx), -1, h, h)
+            alpha = res["alpha"].reshape(len(idx), 1, h, h)
+            _sync(dev)
+            t2 = time.perf_counter()
+            rgb_fg, alpha_hr = avatar.superres(feats_img, alpha)
+            rgb = rgb_fg + (1 - alpha_hr) * resize(avatar.background[None], cfg.out_res)
+            _sync(dev)
+            t3 = time.perf_counter()
+            t["unet"] += t1 - t0
+            t["volume"] += t2 - t1
+            t["sr"] += t3 - t2
+            t["total"] += t3 - t0
+            done += len(idx)
+            assert rgb.shape[-1] == cfg.out_res
+            if rep == 0:
+                break
+    return t, done
+
+
 @torch.no_grad()
 def bench(cfg_name: str, dev: torch.device, frames: int, batch: int, run_dir: Path | None = None,
           samples: tuple[int, int] | None = None) -> dict:
-    from talk3d.camera import frontal_cam2world, generate_rays, intrinsics_matrix, orbit
-    from talk3d.model.avatar import Avatar, resize
-    from talk3d.model.conditioning import conditioning_for
+    from talk3d.camera import frontal_cam2world, intrinsics_matrix, orbit
+    from talk3d.model.avatar import Avatar
     from talk3d.model.config import ModelConfig
+    from talk3d.model.drive import DrivingClip, forward_frames
 
     n_frames = max(frames, batch)
     if run_dir is not None:
@@ -62,48 +106,13 @@ def bench(cfg_name: str, dev: torch.device, frames: int, batch: int, run_dir: Pa
         rate, fps, frame_offset = 100.0, 25.0, 0
     if samples is not None:
         cfg.coarse_samples, cfg.importance_samples = samples
-    t = {"unet": 0.0, "volume": 0.0, "sr": 0.0, "total": 0.0}
-    done = 0
-    for rep in range(2):  # first pass warms up (allocations, kernels); the second is timed
-        done = 0
-        t = dict.fromkeys(t, 0.0)
-        for b0 in range(0, n_frames, batch):
-            idx = np.arange(b0, min(b0 + batch, n_frames))
-            gidx = idx + frame_offset
-            cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, rate, fps, blink, poses, gidx).items()}
-            cams = poses[gidx].to(dev)
-            _sync(dev)
-            t0 = time.perf_counter()
-            planes, _ = avatar.planes(cond, 1.0)
-            _sync(dev)
-            t1 = time.perf_counter()
-            h = cfg.neural_res
-            o, d = generate_rays(cams, k, h, h)
-            res = avatar.render_rays(planes, o, d, jitter=False)
-            feats_img = res["features"].transpose(1, 2).reshape(len(idx), -1, h, h)
-            alpha = res["alpha"].reshape(len(idx), 1, h, h)
-            _sync(dev)
-            t2 = time.perf_counter()
-            rgb_fg, alpha_hr = avatar.superres(feats_img, alpha)
-            rgb = rgb_fg + (1 - alpha_hr) * resize(avatar.background[None], cfg.out_res)
-            _sync(dev)
-            t3 = time.perf_counter()
-            t["unet"] += t1 - t0
-            t["volume"] += t2 - t1
-            t["sr"] += t3 - t2
-            t["total"] += t3 - t0
-            done += len(idx)
-            assert rgb.shape[-1] == cfg.out_res
-            if rep == 0:
-                break
+    clip = DrivingClip.from_arrays(cfg, feats, rate, fps, blink, poses)
+    t, done = _split_times(avatar, cfg, clip, poses, k, n_frames, batch, frame_offset, dev)
     # end-to-end forward (what `talk3d render` calls), same frames
     _sync(dev)
     t0 = time.perf_counter()
-    for b0 in range(0, n_frames, batch):
-        idx = np.arange(b0, min(b0 + batch, n_frames))
-        gidx = idx + frame_offset
-        cond = {n: v.to(dev) for n, v in conditioning_for(cfg, feats, rate, fps, blink, poses, gidx).items()}
-        avatar(poses[gidx].to(dev), k, cond)
+    for _ in forward_frames(avatar, clip, np.arange(n_frames) + frame_offset, intrinsics=k, batch_size=batch):
+        pass
     _sync(dev)
     fwd = time.perf_counter() - t0
     return {

@@ -45,7 +45,7 @@ def main() -> None:
 
     from talk3d.face.landmarks import mouth_opening
     from talk3d.fit.checkpoint import load_run
-    from talk3d.model.conditioning import conditioning_for
+    from talk3d.model.drive import DrivingClip, forward_frames
     from talk3d.render import paths
 
     run = load_run(args.run_dir, "cpu")
@@ -57,16 +57,13 @@ def main() -> None:
     no_blink = np.zeros(m.num_frames, np.float32)
     feats = np.asarray(run.audio_feats, np.float32)
 
+    # at the mean pose, eyes open, torso at rest: only the audio moves the face
+    clip = DrivingClip.from_arrays(cfg, feats, m.audio_feature_rate, m.fps, no_blink,
+                                   fixed.expand(m.num_frames, 4, 4))
+
     def render(frames: np.ndarray) -> torch.Tensor:
-        imgs = []
-        for b0 in range(0, frames.size, args.batch):
-            idx = frames[b0:b0 + args.batch]
-            cond = conditioning_for(cfg, feats, m.audio_feature_rate, m.fps, no_blink, poses, idx)
-            cond["pose"] = cond["pose"][:1].expand(len(idx), -1).clone()
-            cond["torso"] = torch.zeros(len(idx), 2)
-            cams = fixed.expand(len(idx), 4, 4)
-            imgs.append(av(cams, k.expand(len(idx), 3, 3), cond)["rgb"])
-        return torch.cat(imgs)
+        return torch.cat([fb.out["rgb"] for fb in forward_frames(av, clip, frames, intrinsics=k,
+                                                                 batch_size=args.batch)])
 
     train = np.asarray(m.train_frames)
     order = train[np.argsort(tracked[train])]

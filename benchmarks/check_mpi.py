@@ -27,7 +27,7 @@ def main() -> None:
 
     from talk3d.eval.metrics import psnr
     from talk3d.fit.checkpoint import load_run
-    from talk3d.model.conditioning import conditioning_for
+    from talk3d.model.drive import conditioning_for
     from talk3d.render.field import avatar_field, avatar_torso_layer
     from talk3d.render.mpi import box_near_far, export_mpi, render_mpi
 

@@ -61,6 +61,33 @@ def _clean(obj):
     return obj
 
 
+def _yaw30_entry(videos: dict, run, canonical: np.ndarray, k: np.ndarray) -> dict:
+    """Head yaw re-estimated from the +30 degree render: against the tracked yaw + 30, and
+    relative to the yaw-0 render when there is one."""
+    import torch
+
+    from talk3d.camera import camera_angles
+    from talk3d.render.paths import head_motion
+
+    lm30, ok30, side = _track(videos[30.0])
+    y30 = _yaws(lm30, ok30, canonical, k, side)
+    n = len(y30)
+    head, _ = head_motion(torch.as_tensor(run.poses), n, "tracked")
+    tracked_yaw = camera_angles(head)[:, 0].numpy()
+    entry = {"frames": int(n), "detected": int(ok30.sum()), "detection_rate": float(ok30.mean()),
+             "yaw_est_median": float(np.nanmedian(y30)),
+             "yaw_error_vs_tracked_plus_30_median": float(np.nanmedian(y30 - (tracked_yaw + 30.0))),
+             "within_5deg_abs": float(np.nanmean(np.abs(y30 - (tracked_yaw + 30.0)) <= 5.0))}
+    if 0.0 in videos:
+        lm0, ok0, _ = _track(videos[0.0])
+        y0 = _yaws(lm0, ok0, canonical, k, side)
+        rel = y30 - y0[:n]
+        entry.update({"yaw_rel_to_yaw0_median": float(np.nanmedian(rel)),
+                      "within_5deg_rel": float(np.nanmean(np.abs(rel - 30.0) <= 5.0)),
+                      "yaw0_detection_rate": float(ok0.mean())})
+    return entry
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="run folder from 'talk3d fit'")
@@ -73,9 +100,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # NaN means/medians when no face is found
 
-    import torch
 
-    from talk3d.camera import camera_angles
     from talk3d.device import resolve_device
     from talk3d.eval.vad import energy_vad
     from talk3d.face.landmarks import mouth_opening
@@ -83,7 +108,6 @@ def main() -> None:
     from talk3d.media import read_audio
     from talk3d.render.config import RenderConfig
     from talk3d.render.driver import render_run
-    from talk3d.render.paths import head_motion
     from talk3d.render.probe import count_frames, probe
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,24 +133,8 @@ def main() -> None:
         }
         print(json.dumps({f"yaw {v:+.0f}": report["views"][f"{v:+.0f}"]}))
     if 30.0 in videos:
-        lm30, ok30, side = _track(videos[30.0])
-        y30 = _yaws(lm30, ok30, canonical, k, side)
-        n = len(y30)
-        head, _ = head_motion(torch.as_tensor(run.poses), n, "tracked")
-        tracked_yaw = camera_angles(head)[:, 0].numpy()
-        entry = {"frames": int(n), "detected": int(ok30.sum()), "detection_rate": float(ok30.mean()),
-                 "yaw_est_median": float(np.nanmedian(y30)),
-                 "yaw_error_vs_tracked_plus_30_median": float(np.nanmedian(y30 - (tracked_yaw + 30.0))),
-                 "within_5deg_abs": float(np.nanmean(np.abs(y30 - (tracked_yaw + 30.0)) <= 5.0))}
-        if 0.0 in videos:
-            lm0, ok0, _ = _track(videos[0.0])
-            y0 = _yaws(lm0, ok0, canonical, k, side)
-            rel = y30 - y0[:n]
-            entry.update({"yaw_rel_to_yaw0_median": float(np.nanmedian(rel)),
-                          "within_5deg_rel": float(np.nanmean(np.abs(rel - 30.0) <= 5.0)),
-                          "yaw0_detection_rate": float(ok0.mean())})
-        report["yaw30"] = entry
-        print(json.dumps({"yaw30": entry}))
+        report["yaw30"] = _yaw30_entry(videos, run, canonical, k)
+        print(json.dumps({"yaw30": report["yaw30"]}))
     for name in [s for s in args.mouth_audio.split(",") if s]:
         path = args.shared / "audio" / name
         out = args.out / f"mouth_{Path(name).stem}.mp4"

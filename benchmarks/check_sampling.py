@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,9 +22,11 @@ import torch
 def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] | None, reference: bool) -> dict:
     """Render the batches with one sampling setup; ``{"images", "psnr", "mouth_psnr", "ms_per_frame"}``."""
     from talk3d.fit.trainer import _forward
-    from talk3d.fit.validation import mouth_psnr, psnr
+    from talk3d.image import box_psnr, psnr
+    from talk3d.ops import render_impl, set_render_impl
 
-    os.environ["TALK3D_RENDER_IMPL"] = "torch" if reference else "auto"
+    saved_impl = render_impl()
+    set_render_impl("torch" if reference else "auto")  # TALK3D_RENDER_IMPL is read once, at import
     avatar.occupancy = None if reference else grid
     saved = avatar.cfg.coarse_samples, avatar.cfg.importance_samples
     if samples is not None:
@@ -38,11 +39,11 @@ def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] |
             ms = (time.perf_counter() - t0) / len(batches) * 1000
     finally:
         avatar.cfg.coarse_samples, avatar.cfg.importance_samples = saved
-        os.environ.pop("TALK3D_RENDER_IMPL", None)
+        set_render_impl(saved_impl)
     truth = [b["image"] for b in batches]
     return {"images": torch.cat(images),
             "psnr": float(torch.cat([psnr(i, t) for i, t in zip(images, truth, strict=True)]).mean()),
-            "mouth_psnr": float(torch.cat([mouth_psnr(i, t, b["mouth_box"])
+            "mouth_psnr": float(torch.cat([box_psnr(i, t, b["mouth_box"])
                                            for i, t, b in zip(images, truth, batches, strict=True)]).mean()),
             "ms_per_frame": ms}
 

@@ -1,6 +1,6 @@
 """Novel-view accuracy against synthetic ground truth (issue 3).
 
-Pipeline: a small synthetic clip (:mod:`talk3d.synthetic`) -> ``data_prep.pipeline.run_prep``
+Pipeline: a small synthetic clip (:mod:`talk3d.synthetic`) -> ``talk3d_prep.pipeline.run_prep``
 -> a short ``talk3d.fit.trainer.fit`` -> for held-out frames (the dataset's validation split,
 never trained on), the avatar is rendered at the frame's tracked camera orbited by ``yaw``
 degrees about prep's head centre (exactly what ``talk3d render --yaw`` does) and compared
@@ -127,10 +127,10 @@ def build(cfg: NovelViewConfig) -> tuple[Any, Path, Path]:
     Returns:
         ``(clip, dataset_dir, run_dir)``.
     """
-    from data_prep.pipeline import PrepConfig, run_prep
     from talk3d.dataset import prepared_with
     from talk3d.fit.trainer import fit
     from talk3d.synthetic import SyntheticConfig, make_clip
+    from talk3d_prep.pipeline import PrepConfig, run_prep
 
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,7 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
     from talk3d.camera import orbit
     from talk3d.dataset import TalkingHeadDataset
     from talk3d.fit.checkpoint import load_run
-    from talk3d.model.conditioning import conditioning_for
+    from talk3d.model.drive import conditioning_for
     from talk3d.synthetic.clip import SyntheticScene
 
     t0 = time.perf_counter()

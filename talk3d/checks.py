@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 INF = math.inf
+ANY = object()
+"""In a table of retired settings (:func:`drop_retired`): every saved value was fine."""
 Range = tuple[float, float]
 """Inclusive ``(low, high)`` bounds of a number."""
 
@@ -74,3 +76,21 @@ def check_fields(obj: Any, bounds: Mapping[str, Range], prefix: str = "") -> Non
         if dataclasses.is_dataclass(value):
             continue
         check_value(value, str(f.type), prefix + f.name, bounds.get(f.name))
+
+
+def drop_retired(saved: Mapping[str, Any], retired: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """``saved`` (a config read from a file) without the fields of ``retired``.
+
+    ``retired`` maps each removed field to the one value it always had (or :data:`ANY`): a saved
+    file written before the removal loads as before. A file that chose another value depends on
+    a behaviour that is gone, and raises ``ValueError`` naming it.
+    """
+    kept = dict(saved)
+    for name, value in retired.items():
+        if name not in kept:
+            continue
+        old = kept.pop(name)
+        if value is not ANY and old != value:
+            raise ValueError(f"{group} setting {name}={old!r} is no longer supported (talk3d now always uses "
+                             f"{value!r}); refit with --force")
+    return kept

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.fixtures.make_legacy_run import render_views
+from talk3d.model.avatar import _current_key
+from tests.fixtures.make_legacy_run import render_views, resume_from_step_2
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_run"
 
@@ -44,18 +45,54 @@ def test_old_run_config_loads_and_keeps_its_choices() -> None:
     assert run.fit_config.identity_steps == 3 and run.fit_config.audio_steps == 3
 
 
-def test_old_checkpoint_resumes(tmp_path: Path) -> None:
-    from talk3d.fit.config import tiny_config
-    from talk3d.fit.trainer import fit
+def test_old_checkpoint_resumes_as_the_old_version_did(tmp_path: Path, one_thread) -> None:
+    """The step-2 checkpoint (identity stage) resumed through the lip pretraining, the audio and
+    the refine stages gives the weights the old version's trainer gave."""
     from tests.tiny_data import make_tiny_dataset
 
     data = make_tiny_dataset(tmp_path / "data", seed=0)
+    shutil.copytree(LEGACY, tmp_path / "run")
+    resumed = resume_from_step_2(tmp_path / "run", data)
+    got = load_file(str(resumed / "avatar.safetensors"))
+    want = {_current_key(k): v for k, v in load_file(str(LEGACY / "expected_resumed.safetensors")).items()}
+    assert got.keys() == want.keys()
+    worst = max(float((got[k].float() - want[k].float()).abs().max()) for k in want)
+    assert worst <= 1e-5, f"resumed weights differ from the old version's by up to {worst}"
+    before = load_file(str(LEGACY / "checkpoints" / "step_0000002.safetensors"))
+    assert not torch.equal(before["model.mouth_basis"], got["mouth_basis"])  # the audio stages trained
+
+
+def test_retired_settings_load_when_they_held_their_only_value_and_are_refused_otherwise() -> None:
+    from talk3d.errors import CheckpointError
+    from talk3d.fit.config import FitConfig
+    from talk3d.model.config import ModelConfig
+
+    saved = json.loads((LEGACY / "config.json").read_text())
+    assert {"extra", "pose_dim", "decoder_layers", "decoder_activation"} <= set(saved["model"])
+    assert {"freeze_lip_encoder", "lip_teacher", "audio_augment"} <= set(saved)
+    assert {"l1_lr", "ssim_lr", "mouth_code"} <= set(saved["loss"])
+    cfg = FitConfig.from_dict({**saved, "freeze_lip_encoder": False})  # shaped the training only: loads
+    assert cfg.loss.l1_neural == saved["loss"]["l1_lr"] and cfg.loss.ssim_neural == saved["loss"]["ssim_lr"]
+    assert ModelConfig.from_dict({**saved["model"], "extra": {"note": "x"}}) == cfg.model
+    for key, value in (("decoder_activation", "softplus"), ("decoder_layers", 2), ("pose_dim", 12)):
+        with pytest.raises(ValueError, match=f"{key}={value!r} is no longer supported"):
+            ModelConfig.from_dict({**saved["model"], key: value})
+    with pytest.raises(ValueError, match="'loudness' normalisation was retired"):
+        ModelConfig.from_dict({**saved["model"], "audio_norm": "loudness"})
+    with pytest.raises(CheckpointError, match="unknown keys"):
+        ModelConfig.from_dict({**saved["model"], "bogus": 1})
+
+
+def test_a_run_with_a_retired_model_choice_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    from talk3d.errors import CheckpointError
+    from talk3d.fit.checkpoint import load_run
+
     run = tmp_path / "run"
     shutil.copytree(LEGACY, run)
-    (run / "avatar.json").unlink()  # an unfinished fit: resume from the step-6 checkpoint
-    (run / "avatar.safetensors").unlink()
-    cfg = tiny_config(steps=8)
-    cfg.identity_steps, cfg.audio_steps = 3, 5
-    res = fit(data, run, cfg)
-    assert res.start_step == 6 and res.steps == 8
-    assert (run / "avatar.safetensors").is_file()
+    meta = json.loads((run / "avatar.json").read_text())
+    meta["model_config"]["decoder_activation"] = "softplus"
+    (run / "avatar.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        load_run(run)
+    assert "decoder_activation='softplus' is no longer supported" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -10,13 +10,13 @@ from scipy.spatial.transform import Rotation
 from talk3d.face.landmarks import MOUTH, mouth_opening
 from talk3d.fit.lipsync import (
     AudioAugment,
-    freeze_audio_encoder,
     lip_codes,
     pretrain_mouth_head,
     rest_code,
     room_tone,
     silent_span_mask,
 )
+from talk3d.fit.stages import apply_frozen
 from talk3d.model import Avatar, ModelConfig, conditioning_for
 from talk3d.model.conditioning import TokenEncoder, token_count
 
@@ -168,7 +168,7 @@ def test_image_loss_trains_the_lip_basis_but_not_the_audio_encoder():
     out["rgb"].mean().backward()
     assert av.mouth_basis.grad is not None and av.mouth_basis.grad.abs().sum() > 0
     assert av.tokens.mouth_in[0].weight.grad.abs().sum() > 0  # the teacher code reaches the U-Net token
-    encoder = [av.tokens.audio_in[1].weight, av.tokens.mouth_head[1].weight]
+    encoder = [av.tokens.audio.embed[1].weight, av.tokens.mouth_head[1].weight]
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in encoder)
     out["mouth_code"].pow(2).mean().backward()  # only the code loss trains the encoder
     assert all(p.grad.abs().sum() > 0 for p in encoder)
@@ -220,7 +220,7 @@ def test_pretraining_with_silence_maps_pauses_to_the_rest_code_and_freezing_stop
         speech = enc.mouth_code(audio)
     assert (pred - rest).pow(2).mean() < 0.1 * rest.pow(2).mean()
     assert (speech - rest).pow(2).mean() > rest.pow(2).mean() * 0.5  # speech is not read as a pause
-    freeze_audio_encoder(enc)
+    assert apply_frozen({"lip_encoder": enc.lip_encoder()}, enc, ("lip_encoder",))  # what the audio stages do
     frozen = {n for n, p in enc.named_parameters() if not p.requires_grad}
-    assert frozen and all(n.startswith(("audio_in.", "audio_pos", "smooth.", "mouth_head.")) for n in frozen)
+    assert frozen == {n for n, _ in enc.named_parameters() if n.startswith(("audio.", "audio_pos", "mouth_head."))}
     assert enc.blink_in[0].weight.requires_grad

@@ -67,9 +67,9 @@ def test_flat_card_is_identity_without_view_change():
 
 @pytest.mark.slow
 def test_novel_view_beats_flat_and_frontal_baselines(tmp_path):
-    pipeline = pytest.importorskip("data_prep.pipeline")
+    pipeline = pytest.importorskip("talk3d_prep.pipeline")
     if not hasattr(pipeline, "run_prep"):
-        pytest.skip("data_prep.pipeline.run_prep is not available yet")
+        pytest.skip("talk3d_prep.pipeline.run_prep is not available yet")
     torch.set_num_threads(1)
     nv = _bench()
     cfg = nv.NovelViewConfig(work=tmp_path, clip_size=128, size=128, seconds=4.0, steps=STEPS,

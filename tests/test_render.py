@@ -17,7 +17,7 @@ from talk3d.render.config import RenderConfig
 from talk3d.render.driver import render
 from talk3d.render.mpi import load_mpi, render_mpi
 from talk3d.render.probe import count_frames, probe, read_frames
-from tests.test_render_helpers import make_run_folder, psnr, write_speech_like
+from tests.render_helpers import make_run_folder, psnr, write_speech_like
 
 FPS = 25.0
 
@@ -73,7 +73,7 @@ def test_extras_depth_alpha_mpi(tiny, tmp_path):
 def test_mpi_matches_direct_render(tiny):
     """The MPI of a frame, rendered back at its own camera, reproduces the volume rendering."""
     from talk3d.fit.checkpoint import load_run
-    from talk3d.model.conditioning import conditioning_for
+    from talk3d.model.drive import conditioning_for
     from talk3d.render.field import avatar_field
     from talk3d.render.mpi import box_near_far, export_mpi
 

@@ -206,8 +206,8 @@ def test_prep_torso_tracking_recovers_known_sway(tmp_path: Path) -> None:
     import cv2
     import numpy as np
 
-    from data_prep.torso import track_torso
     from talk3d.dataset import MASK_HEAD, MASK_TORSO, frame_name
+    from talk3d_prep.torso import track_torso
 
     size, n = 128, 24
     rng = np.random.default_rng(0)
@@ -239,7 +239,7 @@ def test_render_places_the_torso_by_the_tracked_offsets(tmp_path: Path) -> None:
     from talk3d.render.config import RenderConfig
     from talk3d.render.driver import render
     from talk3d.render.probe import read_frames
-    from tests.test_render_helpers import make_run_folder, write_speech_like
+    from tests.render_helpers import make_run_folder, write_speech_like
 
     run = make_run_folder(tmp_path, torso_mode="image")
     loaded = ck.load_run(run)

@@ -86,25 +86,22 @@ class RunDriver:
             :class:`Rendered` batches in order.
         """
         from talk3d import threads
-        from talk3d.model.conditioning import conditioning_for
+        from talk3d.model.drive import DrivingClip, forward_frames
 
+        clip = DrivingClip.from_arrays(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
+                                       torso)
         idx = np.asarray(frame_indices, dtype=np.int64)
-        k = torch.from_numpy(self.intrinsics).to(self.device)
-        for start in range(0, len(idx), batch_size):
-            sel = idx[start:start + batch_size]
-            threads.rebalance()
-            cond = conditioning_for(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
-                                    sel, torso_offsets=torso)
-            cond = {name: v.to(self.device) for name, v in cond.items()}
-            c2w = torch.from_numpy(np.asarray(poses, dtype=np.float32)[sel]).to(self.device)
-            if yaw or pitch:
-                c2w = orbit(c2w, yaw, pitch)
-            with torch.inference_mode():
-                out = self.run.avatar(c2w, k.expand(len(sel), 3, 3), cond, out_size=size or self.size)
+        cams = clip.poses[torch.from_numpy(idx)]
+        if yaw or pitch:
+            cams = orbit(cams, yaw, pitch)
+        out_size = size or self.size
+        for fb in forward_frames(self.run.avatar, clip, idx, cams, self.intrinsics, batch_size,
+                                 forward=lambda c, k, cond: self.run.avatar(c, k, cond, out_size=out_size),
+                                 before_batch=threads.rebalance):
+            out = fb.out
             rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             yield Rendered(rgb=rgb, depth=out["depth"][:, 0].float().cpu().numpy(),
                            alpha=out["alpha"][:, 0].float().cpu().numpy())
-
 
     def driving_sequence(self, audio_path: str | os.PathLike, max_seconds: float) -> DrivingSequence:
         """New audio driving the avatar exactly as ``talk3d render`` does (defaults: tracked

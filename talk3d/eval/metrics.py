@@ -9,66 +9,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from talk3d.face.landmarks import MOUTH
 from talk3d.face.landmarks import mouth_opening as face_mouth_opening
+from talk3d.image import box_crop, psnr, ssim  # noqa: F401  (the metrics eval reports; one implementation)
 
 # mediapipe FaceMesh indices (478-point topology).
 LIP_INDICES = tuple(int(k) for k in MOUTH)
 """Outer and inner lip contour points: the "mouth" landmark set for LMD and the mouth box."""
 LMD_REFERENCE_SIZE = 512
 """LMD is reported in pixels at this image side (published figures use 512)."""
-
-
-def _as_batch(img: torch.Tensor) -> torch.Tensor:
-    if img.ndim == 3:
-        img = img[None]
-    if img.ndim != 4:
-        raise ValueError(f"images must be (B, C, H, W) or (C, H, W), got {tuple(img.shape)}")
-    return img.float()
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [0, 1].
-
-    Args:
-        pred, target: ``(B, C, H, W)`` or ``(C, H, W)``.
-    Returns:
-        ``(B,)`` PSNR; ``inf`` where the images are identical.
-    """
-    pred, target = _as_batch(pred), _as_batch(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"shape mismatch: {tuple(pred.shape)} vs {tuple(target.shape)}")
-    mse = ((pred - target) ** 2).flatten(1).mean(1)
-    return torch.where(mse > 0, -10.0 * torch.log10(mse.clamp_min(1e-30)), torch.full_like(mse, math.inf))
-
-
-def ssim(pred: torch.Tensor, target: torch.Tensor, window_size: int = 11) -> torch.Tensor:
-    """Per-image mean SSIM (kornia, Gaussian window sigma 1.5) for images in [0, 1].
-
-    Args:
-        pred, target: ``(B, C, H, W)`` or ``(C, H, W)``; ``H, W > window_size // 2``.
-        window_size: odd number of Gaussian taps (shrunk for tiny images).
-    Returns:
-        ``(B,)`` SSIM in [-1, 1]; 1 for identical images.
-    """
-    import kornia
-
-    pred, target = _as_batch(pred), _as_batch(target)
-    side = min(pred.shape[-2:])
-    ws = min(window_size, side - 1 if side % 2 == 0 else side)
-    ws = max(3, ws if ws % 2 == 1 else ws - 1)
-    return kornia.metrics.ssim(pred, target, ws).flatten(1).mean(1)
-
-
-def box_crop(img: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
-    """Crop ``(..., H, W)`` to ``box = (x0, y0, x1, y1)`` (clipped to the image, at least 1 px)."""
-    h, w = img.shape[-2:]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
-    x1, y1 = min(max(x1, x0 + 1), w), min(max(y1, y0 + 1), h)
-    return img[..., y0:y1, x0:x1]
 
 
 def mouth_box(landmarks: np.ndarray, size: int, margin: float = 0.25) -> tuple[int, int, int, int]:

@@ -117,8 +117,11 @@ def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, stage: str, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, config: dict[str, Any],
-                    metrics: dict[str, Any] | None = None, keep: int = 2) -> Path:
+                    metrics: dict[str, Any] | None = None, keep: int = 2,
+                    progress: dict[str, bool] | None = None) -> Path:
     """Write ``checkpoints/step_XXXXXXX`` atomically (tensors first, sidecar last); prune old ones.
+
+    ``progress``: the trainer's one-off steps done so far (e.g. ``{"lip_pretraining": True}``).
 
     Returns:
         Path of the safetensors file.
@@ -132,6 +135,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, stage: str, model: to
     write_json(path.with_suffix(".json"), {
         "format": "talk3d-checkpoint", "format_version": FORMAT_VERSION, "step": step, "stage": stage,
         "tensors": path.name, "sha256": digest, "config": config, "metrics": metrics or {}, "param_groups": groups,
+        "progress": progress or {},
     })
     prune_checkpoints(run_dir, keep)
     return path
@@ -176,6 +180,8 @@ class Checkpoint:
     """All tensors (``model.*``, ``optim.*``, ``rng.*``)."""
     param_groups: list[dict[str, Any]] = field(default_factory=list)
     """Optimiser param groups (JSON form)."""
+    progress: dict[str, bool] = field(default_factory=dict)
+    """The trainer's one-off steps done before this checkpoint (``lip_pretraining``)."""
 
     def model_state(self) -> dict[str, torch.Tensor]:
         return {k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")}
@@ -230,12 +236,16 @@ def load_checkpoint(sidecar: str | os.PathLike) -> Checkpoint:
     sidecar = Path(sidecar)
     meta = _read_meta(sidecar, "talk3d-checkpoint")
     tensors = _read_tensors(_sidecar_tensors(sidecar, meta), meta.get("sha256"))
-    parts = {"config": dict, "metrics": dict, "param_groups": list}
+    parts = {"config": dict, "metrics": dict, "param_groups": list, "progress": dict}
     for key, kind in parts.items():
         if not isinstance(meta.get(key, kind()), kind):
             raise CheckpointError(f"'{sidecar}' has an invalid '{key}'; {FIX_FIT} or use --force")
+    metrics = meta.get("metrics", {})
+    # checkpoints written before "progress" existed: the lip pretraining left its figures in the metrics
+    progress = meta.get("progress", {"lip_pretraining": "lip_code_mse" in metrics})
     return Checkpoint(step=int(meta["step"]), stage=str(meta.get("stage", "")), config=meta.get("config", {}),
-                      metrics=meta.get("metrics", {}), tensors=tensors, param_groups=meta.get("param_groups", []))
+                      metrics=metrics, tensors=tensors, param_groups=meta.get("param_groups", []),
+                      progress={str(k): bool(v) for k, v in progress.items()})
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
@@ -377,15 +387,14 @@ def _load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 def _load_configs(run_dir: Path, model_dict: Any, fit_dict: Any) -> tuple[Any, Any]:
     """Model and fit configs of a run, checked (types, ranges); one clear line when they are off."""
-    from talk3d.fit.config import FitConfig, check_values, update_dataclass
-    from talk3d.model import ModelConfig
+    from talk3d.fit.config import FitConfig, check_values
 
     try:
         if not isinstance(model_dict, dict) or not isinstance(fit_dict, dict):
             raise ValueError("model_config and fit_config must be JSON objects")
-        model_config = ModelConfig.from_dict(model_dict)  # fills the defaults of runs saved by older versions
-        fit_config = FitConfig(model=model_config)
-        update_dataclass(fit_config, {k: v for k, v in fit_dict.items() if k not in ("model", "dataset_dir")})
+        # fills the defaults of runs saved by older versions, drops their retired settings
+        fit_config = FitConfig.from_dict({**fit_dict, "model": model_dict})
+        model_config = fit_config.model
         check_values(fit_config)
     except (TypeError, ValueError, UserError) as exc:
         raise CheckpointError(f"the settings saved in '{run_dir}' are invalid ({exc}); re-run 'talk3d fit' "
@@ -401,9 +410,9 @@ def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tenso
     problem = None
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in Avatar(model_config).state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in state.items()}
-        got.update({k: v for k, v in expected.items() if Avatar.added_since(k, state)})
+            shell = Avatar(model_config)
+            expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+            got = {k: tuple(v.shape) for k, v in shell.complete_state(state).items()}
         if expected != got:
             diff = sorted(set(expected.items()) ^ set(got.items()))
             problem = f"{diff[0][0]}: {len(diff)} tensors differ"

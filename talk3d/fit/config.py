@@ -1,6 +1,6 @@
 """Fit configuration: the :class:`FitConfig` dataclass, presets and ``key=value`` overrides.
 
-A fit runs in three stages (DESIGN.md section 5):
+A fit runs in three stages (:mod:`talk3d.fit.stages`; docs/fit.md):
 
 1. ``identity``: the identity triplane, decoder and super-resolution are fitted with the
    deltaplanes off (``motion_scale = 0``), so geometry and appearance go into the triplane.
@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from talk3d.checks import check_fields
+from talk3d.checks import ANY, check_fields, drop_retired
 from talk3d.errors import UserError
 from talk3d.model.config import ModelConfig
 
@@ -34,7 +34,15 @@ FIT_BOUNDS = {
 }
 LOSS_BOUNDS = {"ssim_window": (3, 31), "landmark_rays": (0, 100000)}
 
-STAGES = ("identity", "audio", "refine")
+RETIRED_FIT = dict.fromkeys(("freeze_lip_encoder", "lip_teacher", "audio_augment"), ANY)
+"""Fit switches removed because every fit had them on (the stages now always freeze the lip
+encoder, force the tracked lip code and augment the audio). Runs saved with them load whatever
+their value: they shaped the training, not the saved avatar (:func:`talk3d.checks.drop_retired`)."""
+RETIRED_LOSS = {"mouth_code": ANY}
+"""The lip-code loss weight: the code is trained by the lip pretraining alone (the weight was
+always zeroed after it); its error is still logged."""
+RENAMED_LOSS = {"l1_lr": "l1_neural", "ssim_lr": "ssim_neural"}
+"""Loss weights renamed (``lr`` read as learning rate next to the learning rates)."""
 
 
 def _loss_weights() -> Any:
@@ -79,19 +87,10 @@ class FitConfig:
     """Share of every lip-pretraining batch made of silent audio windows whose target is the
     mouth at rest (mean code of the 10 % most closed training frames): without them the
     pauses of other recordings opened the mouth (the Obama clip has almost no pauses)."""
-    freeze_lip_encoder: bool = True
-    """Freeze the audio encoder and lip-code head after the lip pretraining (their code loss at
-    batch 1 only adds noise, and forgets the silence examples); the code's MSE is still logged."""
-    lip_teacher: bool = True
-    """With a lip-motion code: drive the U-Net token and the lip basis with the tracked code
-    (plus noise) instead of the predicted one in the audio and refine stages (teacher
-    forcing; the prediction from the audio drives validation, render and eval)."""
     lip_teacher_noise: float = 0.1
-    """Std of the noise added to the tracked code under teacher forcing (code units = 1 std)."""
-    audio_augment: bool = True
-    """Randomly recolour, band-limit, rescale and add noise to the training audio windows
-    (audio and refine stages, and the lip-code pretraining), so the lips follow other voices
-    and microphones than the training clip's."""
+    """Std of the noise added to the tracked lip code that drives the U-Net token and the lip
+    basis in the audio and refine stages (teacher forcing, see :mod:`talk3d.fit.stages`; code
+    units = 1 std)."""
     lr_batch_scaling: str = "none"
     """How the learning rates follow the frames per step (``batch_size`` x ranks of a data-parallel
     fit): ``none`` (the same rates at any batch), ``sqrt`` (times the square root of the frames
@@ -137,14 +136,6 @@ class FitConfig:
     def total_steps(self) -> int:
         return self.identity_steps + self.audio_steps + self.refine_steps
 
-    def stage_at(self, step: int) -> str:
-        """Stage name of 0-based ``step``."""
-        if step < self.identity_steps:
-            return "identity"
-        if step < self.identity_steps + self.audio_steps:
-            return "audio"
-        return "refine"
-
     def set_total_steps(self, steps: int) -> None:
         """Scale the three stage lengths so they add up to ``steps`` (keeping proportions)."""
         if steps < 1:
@@ -166,9 +157,12 @@ class FitConfig:
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
         """Build from :meth:`to_dict` output (the model part through :meth:`ModelConfig.from_dict`,
         which fills the defaults of configs saved by older versions)."""
-        data = dict(data)
+        data = drop_retired({k: v for k, v in data.items() if k != "dataset_dir"}, RETIRED_FIT, "fit")
         model = data.pop("model", None)
         cfg = cls(model=ModelConfig.from_dict(model)) if model is not None else cls()
+        if isinstance(data.get("loss"), dict):
+            loss = {RENAMED_LOSS.get(k, k): v for k, v in data["loss"].items()}
+            data["loss"] = drop_retired(loss, RETIRED_LOSS, "loss")
         update_dataclass(cfg, data)
         return cfg
 

@@ -20,8 +20,9 @@ from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
 from talk3d.face.landmarks import MOUTH
 from talk3d.fit.lipsync import lip_codes
-from talk3d.model.conditioning import conditioning_for
+from talk3d.image import resize
 from talk3d.model.config import ModelConfig
+from talk3d.model.drive import DrivingClip
 
 # mediapipe FaceMesh lip contour indices (outer + inner; FACEMESH_LIPS).
 LIP_INDICES = tuple(int(k) for k in MOUTH)
@@ -53,11 +54,12 @@ def mouth_boxes(landmarks: np.ndarray, size: int, margin: float = 0.3, min_side:
 
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8 (area-like filter when shrinking)."""
+    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8 through :func:`talk3d.image.resize`."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BOX
-                                                    if image.shape[0] > size else Image.Resampling.BICUBIC))
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    out = resize(img, size)[0].permute(1, 2, 0).round().clamp(0, 255)
+    return out.to(torch.uint8).numpy()
 
 
 def resize_labels(mask: np.ndarray, size: int) -> np.ndarray:
@@ -92,8 +94,10 @@ class TrainingData:
         self.blink = np.asarray(self.dataset.blink, dtype=np.float32)
         self.torso_offsets = self.dataset.torso_offsets
         self.intrinsics = self.dataset.intrinsics
-        # (T, D) float16 features in memory: 16 KB per second of audio.
-        self.audio_feats = np.array(self.dataset.audio_feats)
+        # the clip's (T, D) audio features, normalised once (float32 in memory: 32 KB per second)
+        self.clip = DrivingClip.from_arrays(model_config, np.array(self.dataset.audio_feats),
+                                            self.manifest.audio_feature_rate, self.manifest.fps, self.blink,
+                                            self.poses, self.torso_offsets)
         # (N, K) lip-motion codes from the tracked lips (models with a lip-motion code only).
         self.mouth_codes: np.ndarray | None = None
         if model_config.mouth_code > 0:
@@ -138,10 +142,7 @@ class TrainingData:
         landmarks = np.asarray(self.dataset.landmarks[idx], dtype=np.float32) * self.scale
         boxes = mouth_boxes(landmarks, self.out_res, self.mouth_margin)
         cam2world = torch.from_numpy(self.poses[idx])
-        cond = conditioning_for(
-            self.model_config, self.audio_feats, self.manifest.audio_feature_rate, self.manifest.fps,
-            self.blink, self.poses, torch.from_numpy(idx), torso_offsets=self.torso_offsets,
-        )
+        cond = self.clip.conditioning(idx)
         b = len(idx)
         out = {
             "image": image,
@@ -156,6 +157,16 @@ class TrainingData:
         if self.mouth_codes is not None:
             out["mouth_code"] = torch.from_numpy(self.mouth_codes[idx])
         return to_device(out, device)
+
+    def conditioning(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """The model's conditioning of dataset frames ``indices (B,)`` (self-driven), CPU."""
+        return self.clip.conditioning(indices)
+
+    def targets(self, indices: Sequence[int] | np.ndarray, device: torch.device | str = "cpu") -> dict:
+        """What a render of frames ``indices (B,)`` is measured against: ``image (B, 3, H, W)``
+        in [0, 1] and ``mouth_box (B, 4)`` (as in :meth:`batch`)."""
+        b = self.batch(indices)
+        return to_device({"image": b["image"], "mouth_box": b["mouth_box"]}, device)
 
     def train_index_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
         """Endless arrays of training frame indices (reshuffled every epoch, deterministic in ``seed``).

@@ -97,17 +97,6 @@ class AudioAugment:
         return x.reshape(audio.shape)
 
 
-AUDIO_ENCODER = ("audio_in.", "audio_pos", "smooth.", "mouth_head.")
-"""Parameter-name prefixes of the token encoder's audio path and lip-code head."""
-
-
-def freeze_audio_encoder(encoder: torch.nn.Module) -> None:
-    """Stop training the audio path and lip-code head of ``encoder`` (after the pretraining)."""
-    for name, p in encoder.named_parameters():
-        if name.startswith(AUDIO_ENCODER):
-            p.requires_grad_(False)
-
-
 def rest_code(codes: np.ndarray, opening: np.ndarray, quantile: float = 0.1) -> np.ndarray:
     """Lip code of the mouth at rest: the mean code ``(K,)`` of the frames whose mouth opening
     ``(N,)`` is in the lowest ``quantile`` (``codes (N, K)``)."""
@@ -164,8 +153,7 @@ def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: to
         the mean-squared error of each step.
     """
     gen = torch.Generator().manual_seed(seed)
-    params = [p for n, p in encoder.named_parameters() if n.startswith((*AUDIO_ENCODER, "type_emb"))]
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(encoder.lip_pretraining_parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     losses = []
     was_training = encoder.training

@@ -1,7 +1,8 @@
 """The training loop: ``fit(dataset_dir, run_dir, config) -> FitResult``.
 
-Stages (see :mod:`talk3d.fit.config`): identity (U-Net off), audio (U-Net on), refine
-(mouth-weighted). The loop is resumable: a rerun of the same command continues from the
+The stages (:mod:`talk3d.fit.stages`: identity, lip pretraining, audio, refine) say what trains,
+with which loss weights and learning rates, and what happens on entry; the loop here is generic.
+It is resumable: a rerun of the same command continues from the
 last complete checkpoint with the same step count and frame order; Ctrl-C writes a
 checkpoint first; a NaN/inf loss stops the fit and keeps the last good checkpoint.
 
@@ -12,7 +13,6 @@ ranks (:mod:`talk3d.fit.distributed`) equals a one-process fit with the same fra
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import math
@@ -28,12 +28,10 @@ import torch
 from talk3d import threads
 from talk3d.console import info, make_progress, warn
 from talk3d.errors import UserError
-from talk3d.face.landmarks import mouth_opening
 from talk3d.fit import checkpoint as ck
 from talk3d.fit import distributed
 from talk3d.fit.config import FitConfig, finalize
 from talk3d.fit.data import TrainingData, to_device
-from talk3d.fit.lipsync import AudioAugment, freeze_audio_encoder, pretrain_mouth_head, rest_code
 from talk3d.fit.run_folder import (
     CURVES,
     METRICS,
@@ -45,12 +43,14 @@ from talk3d.fit.run_folder import (
     space_needed,
     write_records,
 )
-from talk3d.fit.validation import mouth_psnr, plot_curves, psnr, save_preview, ssim
+from talk3d.fit.stages import AudioConditioning, LipPretraining, Schedule, Stage, apply_frozen, batch_lr_scale
+from talk3d.fit.validation import plot_curves, save_preview
 from talk3d.folders import check_separate, commit_staged
+from talk3d.image import box_psnr, psnr, ssim
 from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json
 from talk3d.model import losses as model_losses
-from talk3d.model.conditioning import conditioning_for
 from talk3d.model.config import ModelConfig
+from talk3d.model.drive import forward_frames
 from talk3d.model.noise import FrameNoise
 
 
@@ -74,19 +74,6 @@ class FitResult:
     """``avatar.safetensors``."""
 
 
-def _is_texture(name: str) -> bool:
-    """Parameters trained at the triplane learning rate: the triplane, the image-mode torso
-    texture and the lip-driven deltaplane basis."""
-    return name.startswith("triplane.") or name in ("torso.texture", "mouth_basis")
-
-
-def _param_groups(model: torch.nn.Module, cfg: FitConfig) -> list[dict[str, Any]]:
-    planes = [p for n, p in model.named_parameters() if _is_texture(n)]
-    others = [p for n, p in model.named_parameters() if not _is_texture(n)]
-    return [{"params": planes, "lr": cfg.lr_planes, "name": "planes"},
-            {"params": others, "lr": cfg.lr, "name": "networks"}]
-
-
 @torch.no_grad()
 def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> None:
     """Initialise the image-mode torso texture from ``count`` evenly spaced training frames.
@@ -108,77 +95,11 @@ def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> N
     model.set_torso_init(colour, alpha)
 
 
-def pretrain_lips(model: torch.nn.Module, data: TrainingData, cfg: FitConfig, device: torch.device,
-                  augment: AudioAugment | None = None) -> dict[str, float]:
-    """Teach the token encoder to predict the lip-motion code from audio before the U-Net needs it.
-
-    ``augment`` (None: none) changes every pretraining batch of audio windows.
-
-    Returns ``{"lip_code_mse", "lip_code_val_corr", "lip_code_val_mse"}``: the final training
-    error and, on the held-out frames, the correlation and mean squared error of the predicted
-    and tracked first code component (the mouth opening, mostly); NaN without held-out frames.
-    """
-    enc = model.tokens
-    mcfg = cfg.model
-
-    def windows(frames: np.ndarray) -> torch.Tensor:
-        cond = conditioning_for(mcfg, data.audio_feats, data.manifest.audio_feature_rate, data.manifest.fps,
-                                data.blink, data.poses, frames)
-        return cond["audio"].to(device)
-
-    train = np.asarray(data.train_indices)
-    codes = torch.from_numpy(data.mouth_codes).to(device)
-    rest = None
-    if mcfg.audio_norm == "floor" and cfg.lip_silence_fraction > 0:  # room tone is in floor-normalised units
-        opening = mouth_opening(np.asarray(data.dataset.landmarks)[train])
-        rest = torch.from_numpy(rest_code(data.mouth_codes[train], opening)).to(device)
-    with make_progress() as bar:
-        task = bar.add_task("lip-sync pretraining", total=cfg.mouth_pretrain_steps, status="")
-        losses = pretrain_mouth_head(enc, windows(train), codes[train], cfg.mouth_pretrain_steps,
-                                     augment=augment, bins=mcfg.audio_dim, seed=cfg.seed,
-                                     progress=lambda k, v: bar.update(task, completed=k, status=f"MSE {v:.3f}"),
-                                     rest=rest, silence=cfg.lip_silence_fraction)
-    val = np.asarray(data.val_indices)
-    corr = err = float("nan")
-    if val.size > 2:
-        with torch.no_grad():
-            pred = enc.mouth_code(windows(val))[:, 0].cpu().numpy()
-        target = data.mouth_codes[val, 0]
-        if pred.std() > 1e-8 and target.std() > 1e-8:  # undefined for a constant series
-            corr = float(np.corrcoef(pred, target)[0, 1])
-        err = float(np.mean((pred - target) ** 2))
-    res = {"lip_code_mse": float(np.mean(losses[-50:])) if losses else float("nan"), "lip_code_val_corr": corr,
-           "lip_code_val_mse": err}
-    info(f"lip-sync pretraining: {cfg.mouth_pretrain_steps} steps, code MSE {res['lip_code_mse']:.3f}, held-out "
-         f"mouth-code correlation {corr:.2f}, MSE {err:.2f}")
-    return res
-
-
-def batch_lr_scale(cfg: FitConfig, ranks: int) -> float:
-    """Learning-rate factor for the frames per step (``batch_size`` per rank x ``ranks``), by
-    ``cfg.lr_batch_scaling``: 1 (``none``), their square root (``sqrt``) or their number (``linear``)."""
-    frames = cfg.batch_size * ranks
-    return {"none": 1.0, "sqrt": math.sqrt(frames), "linear": float(frames)}[cfg.lr_batch_scaling]
-
-
-def lr_factor(cfg: FitConfig, step: int) -> float:
-    """Learning-rate multiplier at 0-based ``step``: warm-up, exponential decay, refine factor."""
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-    decay = cfg.lr_final_factor ** (step / max(1, cfg.total_steps - 1))
-    stage = cfg.refine_lr_factor if cfg.stage_at(step) == "refine" else 1.0
-    return warm * decay * stage
-
-
-def _stage_weights(cfg: FitConfig, stage: str) -> Any:
-    if stage != "refine" or not hasattr(cfg.loss, "mouth"):
-        return cfg.loss
-    return dataclasses.replace(cfg.loss, mouth=cfg.loss.mouth * cfg.refine_mouth_factor)
-
-
-def _forward(model: torch.nn.Module, batch: dict, stage: str, amp: bool) -> dict[str, torch.Tensor]:
-    cond = None if stage == "identity" else batch["cond"]
+def _forward(model: torch.nn.Module, cam2world: torch.Tensor, intrinsics: torch.Tensor, cond: dict | None,
+             amp: bool, noise: FrameNoise | None = None) -> dict[str, torch.Tensor]:
+    """The model's outputs in float32 (``cond`` None: the identity alone); bfloat16 autocast with ``amp``."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        out = model(batch["cam2world"], batch["intrinsics"], cond, motion_scale=1.0, noise=batch.get("noise"))
+        out = model(cam2world, intrinsics, cond, motion_scale=1.0, noise=noise)
     return {k: (v.float() if torch.is_floating_point(v) else v) for k, v in out.items()}
 
 
@@ -206,14 +127,16 @@ def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], devi
     model.eval()
     ps, ss, ms = [], [], []
     first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
-    for k in range(0, len(frames), chunk):
-        batch = data.batch(frames[k:k + chunk], device)
-        out = _forward(model, batch, "audio", amp)
-        ps.append(psnr(out["rgb"], batch["image"]).cpu())
-        ss.append(ssim(out["rgb"], batch["image"]).cpu())
-        ms.append(mouth_psnr(out["rgb"], batch["image"], batch["mouth_box"]).cpu())
+    idx = np.asarray(frames, dtype=np.int64)
+    for fb in forward_frames(model, data.clip, idx, intrinsics=data.intrinsics, batch_size=chunk,
+                             forward=lambda c, k, cond: _forward(model, c, k, cond, amp)):
+        target = data.targets(idx[fb.positions], device)
+        out, image = fb.out, target["image"]
+        ps.append(psnr(out["rgb"], image).cpu())
+        ss.append(ssim(out["rgb"], image).cpu())
+        ms.append(box_psnr(out["rgb"], image, target["mouth_box"]).cpu())
         if first is None:
-            first = (batch["image"][:4].cpu(), {n: v[:4].cpu() for n, v in out.items() if n in ("rgb", "depth", "alpha")})
+            first = (image[:4].cpu(), {n: v[:4].cpu() for n, v in out.items() if n in ("rgb", "depth", "alpha")})
     model.train(was_training)
     if preview is not None and first is not None:
         save_preview(preview, first[0], first[1])
@@ -313,7 +236,7 @@ class Fit:
                          avatar_path=self.final_dir / ck.AVATAR)
 
     def _build(self) -> None:
-        """Model (restored from the checkpoint), optimiser, DDP wrapper, metrics records."""
+        """Model (restored from the checkpoint), optimiser, DDP wrapper, stages, metrics records."""
         from talk3d.model.avatar import Avatar
 
         cfg, data = self.cfg, self.data
@@ -328,17 +251,23 @@ class Fit:
             init_torso(model, data)
         model.to(self.device).train()
         self.ranks.main_only(lambda: need_free_space(str(self.run_dir), space_needed(model, cfg), "this fit"))
-        self.optimizer = torch.optim.Adam(_param_groups(model, cfg), betas=(0.9, 0.99))
+        groups = model.parameter_groups()
+        rates = {"planes": cfg.lr_planes, "networks": cfg.lr}
+        self.optimizer = torch.optim.Adam([{"params": groups[n], "lr": rates[n], "name": n} for n in rates],
+                                          betas=(0.9, 0.99))
         self.base_lrs = [g["lr"] * batch_lr_scale(cfg, self.ranks.world) for g in self.optimizer.param_groups]
+        self.progress = {"lip_pretraining": False}
         if self.ckpt is not None:
             self.ckpt.restore(model, self.optimizer)
             model.ensure_occupancy()  # a checkpoint saved before the grid existed
+            self.progress.update(self.ckpt.progress)
             info(f"resuming '{self.run_dir}' from step {self.start} ({self.ckpt.stage} stage)")
         self.net = self.ranks.wrap(model, self.device)  # what the training forward goes through
+        self.schedule = Schedule(cfg, lip_code=data.mouth_codes is not None)
+        self.stage: Stage | None = None
+        self.audio_conditioning = AudioConditioning(cfg)
         self.records = read_records(self.run_dir / METRICS, self.start)
         self.last_metrics: dict[str, Any] = dict(self.ckpt.metrics) if self.ckpt is not None else {}
-        self.augment = AudioAugment() if cfg.audio_augment else None
-        self.encoder_frozen = False
         self.step = self.start
         self.times: list[float] = []
         info(f"fit {self.dataset_dir} -> {self.run_dir}: {cfg.total_steps} steps (identity {cfg.identity_steps}, "
@@ -371,7 +300,7 @@ class Fit:
                     self._after_step(window, bar, task)
         except KeyboardInterrupt:
             if self.step > self.start and self.ranks.main:
-                self._save(self.cfg.stage_at(self.step - 1))
+                self._save(self.schedule.at(self.step - 1).name)
                 warn(f"interrupted: checkpoint of step {self.step} written to '{self.run_dir}'; run the same "
                      f"command to resume")
             raise
@@ -381,7 +310,7 @@ class Fit:
             raise
         except torch.distributed.DistBackendError:  # another rank stopped (Ctrl-C, a failure): keep the work
             if self.step > self.start and self.ranks.main:
-                self._save(self.cfg.stage_at(self.step - 1))
+                self._save(self.schedule.at(self.step - 1).name)
             raise UserError(f"another rank of the fit stopped at step {self.step}; the last checkpoint in "
                             f"'{self.run_dir}' is kept: run the same command to resume") from None
         return self._finish()
@@ -390,27 +319,23 @@ class Fit:
         """One optimisation step on this rank's slice of the step's frames."""
         cfg, step = self.cfg, self.step
         t0 = time.perf_counter()
-        stage = cfg.stage_at(step)
-        factor = lr_factor(cfg, step)
+        stage = self._stage_of(step)
+        factor = self.schedule.lr_factor(step)
         for g, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             g["lr"] = base * factor
-        self._enter_stage(stage)
         if cfg.occupancy_every > 0 and step % cfg.occupancy_every == 0:
             self.model.refresh_occupancy()
         frames = np.array_split(global_batch, self.ranks.world)[self.ranks.rank].tolist()
         noise = FrameNoise(cfg.seed, step, frames, self.device)
         batch = to_device(self.data.batch(frames), self.device)
-        batch["noise"] = noise
-        if stage != "identity":
-            self._condition(batch, noise)
-        out = _forward(self.net, batch, stage, self.amp)
-        weights = _stage_weights(cfg, stage)
-        if self._lip_frozen(stage):  # the code's MSE is still logged, but trains nothing
-            weights = dataclasses.replace(weights, mouth_code=0.0)
-        losses = model_losses.compute_losses(out, batch, self.model, weights)
+        if stage.conditioned:
+            self.audio_conditioning(batch, noise)
+        out = _forward(self.net, batch["cam2world"], batch["intrinsics"], batch["cond"] if stage.conditioned else None,
+                       self.amp, noise)
+        losses = model_losses.compute_losses(out, {**batch, "noise": noise}, self.model, stage.weights(cfg.loss))
         loss = losses["total"]
         if not self.ranks.all_true(bool(torch.isfinite(loss)), self.device):
-            raise self._nan_error(loss, stage)
+            raise self._nan_error(loss, stage.name)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -418,35 +343,26 @@ class Fit:
         self.optimizer.step()
         self.step += 1
         self.times.append(time.perf_counter() - t0)
-        if "psnr" not in losses:
-            with torch.no_grad():
-                losses["psnr"] = psnr(out["rgb"], batch["image"]).mean()
         return losses
 
-    def _enter_stage(self, stage: str) -> None:
-        """Lip pretraining when the audio stage starts; the audio encoder frozen after it."""
-        cfg, data = self.cfg, self.data
-        if (self.step == cfg.identity_steps and stage != "identity" and data.mouth_codes is not None
-                and cfg.mouth_pretrain_steps > 0 and "lip_code_mse" not in self.last_metrics):
-            self.last_metrics.update(pretrain_lips(self.model, data, cfg, self.device, self.augment))
+    def _stage_of(self, step: int) -> Stage:
+        """The stage of ``step``, entered first when the fit was not in it yet."""
+        stage = self.schedule.at(step)
+        if stage is not self.stage:
+            self._enter(stage)
+        return stage
+
+    def _enter(self, stage: Stage) -> None:
+        """A stage's entry: the lip pretraining when it asks for it and the fit never ran it (its
+        weights are in the checkpoint), then its frozen parameters (re-applied at every resume)."""
+        if stage.pretrain_lips and not self.progress["lip_pretraining"]:
+            pretraining = LipPretraining(self.cfg, self.data, self.device)
+            self.last_metrics.update(pretraining.run(self.model.tokens, self.audio_conditioning.augment))
+            self.progress["lip_pretraining"] = True
             self.ranks.broadcast_module(self.model.tokens)  # every rank starts the audio stage alike
-        if self._lip_frozen(stage) and not self.encoder_frozen:  # after the pretraining, or at a resume past it
-            freeze_audio_encoder(self.model.tokens)
-            self.encoder_frozen = True
+        if apply_frozen(self.model.parameter_sets(), self.model, stage.frozen):
             self.net = self.ranks.wrap(self.model, self.device)  # DDP syncs only the parameters that still train
-
-    def _lip_frozen(self, stage: str) -> bool:
-        return self.cfg.freeze_lip_encoder and self.data.mouth_codes is not None and stage != "identity"
-
-    def _condition(self, batch: dict, noise: FrameNoise) -> None:
-        """Audio augmentation and teacher forcing of the lip code, each frame with its own noise."""
-        cond = batch["cond"]
-        if self.augment is not None:
-            cond["audio"] = torch.cat([self.augment(cond["audio"][i:i + 1], self.cfg.model.audio_dim, generator=g)
-                                       for i, g in enumerate(noise.generators)])
-        if self.cfg.lip_teacher and "mouth_code" in batch:
-            code = batch["mouth_code"]
-            cond["mouth_drive"] = code + self.cfg.lip_teacher_noise * noise.randn(code.shape[-1]).to(code)
+        self.stage = stage
 
     def _nan_error(self, loss: torch.Tensor, stage: str) -> UserError:
         good = ck.list_checkpoints(self.run_dir)
@@ -458,7 +374,7 @@ class Fit:
     def _after_step(self, window: dict[str, list[float]], bar: Any, task: Any) -> None:
         """Metrics line, progress, periodic validation and checkpoint."""
         cfg, step = self.cfg, self.step
-        stage = cfg.stage_at(step - 1)
+        stage = self.schedule.at(step - 1).name
         threads.rebalance()
         if step % cfg.log_every == 0 or step == cfg.total_steps:
             names = sorted(window)
@@ -488,7 +404,7 @@ class Fit:
             frames = self.data.val_subset(self.cfg.final_val_frames if final else self.cfg.val_frames)
             res = validate(self.model, self.data, frames, self.device, self.amp,
                            self.run_dir / PREVIEWS / f"step_{self.step:07d}.png")
-            self.records.append({"step": self.step, "stage": self.cfg.stage_at(max(0, self.step - 1)), **res,
+            self.records.append({"step": self.step, "stage": self.schedule.at(max(0, self.step - 1)).name, **res,
                                  "wall_s": round(time.perf_counter() - self.t_start, 2)})
             write_records(self.run_dir / METRICS, self.records)
             return res
@@ -499,11 +415,11 @@ class Fit:
 
     def _save(self, stage: str) -> None:
         ck.save_checkpoint(self.run_dir, self.step, stage, self.model, self.optimizer, self.cfg_dict,
-                           self.last_metrics, self.cfg.keep_checkpoints)
+                           self.last_metrics, self.cfg.keep_checkpoints, self.progress)
 
     def _write_result(self) -> None:
         """Rank 0: the last checkpoint, the avatar, a staged refit swapped in, the curves."""
-        self._save(self.cfg.stage_at(self.step - 1))
+        self._save(self.schedule.at(self.step - 1).name)
         ck.save_avatar(self.run_dir, self.model, self.cfg.model, self.cfg_dict, self.step, self.last_metrics,
                        str(self.dataset_dir.resolve()))
         if self.run_dir != self.final_dir:  # replace the earlier run only now that the new one is complete

@@ -1,4 +1,4 @@
-"""Held-out validation during a fit: PSNR/SSIM/mouth PSNR, preview grids and training curves."""
+"""Pictures of a fit: held-out preview grids and training curves."""
 
 from __future__ import annotations
 
@@ -12,27 +12,6 @@ import torch
 from PIL import Image
 
 from talk3d.io import atomic_path
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images in [0, 1]: ``(B, 3, H, W)`` x2 -> ``(B,)``."""
-    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
-    return -10.0 * torch.log10(mse.clamp_min(1e-10))
-
-
-def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM (11x11 Gaussian window, kornia): ``(B, 3, H, W)`` x2 -> ``(B,)``."""
-    import kornia
-
-    return kornia.metrics.ssim(pred.float().clamp(0, 1), target.float(), 11).flatten(1).mean(1)
-
-
-def mouth_psnr(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """PSNR inside each mouth box: images ``(B, 3, H, W)``, boxes ``(B, 4)`` x0, y0, x1, y1 -> ``(B,)``."""
-    out = []
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        out.append(psnr(pred[i:i + 1, :, y0:y1, x0:x1], target[i:i + 1, :, y0:y1, x0:x1])[0])
-    return torch.stack(out)
 
 
 def _depth_image(depth: torch.Tensor, alpha: torch.Tensor | None, size: int) -> np.ndarray:

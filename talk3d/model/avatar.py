@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from talk3d.camera import generate_rays
+from talk3d.image import resize
+from talk3d.model.audio_encoder import LEGACY_KEYS
 from talk3d.model.conditioning import TokenEncoder
 from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
@@ -27,13 +29,12 @@ from talk3d.model.unet import DeltaplaneUNet
 NUM_LANDMARKS = 478
 
 
-def resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``(B, C, h, w)`` to ``(B, C, size, size)`` (area when shrinking, bilinear otherwise)."""
-    if img.shape[-1] == size and img.shape[-2] == size:
-        return img
-    if img.shape[-1] > size:
-        return F.interpolate(img, size=(size, size), mode="area")
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+def _current_key(name: str) -> str:
+    """A state key of an older version's avatar in this version's names."""
+    for old, new in LEGACY_KEYS.items():
+        if name.startswith(f"tokens.{old}"):
+            return f"tokens.{new}{name[len('tokens.') + len(old):]}"
+    return name
 
 
 class Avatar(nn.Module):
@@ -159,10 +160,27 @@ class Avatar(nn.Module):
         return name.startswith("occupancy.") and name not in state
 
     def complete_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` with this model's (not yet computed) occupancy grid added when it has none:
-        weights saved before the grid existed load strictly, and :meth:`ensure_occupancy` then
-        computes their grid."""
+        """``state`` in this version's layout: keys of older versions renamed (the token encoder's
+        audio path, see :data:`talk3d.model.audio_encoder.LEGACY_KEYS`), and this model's (not yet
+        computed) occupancy grid added when it has none, so weights saved before load strictly
+        (:meth:`ensure_occupancy` then computes their grid)."""
+        state = {_current_key(k): v for k, v in state.items()}
         return {**state, **{k: v for k, v in self.state_dict().items() if self.added_since(k, state)}}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters by learning rate: ``planes`` (texel grids: the identity triplane, the
+        image-mode torso texture, the lip-driven deltaplane basis) and ``networks`` (the rest),
+        each in registration order."""
+        texels = [*self.triplane.parameters(), *([self.torso.texture] if self.torso is not None else []),
+                  *([self.mouth_basis] if self.cfg.mouth_basis else [])]
+        taken = {id(p) for p in texels}  # (checkpointed optimiser state follows this order)
+        return {"planes": [p for p in self.parameters() if id(p) in taken],
+                "networks": [p for p in self.parameters() if id(p) not in taken]}
+
+    def parameter_sets(self) -> dict[str, list[nn.Parameter]]:
+        """Named sets of parameters a fit stage may freeze: ``lip_encoder`` (the audio path to the
+        lip-motion code, :meth:`TokenEncoder.lip_encoder`)."""
+        return {"lip_encoder": self.tokens.lip_encoder()}
 
     def ensure_occupancy(self) -> None:
         """Compute the grid if it never was (avatars saved before the grid existed)."""
@@ -193,7 +211,7 @@ class Avatar(nn.Module):
             planes: ``(3, C, R, R)`` (shared) or ``(B, 3, C, R, R)``.
             cam2world: ``(B, 4, 4)``; intrinsics: ``(B, 3, 3)`` or ``(3, 3)`` normalised.
             out_size: output side (default ``cfg.out_res``; other sizes resize the SR output).
-            torso_pose: ``(B, pose_dim)`` pose conditioning for the image-mode torso warp
+            torso_pose: ``(B, 10)`` pose conditioning for the image-mode torso warp
                 (``None``: identity warp); ignored in volume torso mode.
             torso_offset: ``(B, 2)`` tracked torso shift in image widths for the image-mode
                 torso (``None``: none); ignored in volume torso mode.

@@ -11,32 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from talk3d.model.audio_encoder import AudioEncoder, as_tensor
 from talk3d.model.config import ModelConfig
 
 POSE_DIM = 10
-LOUD_PERCENTILE = 95.0
-"""Row-energy percentile taken as a clip's speech level."""
-FLOOR_PERCENTILE = 5.0
-"""Per-bin percentile taken as a clip's noise floor (pauses, room tone)."""
-LOUDNESS_SCALE = 3.0
-"""Log-mel units per normalised unit of :func:`normalize_loudness`."""
-STAT_ROWS = 6000
-"""Clip statistics use at most this many evenly strided rows (60 s at 100 Hz): a 10-minute
-clip's percentiles cost 0.09 s instead of 0.9 s per conditioning call, at the same accuracy."""
-
-
-def _stat_rows(feats: torch.Tensor) -> torch.Tensor:
-    """Evenly strided rows of ``feats (T, D)`` (at most :data:`STAT_ROWS`) for clip statistics."""
-    stride = max(1, -(-feats.shape[0] // STAT_ROWS))
-    return feats[::stride]
-
-
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype)
-    return torch.from_numpy(np.asarray(x)).to(dtype)
-
-
+"""Size of :func:`pose_vector`: 6D rotation, unit camera position, log distance."""
 def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
     """Pose features of cameras: 6D rotation, unit camera position, log distance.
 
@@ -49,53 +28,6 @@ def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
     t = cam2world[:, :3, 3]
     dist = t.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     return torch.cat([rot6, t / dist, torch.log(dist)], -1)
-
-
-def _speech_level(rows: torch.Tensor) -> torch.Tensor:
-    """A clip's speech level: the 95th percentile of the per-row mean log-mel of ``rows (T', D)``."""
-    return torch.quantile(rows.mean(dim=1), LOUD_PERCENTILE / 100.0)
-
-
-def normalize_loudness(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Shift a clip's log-mel so its speech level is 0 and scale it by ``1 / LOUDNESS_SCALE``.
-
-    The level is the 95th percentile of the per-row mean log-mel over the whole clip (robust
-    to long pauses: a clip that is 10% speech still has its loud rows in the top 5%). Same
-    speech at another gain gives the same features. (``audio_norm="loudness"``.)
-
-    Args:
-        audio_feats: ``(T, D)`` natural-log mel power.
-    Returns:
-        ``(T, D)`` float32.
-    """
-    feats = _as_tensor(audio_feats)
-    if feats.shape[0] == 0:
-        return feats
-    return (feats - _speech_level(_stat_rows(feats))) / LOUDNESS_SCALE
-
-
-def normalize_floor(audio_feats: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Subtract a clip's per-bin noise floor and divide by its speech-to-floor distance.
-
-    ``x = (f - floor_bin) / (level - mean(floor_bin))`` with ``floor_bin`` the 5th percentile
-    of each mel bin over the clip and ``level`` the 95th percentile of the row mean: pauses
-    map to ~0 in every bin whatever the microphone's noise colour or the gain, speech rows sit
-    around 1. (``audio_norm="floor"``, the default: with ``"loudness"`` the pauses of a
-    noisier recording looked like no pause of the training clip and the mouth stayed open.)
-    On a clip without pauses the floor is its quietest speech (the features are then only
-    shifted).
-
-    Args:
-        audio_feats: ``(T, D)`` natural-log mel power.
-    Returns:
-        ``(T, D)`` float32.
-    """
-    feats = _as_tensor(audio_feats)
-    if feats.shape[0] == 0:
-        return feats
-    rows = _stat_rows(feats)
-    floor = torch.quantile(rows, FLOOR_PERCENTILE / 100.0, dim=0)
-    return (feats - floor) / torch.clamp(_speech_level(rows) - floor.mean(), min=1.0)
 
 
 def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
@@ -114,8 +46,8 @@ def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, f
     Returns:
         ``(B, A, rows_per_frame * D)`` float32.
     """
-    feats = _as_tensor(audio_feats)
-    idx = _as_tensor(frame_indices, torch.float64)
+    feats = as_tensor(audio_feats)
+    idx = as_tensor(frame_indices, torch.float64)
     t_len, dim = feats.shape
     offs = torch.arange(-window, window + 1, dtype=torch.float64)
     sub = (torch.arange(rows_per_frame, dtype=torch.float64) + 0.5) / rows_per_frame
@@ -155,41 +87,23 @@ def frame_conditioning(audio_feats: np.ndarray | torch.Tensor, feature_rate: flo
         ``{"audio": (B, 2*window+1, rows_per_frame*D), "blink": (B, 1), "pose": (B, 10),
         "torso": (B, 2)}`` float32 CPU.
     """
-    idx = _as_tensor(frame_indices, torch.float64).long()
+    idx = as_tensor(frame_indices, torch.float64).long()
     n = len(blink)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(f"frame index out of range [0, {n}): {idx.min().item()}..{idx.max().item()}")
-    blink_t = _as_tensor(blink)[idx].reshape(-1, 1)
-    pose = pose_vector(_as_tensor(cam2world)[idx])
+    blink_t = as_tensor(blink)[idx].reshape(-1, 1)
+    pose = pose_vector(as_tensor(cam2world)[idx])
     audio = audio_windows(audio_feats, feature_rate, fps, idx, window, rows_per_frame)
-    torso = (_as_tensor(torso_offsets)[idx].reshape(-1, 2) if torso_offsets is not None
+    torso = (as_tensor(torso_offsets)[idx].reshape(-1, 2) if torso_offsets is not None
              else torch.zeros(idx.numel(), 2))
     return {"audio": audio, "blink": blink_t, "pose": pose, "torso": torso}
-
-
-def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float,
-                     fps: float, blink: np.ndarray | torch.Tensor, cam2world: np.ndarray | torch.Tensor,
-                     frame_indices: np.ndarray | torch.Tensor,
-                     torso_offsets: np.ndarray | torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """:func:`frame_conditioning` with the window sizes and audio normalisation of a model config.
-
-    ``audio_feats`` is the whole clip's ``(T, D)`` features (the loudness level is a statistic
-    of the clip, so never pass a chunk of it).
-    """
-    if cfg.audio_norm == "floor":
-        audio_feats = normalize_floor(audio_feats)
-    elif cfg.audio_norm == "loudness":
-        audio_feats = normalize_loudness(audio_feats)
-    return frame_conditioning(audio_feats, feature_rate, fps, blink, cam2world, frame_indices,
-                              window=cfg.audio_window, rows_per_frame=cfg.mel_per_frame, torso_offsets=torso_offsets)
 
 
 class TokenEncoder(nn.Module):
     """Conditioning dict -> tokens ``(B, A + 3 [+ 1], token_dim)``.
 
-    Audio: each window entry -> a token (MLP + position embedding; a LayerNorm first when
-    ``cfg.audio_norm == "layer"``), then one self-attention layer smooths over neighbouring
-    frames. With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts
+    Audio: :class:`talk3d.model.audio_encoder.AudioEncoder` (``audio``) turns each window entry
+    into a token (plus a position and a type embedding) and smooths over neighbouring frames. With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts
     a ``K``-number lip-motion code (trained against tracked lip landmarks), which becomes one
     more token; the audio tokens then reach the U-Net detached (the encoder is trained by the
     code loss only). Blink and pose -> one token each; plus a learned null token (lets attention
@@ -200,13 +114,10 @@ class TokenEncoder(nn.Module):
         super().__init__()
         d = cfg.token_dim
         self.cfg = cfg
-        norm = nn.LayerNorm(cfg.audio_token_input) if cfg.audio_norm == "layer" else nn.Identity()
-        self.audio_in = nn.Sequential(norm, nn.Linear(cfg.audio_token_input, d), nn.GELU(), nn.Linear(d, d))
+        self.audio = AudioEncoder(cfg)
         self.audio_pos = nn.Parameter(torch.randn(cfg.audio_frames, d) * 0.02)
-        self.smooth = nn.TransformerEncoderLayer(d, cfg.attn_heads, dim_feedforward=2 * d, dropout=0.0,
-                                                 batch_first=True, norm_first=True)
         self.blink_in = nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d))
-        self.pose_in = nn.Sequential(nn.Linear(cfg.pose_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.pose_in = nn.Sequential(nn.Linear(POSE_DIM, d), nn.GELU(), nn.Linear(d, d))
         self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)
         self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.norm = nn.LayerNorm(d)
@@ -218,11 +129,7 @@ class TokenEncoder(nn.Module):
 
     def audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
         """``(B, A, audio_token_input)`` audio windows -> smoothed audio tokens ``(B, A, token_dim)``."""
-        a, din = self.cfg.audio_frames, self.cfg.audio_token_input
-        if audio.dim() != 3 or audio.shape[1:] != (a, din):
-            raise ValueError(f"cond['audio'] must be (B, {a}, {din}) for this model, got {tuple(audio.shape)}; "
-                             "build it with conditioning_for(cfg, ...)")
-        return self.smooth(self.audio_in(audio) + self.audio_pos + self.type_emb[0])
+        return self.audio(audio, self.audio_pos, self.type_emb[0])
 
     def mouth_code(self, audio: torch.Tensor) -> torch.Tensor:
         """Lip-motion code ``(B, K)`` predicted from audio windows ``(B, A, audio_token_input)``."""
@@ -239,8 +146,8 @@ class TokenEncoder(nn.Module):
         still the prediction (for its loss).
         """
         audio, blink, pose = cond["audio"], cond["blink"], cond["pose"]
-        if pose.shape[-1] != self.cfg.pose_dim:
-            raise ValueError(f"cond['pose'] must be (B, {self.cfg.pose_dim}), got {tuple(pose.shape)}")
+        if pose.shape[-1] != POSE_DIM:
+            raise ValueError(f"cond['pose'] must be (B, {POSE_DIM}), got {tuple(pose.shape)}")
         b = audio.shape[0]
         ta = self.audio_tokens(audio)
         tb = (self.blink_in(blink) + self.type_emb[1])[:, None]
@@ -261,6 +168,17 @@ class TokenEncoder(nn.Module):
     def forward(self, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """``cond`` (see :func:`frame_conditioning`) -> tokens ``(B, K_tok, token_dim)``."""
         return self.encode(cond)[0]
+
+    def lip_encoder(self) -> list[nn.Parameter]:
+        """The audio path to the lip code (audio encoder, window positions, lip-code head): the
+        lip pretraining trains them, and they stay frozen after it."""
+        head = list(self.mouth_head.parameters()) if self.cfg.mouth_code > 0 else []
+        return [*self.audio.parameters(), self.audio_pos, *head]
+
+    def lip_pretraining_parameters(self) -> list[nn.Parameter]:
+        """What the lip pretraining trains: :meth:`lip_encoder` and the token-type embeddings
+        (the audio type's row is added to every audio token)."""
+        return [*self.lip_encoder(), self.type_emb]
 
 
 def token_count(cfg: ModelConfig) -> int:

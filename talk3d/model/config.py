@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from talk3d.checks import check_fields
+from talk3d.checks import ANY, check_fields, drop_retired
 from talk3d.errors import CheckpointError
 
 # Sensible bounds of every numeric field (anything outside is a typo or a damaged file).
 MODEL_BOUNDS = {
     "triplane_res": (4, 2048), "triplane_channels": (1, 512), "triplane_init_std": (0, 10),
-    "decoder_hidden": (1, 4096), "decoder_layers": (1, 16), "feature_channels": (3, 512),
+    "decoder_hidden": (1, 4096), "feature_channels": (3, 512),
     "density_bias": (-100, 100), "neural_res": (4, 2048), "out_res": (8, 8192), "coarse_samples": (1, 1024),
     "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 256), "box_min": (-100, 100), "box_max": (-100, 100),
-    "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64), "pose_dim": (1, 64),
+    "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64),
     "mouth_code": (0, 256), "token_dim": (1, 4096), "attn_heads": (1, 64), "unet_widths": (1, 4096),
     "unet_attn_res": (1, 4096), "sr_widths": (1, 4096), "torso_res": (0, 8192), "torso_warp_hidden": (1, 4096),
 }
+
+
+RETIRED_MODEL: dict[str, Any] = {"extra": ANY, "pose_dim": 10, "decoder_layers": 1, "decoder_activation": "relu"}
+"""Fields removed because they no longer chose anything, with the value every supported avatar
+had: a saved config's field with that value is dropped on load, another value is refused
+(see docs/model.md, "Retired settings")."""
 
 
 @dataclass
@@ -35,11 +41,7 @@ class ModelConfig:
     triplane_init_std: float = 0.1
     """Standard deviation of the identity triplane's noise initialisation."""
     decoder_hidden: int = 64
-    """Width of the decoder MLP's hidden layer(s)."""
-    decoder_layers: int = 1
-    """Number of hidden layers of the decoder MLP."""
-    decoder_activation: str = "relu"
-    """Hidden activation of the decoder: ``relu`` (fast on CPU) or ``softplus`` (EG3D)."""
+    """Width of the decoder MLP's one (ReLU) hidden layer."""
     feature_channels: int = 16
     """Channels ``F`` of the rendered feature image; the first 3 are RGB in [0, 1]."""
     density_bias: float = -1.0
@@ -73,12 +75,9 @@ class ModelConfig:
     """How a clip's audio features are normalised before the token MLP (the whole clip's
     statistics, same for the training video and any driving audio). ``floor``: subtract each
     mel bin's noise floor (5th percentile) and divide by the speech-to-floor distance, so
-    pauses are ~0 for every microphone and gain. ``loudness``: only shift the speech level
-    (95th percentile of row energy) to 0 (a noisier recording's pauses then differ from the
-    training clip's). ``layer``: a LayerNorm per audio token, which removes the level so a
-    pause looks like speech (configs saved before this field default to it)."""
-    pose_dim: int = 10
-    """Size of the pose vector: 6D rotation + unit translation + log distance."""
+    pauses are ~0 for every microphone and gain. ``layer``: a LayerNorm per audio token, which
+    removes the level so a pause looks like speech (configs saved before this field default to
+    it; kept so those avatars still render)."""
     pose_token: bool = False
     """Give the head pose to the U-Net as a token. Off by default: a 10-number pose is unique
     per frame, so the U-Net used it to look up each training frame's mouth and ignored the
@@ -118,8 +117,6 @@ class ModelConfig:
     """Side of the image-mode torso texture in pixels (0: ``out_res``)."""
     torso_warp_hidden: int = 32
     """Hidden width of the image-mode torso's warp MLP (pose -> 6 affine numbers)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form notes kept with the config (e.g. the preset name); not used by the model."""
 
     def __post_init__(self) -> None:
         check_fields(self, MODEL_BOUNDS, "model.")
@@ -130,14 +127,13 @@ class ModelConfig:
             raise ValueError(f"out_res/neural_res must be a power of 2, got {self.out_res}/{self.neural_res}")
         if len(self.sr_widths) < 1 + (ratio.bit_length() - 1):
             raise ValueError(f"sr_widths needs {ratio.bit_length()} entries for x{ratio} super-resolution")
-        if self.decoder_activation not in ("relu", "softplus"):
-            raise ValueError(f"decoder_activation must be 'relu' or 'softplus', got {self.decoder_activation!r}")
         if self.feature_channels < 3:
             raise ValueError("feature_channels must be >= 3 (the first 3 are RGB)")
         if self.triplane_res % (2 ** len(self.unet_widths)):
             raise ValueError("triplane_res must be divisible by 2**len(unet_widths)")
-        if self.audio_norm not in ("floor", "loudness", "layer"):
-            raise ValueError(f"audio_norm must be 'floor', 'loudness' or 'layer', got {self.audio_norm!r}")
+        if self.audio_norm not in ("floor", "layer"):
+            raise ValueError(f"audio_norm must be 'floor' or 'layer', got {self.audio_norm!r} (the 'loudness' "
+                             "normalisation was retired: refit such an avatar with --force)")
         if self.mouth_code < 0:
             raise ValueError(f"mouth_code must be >= 0, got {self.mouth_code}")
         if self.torso_mode not in ("volume", "image"):
@@ -180,12 +176,13 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from :meth:`to_dict` output; unknown keys are refused (other version)."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"model config must be a JSON object, got {type(data).__name__}")
+        data = drop_retired(data, RETIRED_MODEL, "model")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise CheckpointError(f"model config has unknown keys {unknown}; was it written by a newer talk3d?")
-        if not isinstance(data, dict):
-            raise CheckpointError(f"model config must be a JSON object, got {type(data).__name__}")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         kw.setdefault("pose_token", True)  # runs saved before the field existed used the pose token
         kw.setdefault("audio_norm", "layer")  # ... and a LayerNorm on the audio tokens

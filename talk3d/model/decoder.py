@@ -10,7 +10,8 @@ from talk3d.model.config import ModelConfig
 
 
 class Decoder(nn.Module):
-    """Triplane feature ``(..., C)`` -> density ``(...,)`` and features ``(..., F)``.
+    """Triplane feature ``(..., C)`` -> density ``(...,)`` and features ``(..., F)`` through one
+    ReLU hidden layer of ``decoder_hidden`` units.
 
     Density is ``softplus(raw + density_bias)``; features are sigmoids stretched slightly
     beyond [0, 1] (EG3D's trick, so 0 and 1 are reachable); channels 0..2 are RGB.
@@ -18,14 +19,8 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = cfg.triplane_channels
-        for _ in range(cfg.decoder_layers):
-            act = nn.ReLU() if cfg.decoder_activation == "relu" else nn.Softplus()
-            layers += [nn.Linear(width, cfg.decoder_hidden), act]
-            width = cfg.decoder_hidden
-        self.hidden = nn.Sequential(*layers)
-        self.out = nn.Linear(width, 1 + cfg.feature_channels)
+        self.hidden = nn.Sequential(nn.Linear(cfg.triplane_channels, cfg.decoder_hidden), nn.ReLU())
+        self.out = nn.Linear(cfg.decoder_hidden, 1 + cfg.feature_channels)
         self.density_bias = cfg.density_bias
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from talk3d.model.avatar import Avatar, resize
+from talk3d.image import psnr, resize
+from talk3d.model.avatar import Avatar
 from talk3d.model.noise import FrameNoise
 
 
@@ -26,9 +27,9 @@ class LossWeights:
     """L1 on the output-resolution image."""
     ssim: float = 0.2
     """1 - SSIM on the output-resolution image."""
-    l1_lr: float = 0.5
+    l1_neural: float = 0.5
     """L1 on the neural-resolution image (vs the area-downsampled target)."""
-    ssim_lr: float = 0.1
+    ssim_neural: float = 0.1
     """1 - SSIM on the neural-resolution image."""
     mouth: float = 2.0
     """Extra L1 weight inside ``batch["mouth_box"]`` (the pixel weight there is ``1 + mouth``)."""
@@ -47,10 +48,6 @@ class LossWeights:
     """Mean squared deltaplane (keeps motion small so it cannot absorb geometry)."""
     delta_tv: float = 0.01
     """Total variation of the deltaplane (keeps motion smooth)."""
-    mouth_code: float = 1.0
-    """Mean-squared error of the lip-motion code predicted from the audio against the tracked
-    one (models with ``mouth_code > 0``). Always logged; the trainer sets the weight to 0 once
-    the lip encoder is frozen (``FitConfig.freeze_lip_encoder``, the default)."""
     ssim_window: int = 11
     """SSIM window size (output resolution; the neural one uses ``min(window, 7)``)."""
 
@@ -76,7 +73,7 @@ def _bce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(pred.clamp(1e-5, 1 - 1e-5), target)
 
 
-def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, lr: int) -> torch.Tensor:
+def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, neural: int) -> torch.Tensor:
     """Silhouette BCE, mean of the terms at neural and output resolution.
 
     Volume torso mode: ``alpha``/``alpha_hr`` vs the person (mask > 0). Image torso mode
@@ -86,11 +83,11 @@ def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, lr: int) ->
 
     Args:
         mask: ``(B, 1, H, W)`` labels 0 background / 1 torso / 2 head.
-        lr: neural resolution.
+        neural: neural resolution.
     """
     if "alpha_head" in outputs:
         head = (mask == 2).to(outputs["alpha_head"].dtype)
-        terms = [_bce(outputs["alpha_head"], resize(head, lr))]
+        terms = [_bce(outputs["alpha_head"], resize(head, neural))]
         if "alpha_head_hr" in outputs:
             terms.append(_bce(outputs["alpha_head_hr"], resize(head, outputs["alpha_head_hr"].shape[-1])))
         t_a = outputs["torso_alpha"]
@@ -100,7 +97,7 @@ def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, lr: int) ->
         terms.append((bce * seen).sum() / seen.sum().clamp_min(1.0))
         return sum(terms) / len(terms)
     person = (mask > 0).to(outputs["alpha"].dtype)
-    terms = [_bce(outputs["alpha"], resize(person, lr))]
+    terms = [_bce(outputs["alpha"], resize(person, neural))]
     a_hr = outputs.get("alpha_hr")
     if a_hr is not None:
         terms.append(_bce(a_hr, resize(person, a_hr.shape[-1])))
@@ -174,21 +171,20 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     """
     w = weights
     image = batch["image"].to(outputs["rgb"])
-    size, lr = image.shape[-1], outputs["rgb_lr"].shape[-1]
-    image_lr = resize(image, lr)
+    size, neural = image.shape[-1], outputs["rgb_lr"].shape[-1]
+    image_neural = resize(image, neural)
     out: dict[str, torch.Tensor] = {}
     pix_w = (mouth_weight_map(batch["mouth_box"].to(image.device), size, w.mouth)
              if "mouth_box" in batch and w.mouth > 0 else torch.ones_like(image[:, :1]))
-    pix_w_lr = resize(pix_w, lr)
-    rgb, rgb_lr = outputs["rgb"], outputs["rgb_lr"]
+    rgb, rgb_neural = outputs["rgb"], outputs["rgb_lr"]
     out["l1"] = _weighted_l1(rgb, image, pix_w)
-    out["l1_lr"] = _weighted_l1(rgb_lr, image_lr, pix_w_lr)
+    out["l1_neural"] = _weighted_l1(rgb_neural, image_neural, resize(pix_w, neural))
     if w.ssim > 0:
         out["ssim"] = kornia.losses.ssim_loss(rgb, image, w.ssim_window) * 2.0
-    if w.ssim_lr > 0:
-        out["ssim_lr"] = kornia.losses.ssim_loss(rgb_lr, image_lr, min(w.ssim_window, 7)) * 2.0
+    if w.ssim_neural > 0:
+        out["ssim_neural"] = kornia.losses.ssim_loss(rgb_neural, image_neural, min(w.ssim_window, 7)) * 2.0
     if w.alpha > 0 and "mask" in batch:
-        out["alpha"] = alpha_loss(outputs, batch["mask"].to(image.device), lr)
+        out["alpha"] = alpha_loss(outputs, batch["mask"].to(image.device), neural)
     if (w.landmark_depth > 0 or w.landmark_alpha > 0) and bool(avatar.canonical_landmarks.abs().sum() > 0):
         dp = outputs.get("deltaplane")
         planes = avatar.identity_planes()
@@ -203,13 +199,11 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
         out["delta_l2"] = dp.pow(2).mean()
         out["delta_tv"] = tv_loss(dp)
-    if "mouth_code" in outputs and "mouth_code" in batch:  # logged also at weight 0 (frozen encoder)
-        out["mouth_code"] = (outputs["mouth_code"] - batch["mouth_code"].to(image)).pow(2).mean()
     total = image.new_zeros(())
     for name, value in out.items():
         total = total + getattr(w, name) * value
     out["total"] = total
-    with torch.no_grad():
-        mse = (rgb.detach() - image).pow(2).mean()
-        out["psnr"] = -10.0 * torch.log10(mse.clamp_min(1e-10))
+    if "mouth_code" in outputs and "mouth_code" in batch:  # logged only: the lip pretraining trains the code
+        out["mouth_code"] = (outputs["mouth_code"] - batch["mouth_code"].to(image)).detach().pow(2).mean()
+    out["psnr"] = psnr(rgb.detach(), image).mean()
     return out

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from talk3d.model.conditioning import POSE_DIM
 from talk3d.model.config import ModelConfig
 
 ALPHA_INIT_LOGIT = -2.0
@@ -28,7 +29,7 @@ class TorsoLayer(nn.Module):
     """Learned RGBA texture ``(4, T, T)`` + pose-driven affine warp.
 
     Parameters: ``texture (4, T, T)`` logits (RGB and alpha; ``T = cfg.torso_size``) and a
-    2-layer MLP ``pose (B, pose_dim) -> (B, 6)`` whose last layer is zero-initialised, so the
+    2-layer MLP ``pose (B, POSE_DIM) -> (B, 6)`` whose last layer is zero-initialised, so the
     warp starts as the identity.
     """
 
@@ -38,7 +39,7 @@ class TorsoLayer(nn.Module):
         tex = torch.zeros(4, t, t)
         tex[3] = ALPHA_INIT_LOGIT
         self.texture = nn.Parameter(tex)
-        self.warp = nn.Sequential(nn.Linear(cfg.pose_dim, cfg.torso_warp_hidden), nn.ReLU(),
+        self.warp = nn.Sequential(nn.Linear(POSE_DIM, cfg.torso_warp_hidden), nn.ReLU(),
                                   nn.Linear(cfg.torso_warp_hidden, 6))
         nn.init.zeros_(self.warp[-1].weight)
         nn.init.zeros_(self.warp[-1].bias)
@@ -64,7 +65,7 @@ class TorsoLayer(nn.Module):
         """Affine warps ``(B, 2, 3)`` (normalised coordinates).
 
         Args:
-            pose: ``(B, pose_dim)`` or None (no pose-driven part).
+            pose: ``(B, POSE_DIM)`` or None (no pose-driven part).
             offset: ``(B, 2)`` tracked torso shift in image widths (x right, y down) or None.
         """
         ident = self.identity.to(self.texture.dtype)
@@ -83,7 +84,7 @@ class TorsoLayer(nn.Module):
         """Warped torso layer.
 
         Args:
-            pose: ``(B, pose_dim)`` pose conditioning or ``None`` (no pose-driven warp).
+            pose: ``(B, POSE_DIM)`` pose conditioning or ``None`` (no pose-driven warp).
             batch: ``B`` (used when ``pose`` and ``offset`` are None).
             size: output side in pixels.
             offset: ``(B, 2)`` tracked torso shift in image widths, or None.

@@ -12,7 +12,6 @@ MM_PER_UNIT = 80.0
 RENDER_BOUNDS = {
     "yaw": (-360, 360), "pitch": (-360, 360), "orbit_range": (0, 360), "orbit_period": (0, 1e6),
     "motion_scale": (0, 10), "size": (8, 4096), "fps": (1, 240), "batch": (0, 4096), "threads": (0, 4096),
-    "chunk_frames": (1, 10**6),
     "ipd": (1e-6, 10), "mpi_layers": (2, 1024), "mpi_samples": (1, 1024), "mpi_size": (8, 4096),
     "mpi_frames": (0, 10**9), "quality": (0, 51),
 }
@@ -51,8 +50,6 @@ class RenderConfig:
     threads: int = 0
     """CPU threads for torch; 0 = a fair share of the cores, re-counted while other talk3d
     processes start and end (:mod:`talk3d.threads`)."""
-    chunk_frames: int = 64
-    """Frames whose conditioning is built at a time (bounded memory for long audio)."""
     frames: str = "audio"
     """``audio``: drive with the given audio; ``val``: self-driven on the dataset's held-out
     frames with their own audio and poses (the audio argument is then optional)."""

@@ -1,8 +1,8 @@
 """``talk3d render``: driving audio (or the held-out frames) -> video with sound, plus extras.
 
-Frames are produced chunk by chunk (conditioning for ``chunk_frames`` frames at a time,
-forward passes of ``batch`` frames) and streamed into the video writers, so memory stays
-bounded for long audio.
+Frames are produced batch by batch (:func:`talk3d.model.drive.forward_frames`: each batch's
+conditioning from the clip's audio, normalised once, then ``batch`` frames per forward pass)
+and streamed into the video writers, so memory stays bounded for long audio.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _check_config(cfg: RenderConfig) -> None:
     """Refuse settings that cannot render: unknown modes, NaN/inf or out-of-range numbers."""
     if cfg.frames not in ("audio", "val"):
         raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
-    if cfg.batch < 0 or cfg.chunk_frames < 1:
+    if cfg.batch < 0:
         raise UserError("--batch must be 0 (automatic) or a positive number of frames")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
         raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
@@ -167,16 +167,11 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
                force: bool = False) -> RenderResult:
     """Render with an already loaded run (see :func:`talk3d.fit.checkpoint.load_run`)."""
-    from talk3d.model.conditioning import conditioning_for
-
     _check_config(cfg)
     out_path = Path(out_path)
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
-    avatar, mcfg = run.avatar, run.model_config
     threads.start(cfg.threads)
-    device = next(avatar.parameters()).device
-    batch = cfg.batch or (8 if device.type == "cuda" else 1)
-    size = int(cfg.size or mcfg.out_res)
+    size = int(cfg.size or run.model_config.out_res)
     timings = {"audio": 0.0, "model": 0.0, "write": 0.0, "mpi": 0.0}
     with tempfile.TemporaryDirectory(prefix="talk3d_render_") as tmpdir:
         t = time.perf_counter()
@@ -185,77 +180,104 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
         else:
             drive = _drive_from_audio(run, audio_path, cfg, float(cfg.fps or run.manifest.fps))
         timings["audio"] = time.perf_counter() - t
-        n = drive.frame_indices.size
-        k = torch.as_tensor(np.asarray(run.manifest.intrinsics, dtype=np.float32))
-        near, far = box_near_far(drive.cameras[0], radius=float(np.linalg.norm(
-            np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max)))))
-        mpi_frames = sorted(i for i in cfg.mpi_frames if i < n) if cfg.mpi_dir is not None else []
-        if cfg.mpi_dir is not None and not mpi_frames:
-            raise UserError(f"--mpi-frames {','.join(map(str, cfg.mpi_frames))}: the video has only {n} frames "
-                            f"(0-{n - 1}); choose frames in that range")
-        if cfg.mpi_dir is not None and len(mpi_frames) < len(cfg.mpi_frames):
-            warn(f"--mpi-frames beyond the last frame ({n - 1}) are skipped")
-        extra: dict[str, Path] = {}
-        with contextlib.ExitStack() as stack:
-            video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
-            depth_vw = None
-            if cfg.depth:
-                extra["depth"] = outputs.depth_path(out_path)
-                depth_vw = stack.enter_context(VideoWriter(extra["depth"], drive.fps, audio=drive.mux_audio,
-                                                           quality=cfg.quality))
-            alpha_tmp = None
-            if cfg.alpha:
-                extra["alpha"] = outputs.alpha_dir(out_path)
-                alpha_tmp = stack.enter_context(atomic_dir(extra["alpha"]))
-            bar = stack.enter_context(make_progress())
-            task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
-            done, t_model = 0, 0.0
-            for c0 in range(0, n, cfg.chunk_frames):
-                idx = drive.frame_indices[c0:c0 + cfg.chunk_frames]
-                cond_chunk = conditioning_for(mcfg, drive.features, drive.feature_rate, drive.fps,
-                                              drive.blink, drive.head, idx, torso_offsets=drive.torso)
-                for b0 in range(0, idx.size, batch):
-                    sl = slice(b0, b0 + batch)
-                    frames = range(c0 + b0, c0 + b0 + len(idx[sl]))
-                    cond = {kk: v[sl].to(device) for kk, v in cond_chunk.items()}
-                    cams = drive.cameras[frames.start:frames.stop].to(device)
-                    threads.rebalance()
-                    t = time.perf_counter()
-                    res = _forward(avatar, cams, k, cond, cfg, size)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    dt = time.perf_counter() - t
-                    t_model += dt
-                    t = time.perf_counter()
-                    for img in outputs.to_uint8(res["rgb"]):
-                        video.write(img)
-                    if depth_vw is not None:
-                        dmap = outputs.colorize_depth(res["depth"], res["alpha"], near, far)
-                        for img in outputs.to_uint8(outputs.resize(dmap, res["rgb"].shape[-1])):
-                            depth_vw.write(img)
-                    if alpha_tmp is not None:
-                        outputs.write_rgba_frames(alpha_tmp, frames.start,
-                                                  outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
-                    timings["write"] += time.perf_counter() - t
-                    for f in frames:
-                        if f in mpi_frames:
-                            t = time.perf_counter()
-                            j = f - frames.start
-                            one = {kk: v[j:j + 1] for kk, v in cond.items()}
-                            extra["mpi"] = Path(cfg.mpi_dir)
-                            _export_frame_mpi(avatar, cams[j], k, one, cfg, near, far,
-                                              Path(cfg.mpi_dir) / f"frame_{f:06d}")
-                            timings["mpi"] += time.perf_counter() - t
-                    done += len(frames)
-                    bar.update(task, advance=len(frames), status=f"{done / max(t_model, 1e-9):.1f} frames/s")
-    timings["model"] = t_model
+        extra = _render_video(run, drive, out_path, cfg, size, timings)
+    n = drive.frame_indices.size
     result = RenderResult(out_path=out_path, num_frames=n, fps=drive.fps, duration=drive.duration, size=size,
-                          render_fps=n / max(t_model, 1e-9), extra_outputs=extra, timings=timings)
+                          render_fps=n / max(timings["model"], 1e-9), extra_outputs=extra, timings=timings)
     info(f"wrote {out_path}: {n} frames at {drive.fps:g} fps ({n / drive.fps:.2f} s, audio {drive.duration:.2f} s), "
          f"{size}x{size}{' stereo' if cfg.stereo else ''}, model {result.render_fps:.1f} frames/s")
     for name, p in extra.items():
         info(f"  {name}: {p}")
     return result
+
+
+def _mpi_frames(cfg: RenderConfig, n: int) -> list[int]:
+    """The output frames to export as MPIs (``--mpi-frames`` within the video)."""
+    if cfg.mpi_dir is None:
+        return []
+    frames = sorted(i for i in cfg.mpi_frames if i < n)
+    if not frames:
+        raise UserError(f"--mpi-frames {','.join(map(str, cfg.mpi_frames))}: the video has only {n} frames "
+                        f"(0-{n - 1}); choose frames in that range")
+    if len(frames) < len(cfg.mpi_frames):
+        warn(f"--mpi-frames beyond the last frame ({n - 1}) are skipped")
+    return frames
+
+
+class _Outputs:
+    """The files one render writes: the video, and with their options the depth video, the
+    RGBA frames and the MPIs. Enter it in an :class:`contextlib.ExitStack`."""
+
+    def __init__(self, stack: contextlib.ExitStack, out_path: Path, drive: Drive, cfg: RenderConfig,
+                 near_far: tuple[float, float]):
+        self.cfg, self.near_far, self.extra = cfg, near_far, {}
+        self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
+        self.depth = self.alpha = None
+        if cfg.depth:
+            self.extra["depth"] = outputs.depth_path(out_path)
+            self.depth = stack.enter_context(VideoWriter(self.extra["depth"], drive.fps, audio=drive.mux_audio,
+                                                         quality=cfg.quality))
+        if cfg.alpha:
+            self.extra["alpha"] = outputs.alpha_dir(out_path)
+            self.alpha = stack.enter_context(atomic_dir(self.extra["alpha"]))
+
+    def write(self, first: int, res: dict[str, torch.Tensor]) -> None:
+        """Write a batch of :func:`_forward` outputs whose first output frame is ``first``."""
+        for img in outputs.to_uint8(res["rgb"]):
+            self.video.write(img)
+        if self.depth is not None:
+            dmap = outputs.colorize_depth(res["depth"], res["alpha"], *self.near_far)
+            for img in outputs.to_uint8(outputs.resize(dmap, res["rgb"].shape[-1])):
+                self.depth.write(img)
+        if self.alpha is not None:
+            outputs.write_rgba_frames(self.alpha, first, outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
+
+    def export_mpi(self, avatar, frame: int, cam: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.Tensor]) -> None:
+        """The MPI of output frame ``frame`` (conditioning ``cond`` of batch 1, camera ``cam (4, 4)``)."""
+        self.extra["mpi"] = Path(self.cfg.mpi_dir)
+        _export_frame_mpi(avatar, cam, k, cond, self.cfg, *self.near_far, self.extra["mpi"] / f"frame_{frame:06d}")
+
+
+def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: int,
+                  timings: dict[str, float]) -> dict[str, Path]:
+    """Render every frame of ``drive`` into the outputs; adds the seconds spent to ``timings``
+    and returns the extra outputs written (``depth``, ``alpha``, ``mpi``)."""
+    from talk3d.model.drive import DrivingClip, forward_frames
+
+    avatar, mcfg = run.avatar, run.model_config
+    device = next(avatar.parameters()).device
+    n = drive.frame_indices.size
+    mpi_frames = _mpi_frames(cfg, n)
+    k = torch.as_tensor(np.asarray(run.manifest.intrinsics, dtype=np.float32))
+    radius = float(np.linalg.norm(np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max))))
+    clip = DrivingClip.from_arrays(mcfg, drive.features, drive.feature_rate, drive.fps, drive.blink, drive.head,
+                                   drive.torso)
+    with contextlib.ExitStack() as stack:
+        out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius))
+        bar = stack.enter_context(make_progress())
+        task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
+        batches = forward_frames(avatar, clip, drive.frame_indices, drive.cameras, k,
+                                 cfg.batch or (8 if device.type == "cuda" else 1),
+                                 forward=lambda c, kk, cond: _forward(avatar, c, kk, cond, cfg, size),
+                                 before_batch=threads.rebalance)
+        t = time.perf_counter()
+        for fb in batches:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timings["model"] += time.perf_counter() - t
+            t = time.perf_counter()
+            out.write(fb.positions.start, fb.out)
+            timings["write"] += time.perf_counter() - t
+            for f in range(fb.positions.start, fb.positions.stop):
+                if f in mpi_frames:
+                    t = time.perf_counter()
+                    j = f - fb.positions.start
+                    out.export_mpi(avatar, f, fb.cameras[j], k, {kk: v[j:j + 1] for kk, v in fb.cond.items()})
+                    timings["mpi"] += time.perf_counter() - t
+            bar.update(task, advance=fb.positions.stop - fb.positions.start,
+                       status=f"{fb.positions.stop / max(timings['model'], 1e-9):.1f} frames/s")
+            t = time.perf_counter()
+    return out.extra
 
 
 @torch.no_grad()
@@ -268,7 +290,7 @@ def _forward(avatar, cams: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.
     for RGBA frames.
     """
     b = cams.shape[0]
-    kk = k.to(cams).expand(b, 3, 3)
+    kk = k.to(cams).expand(b, 3, 3)  # (B, 3, 3) or (3, 3)
     if cfg.stereo:
         left, right = paths.stereo_pair(cams, cfg.ipd)
         cams2 = torch.cat([left, right], 0)

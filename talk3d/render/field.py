@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from talk3d.image import resize
 from talk3d.render.mpi import FieldFn
 
 
@@ -32,12 +32,7 @@ def avatar_field(avatar, cond: dict[str, torch.Tensor] | None, motion_scale: flo
         sigma, feats = avatar.query(p, points.to(avatar.background.device))
         return sigma, feats[..., :3]
 
-    bg = avatar.background[None].float()
-    if bg.shape[-1] != size:
-        mode = "area" if bg.shape[-1] > size else "bilinear"
-        kw = {} if mode == "area" else {"align_corners": False}
-        bg = F.interpolate(bg, size=(size, size), mode=mode, **kw)
-    return field, size, bg[0]
+    return field, size, resize(avatar.background[None].float(), size)[0]
 
 
 @torch.no_grad()
@@ -59,11 +54,7 @@ def avatar_torso_layer(avatar, cam2world: torch.Tensor, cond: dict[str, torch.Te
     offset = cond.get("torso") if cond is not None else None
     rgb, alpha = torso(None if pose is None else pose[:1], 1, avatar.cfg.out_res,
                        None if offset is None else offset[:1])
-    pre = torch.cat([rgb * alpha, alpha], 1).float()
-    if pre.shape[-1] != size:
-        mode = "area" if pre.shape[-1] > size else "bilinear"
-        kw = {} if mode == "area" else {"align_corners": False}
-        pre = F.interpolate(pre, size=(size, size), mode=mode, **kw)
+    pre = resize(torch.cat([rgb * alpha, alpha], 1).float(), size)
     a = pre[0, 3:]
     col = torch.where(a > 1e-6, pre[0, :3] / a.clamp_min(1e-6), torch.zeros_like(pre[0, :3]))
     c2w = cam2world.float()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from talk3d.errors import UserError
+from talk3d.image import resize  # noqa: F401  (re-exported for the render driver)
 
 
 def depth_path(out_path: Path) -> Path:
@@ -52,13 +52,6 @@ def check_outputs(paths: list[Path], force: bool) -> None:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``(B, C, H, W)`` float in [0, 1] -> ``(B, H, W, C)`` uint8."""
     return (images.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize ``(B, C, h, w)`` -> ``(B, C, size, size)`` (no-op at the same size)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 _TURBO: np.ndarray | None = None

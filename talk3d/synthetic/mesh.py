@@ -271,61 +271,73 @@ def _atlas(photo: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> np.nd
 
 
 @functools.lru_cache(maxsize=2)
-def build_head(seed: int = 0) -> HeadMesh:
-    """Build the textured bust (deterministic for a ``seed``; cached per process)."""
-    rng = np.random.default_rng(seed)
-    photo = _photo()
-    lm_px = photo_landmarks()
-    face_tris = tessellation_triangles()
-    pos, _ = _align_face(lm_px)
-    photo_uv = np.stack([lm_px[:, 0] / ATLAS_W, lm_px[:, 1] / PHOTO], -1)
+class _MeshParts:
+    """Vertices, UVs, triangles and part labels gathered piece by piece (triangles index the
+    vertices gathered so far; ``count`` is the next vertex index)."""
 
-    verts, uvs, faces, parts = [pos], [photo_uv], [face_tris], [np.full(len(face_tris), PART_FACE)]
-    n = len(pos)
+    def __init__(self) -> None:
+        self.verts: list[np.ndarray] = []
+        self.uvs: list[np.ndarray] = []
+        self.faces: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []
+        self.count = 0
 
-    # eye fills: a fan from a centre vertex textured with the iris
-    centres, loops, lid_src, lid_dst = [], [], [], []
+    def add(self, verts: np.ndarray, uvs: np.ndarray, faces: np.ndarray, part: int) -> int:
+        """Append a piece whose ``faces`` index its own ``verts``; returns its first vertex index."""
+        first = self.count
+        self.verts.append(verts)
+        self.uvs.append(uvs)
+        self.faces.append(faces + first)
+        self.parts.append(np.full(len(faces), part))
+        self.count += len(verts)
+        return first
+
+
+def _add_eyes(mesh: _MeshParts, pos: np.ndarray, face_tris: np.ndarray, photo_uv: np.ndarray) -> dict[str, list]:
+    """Eye fills (a fan from a centre vertex textured with the iris) and the closed-lid targets."""
+    eyes: dict[str, list] = {"centres": [], "loops": [], "lid_src": [], "lid_dst": []}
     for name in ("right", "left"):
         upper, lower, iris = EYES[name]
         loop = _boundary_loop(face_tris, upper[1])
-        centres.append(n)
-        loops.append(loop[:16] if len(loop) >= 16 else loop + loop[: 16 - len(loop)])
-        verts.append(pos[loop].mean(0, keepdims=True))
-        uvs.append(photo_uv[iris][None])
-        faces.append(np.array([[n, loop[i], loop[(i + 1) % len(loop)]] for i in range(len(loop))]))
-        parts.append(np.full(len(loop), PART_EYE))
-        n += 1
+        eyes["loops"].append(loop[:16] if len(loop) >= 16 else loop + loop[: 16 - len(loop)])
+        centre = mesh.count  # the fan's triangles index the face's loop vertices relative to it
+        fan = np.array([[0, loop[i] - centre, loop[(i + 1) % len(loop)] - centre] for i in range(len(loop))])
+        eyes["centres"].append(centre)
+        mesh.add(pos[loop].mean(0, keepdims=True), photo_uv[iris][None], fan, PART_EYE)
         lower_pts = pos[list(lower)]
-        for i in upper[1:-1]:
-            # closed position: the lower lid at the same x
-            order = np.argsort(lower_pts[:, 0])
+        order = np.argsort(lower_pts[:, 0])
+        for i in upper[1:-1]:  # closed position: the lower lid at the same x
             tgt = np.array([np.interp(pos[i, 0], lower_pts[order, 0], lower_pts[order, k]) for k in range(3)])
-            lid_src.append(i)
-            lid_dst.append(tgt + np.array([0.0, 0.004, 0.004]))
+            eyes["lid_src"].append(i)
+            eyes["lid_dst"].append(tgt + np.array([0.0, 0.004, 0.004]))
+    return eyes
 
-    # mouth: a recessed pocket behind the inner lip contour (follows the lips), dark with
-    # the upper teeth on top, so an opening jaw never shows what lies behind the face
+
+def _add_mouth(mesh: _MeshParts, pos: np.ndarray, face_tris: np.ndarray) -> tuple[np.ndarray, int]:
+    """A recessed pocket behind the inner lip contour (follows the lips), dark with the upper
+    teeth on top, so an opening jaw never shows what lies behind the face. Returns the face
+    vertices whose jaw weight the pocket's vertices copy (-1: the centre) and its first vertex."""
     loop = _boundary_loop(face_tris, 13)
     k = len(loop)
     ring = pos[loop] + np.array([0.0, 0.0, -0.07])
     upper = np.isin(loop, UPPER_LIP)
     ring_uv = np.stack([np.linspace(0.05, 0.95, k), np.where(upper, 0.04, 0.9)], -1)
     lip_uv = np.stack([np.linspace(0.05, 0.95, k), np.full(k, 0.55)], -1)
-    verts += [pos[loop], ring, ring.mean(0, keepdims=True) + np.array([0.0, 0.0, -0.03])]
-    uvs += [_to_patch(lip_uv, PATCH_MOUTH), _to_patch(ring_uv, PATCH_MOUTH),
-            _to_patch(np.array([[0.5, 0.35]]), PATCH_MOUTH)]
-    lip_i, ring_i, centre_i = n + np.arange(k), n + k + np.arange(k), n + 2 * k
+    verts = np.concatenate([pos[loop], ring, ring.mean(0, keepdims=True) + np.array([0.0, 0.0, -0.03])])
+    uvs = np.concatenate([_to_patch(lip_uv, PATCH_MOUTH), _to_patch(ring_uv, PATCH_MOUTH),
+                          _to_patch(np.array([[0.5, 0.35]]), PATCH_MOUTH)])
+    lip_i, ring_i, centre_i = np.arange(k), k + np.arange(k), 2 * k
     nxt = np.roll(np.arange(k), -1)
-    faces.append(np.concatenate([
+    faces = np.concatenate([
         np.stack([lip_i, lip_i[nxt], ring_i], -1), np.stack([lip_i[nxt], ring_i[nxt], ring_i], -1),
-        np.stack([np.full(k, centre_i), ring_i, ring_i[nxt]], -1)]))
-    parts.append(np.full(3 * k, PART_CAVITY))
-    mouth_src = np.concatenate([loop, loop, [-1]])  # vertices whose jaw weight they copy
-    mouth_first = n
-    n += 2 * k + 1
+        np.stack([np.full(k, centre_i), ring_i, ring_i[nxt]], -1)])
+    first = mesh.add(verts, uvs, faces, PART_CAVITY)
+    return np.concatenate([loop, loop, [-1]]), first
 
-    # skull: an ellipsoid from the hair top down to the jaw; its front is pushed behind the
-    # face surface so it shows only around the face (hair, temples, jaw sides)
+
+def _add_skull(mesh: _MeshParts, pos: np.ndarray, face_tris: np.ndarray) -> None:
+    """An ellipsoid from the hair top down to the jaw; its front is pushed behind the face
+    surface so it shows only around the face (hair, temples, jaw sides)."""
     half_w = 0.5 * (pos[454, 0] - pos[234, 0])
     top = pos[10, 1] + 0.3
     bottom = pos[152, 1] + 0.1
@@ -335,38 +347,24 @@ def build_head(seed: int = 0) -> HeadMesh:
     cz = pos[10, 2] - 0.04 - rz * math.sqrt(max(1.0 - ((pos[10, 1] - cy) / ry) ** 2, 0.05))
     sk_v, sk_f, sk_uv = _ellipsoid((0.0, cy, cz), (half_w * 1.12, ry, rz), 64, 40)
     sk_f = _outward(sk_v, sk_f, np.array([0.0, cy, cz]))
-    sk_v = _behind_face(sk_v, pos[:468], face_tris)
-    verts.append(sk_v)
-    uvs.append(_to_patch(sk_uv, PATCH_HAIR))
-    faces.append(sk_f + n)
-    parts.append(np.full(len(sk_f), PART_SKULL))
-    n += len(sk_v)
-    n_head = n
+    mesh.add(_behind_face(sk_v, pos[:468], face_tris), _to_patch(sk_uv, PATCH_HAIR), sk_f, PART_SKULL)
 
-    # neck (body)
+
+def _add_body(mesh: _MeshParts) -> None:
+    """The neck and a wide ellipsoid torso whose top forms the shoulders."""
     nk_v, nk_f, nk_uv = _cylinder((0.0, -0.2), (0.4, 0.36), -0.35, -1.5, 24, 6)
     nk_f = _outward(nk_v, nk_f, np.stack([np.zeros(len(nk_v)), nk_v[:, 1], np.full(len(nk_v), -0.2)], -1)[nk_f[:, 0]])
-    verts.append(nk_v)
-    uvs.append(_to_patch(nk_uv, PATCH_SKIN))
-    faces.append(nk_f + n)
-    parts.append(np.full(len(nk_f), PART_NECK))
-    n += len(nk_v)
-
-    # torso: a wide ellipsoid whose top forms the shoulders
+    mesh.add(nk_v, _to_patch(nk_uv, PATCH_SKIN), nk_f, PART_NECK)
     to_v, to_f, to_uv = _ellipsoid((0.0, -2.05, -0.3), (1.75, 0.95, 0.7), 40, 20)
     to_f = _outward(to_v, to_f, np.array([0.0, -2.05, -0.3]))
-    verts.append(to_v)
-    uvs.append(_to_patch(to_uv, PATCH_SHIRT))
-    faces.append(to_f + n)
-    parts.append(np.full(len(to_f), PART_TORSO))
-    n += len(to_v)
+    mesh.add(to_v, _to_patch(to_uv, PATCH_SHIRT), to_f, PART_TORSO)
 
-    all_v = np.concatenate(verts)
-    body = np.zeros(n, dtype=bool)
-    body[n_head:] = True
 
-    # jaw: vertices below the upper lip follow the drop, fading towards the jaw corners
-    jaw = np.zeros(n)
+def _jaw_weights(pos: np.ndarray, count: int, mouth_src: np.ndarray, mouth_first: int) -> np.ndarray:
+    """``(count,)`` how far each vertex follows the jaw drop: vertices below the upper lip,
+    fading towards the jaw corners; the mouth pocket copies its lip vertices."""
+    jaw = np.zeros(count)
+    half_w = 0.5 * (pos[454, 0] - pos[234, 0])
     y_up, y_lo = pos[13, 1], pos[14, 1]
     mouth_half = 0.5 * (pos[291, 0] - pos[61, 0])
     wy = np.clip((y_up - pos[:, 1]) / max(y_up - y_lo, 1e-3), 0.0, 1.0)
@@ -377,7 +375,29 @@ def build_head(seed: int = 0) -> HeadMesh:
     src = jaw[mouth_src]
     src[-1] = 0.5
     jaw[mouth_first:mouth_first + len(mouth_src)] = src
+    return jaw
 
+
+def build_head(seed: int = 0) -> HeadMesh:
+    """Build the textured bust (deterministic for a ``seed``; cached per process)."""
+    rng = np.random.default_rng(seed)
+    photo = _photo()
+    lm_px = photo_landmarks()
+    face_tris = tessellation_triangles()
+    pos, _ = _align_face(lm_px)
+    photo_uv = np.stack([lm_px[:, 0] / ATLAS_W, lm_px[:, 1] / PHOTO], -1)
+    mesh = _MeshParts()
+    mesh.add(pos, photo_uv, face_tris, PART_FACE)
+    eyes = _add_eyes(mesh, pos, face_tris, photo_uv)
+    mouth_src, mouth_first = _add_mouth(mesh, pos, face_tris)
+    _add_skull(mesh, pos, face_tris)
+    n_head = mesh.count
+    _add_body(mesh)
+    body = np.zeros(mesh.count, dtype=bool)
+    body[n_head:] = True
+    jaw = _jaw_weights(pos, mesh.count, mouth_src, mouth_first)
+    all_v, faces, uvs, parts = np.concatenate(mesh.verts), mesh.faces, mesh.uvs, mesh.parts
+    centres, loops, lid_src, lid_dst = eyes["centres"], eyes["loops"], eyes["lid_src"], eyes["lid_dst"]
     return HeadMesh(
         verts=torch.tensor(all_v, dtype=torch.float32),
         faces=torch.tensor(np.concatenate(faces), dtype=torch.long),
