@@ -17,10 +17,11 @@ error a folder this call created is removed; on Ctrl-C it is kept so a rerun res
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,22 +433,28 @@ def _run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool) -> Ma
         raise
 
 
-def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: PrepConfig, source_hash: str,
-                   t_start: float) -> Manifest:
-    """Run (or resume) every step into ``folders.stage``; write and validate its manifest."""
-    out, work = folders.stage, folders.work
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``timings[key]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
+def _announce(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: PrepConfig) -> None:
+    """The prep's first log lines: what is read, and warnings about the video."""
     info(f"prep '{video}' -> '{folders.out}' ({vinfo.width}x{vinfo.height}, {vinfo.duration:.1f} s, "
          f"rotation {vinfo.rotation:g}, audio {'from ' + str(config.audio) if config.audio else 'from the video'})")
     if vinfo.downscaled:
         info(f"large video: decoding at {vinfo.width}x{vinfo.height} (long side <= {config.max_side})")
     if vinfo.duration < config.recommended_duration:
         warn(f"the video is only {vinfo.duration:.0f} s long; avatars improve with 3-5 minutes of footage")
-    timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    raw = _step_track(work, FrameReader(vinfo, config.fps))
-    timings["track_s"] = time.perf_counter() - t0
-    n = int(raw.valid.size)
+
+def _filled_landmarks(raw: Any, config: PrepConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks with short gaps interpolated, and the frames that show several faces; warns of both."""
     multi = raw.num_faces > 1
     if multi.any():
         warn(f"{int(multi.sum())} frames show more than one face (frames "
@@ -456,46 +463,52 @@ def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: 
     if (~raw.valid).any():
         warn(f"no face in {int((~raw.valid).sum())} frames "
              f"({track_mod.format_ranges(track_mod.frame_ranges(~raw.valid))}); landmarks interpolated there")
+    return filled, multi
 
-    crop_box = list(track_mod.choose_crop(filled, raw.valid, vinfo.width, vinfo.height, config.crop_scale,
-                                            allow_padding=config.crop_padding))
+
+def _crop_and_camera(filled: np.ndarray, valid: np.ndarray, vinfo: VideoInfo,
+                     config: PrepConfig) -> tuple[list[float], np.ndarray, float, np.ndarray]:
+    """The fixed crop box, the landmarks in crop pixels, the normalised focal length and the
+    intrinsics ``(3, 3)``."""
+    crop_box = list(track_mod.choose_crop(filled, valid, vinfo.width, vinfo.height, config.crop_scale,
+                                          allow_padding=config.crop_padding))
     lm = track_mod.landmarks_to_crop(filled, crop_box, config.size)
     if config.focal_35mm is not None:  # the camera's own focal, on the (decoded) image diagonal
         focal = focal_pixels_from_35mm(config.focal_35mm, vinfo.width, vinfo.height) / crop_box[2]
     else:  # defined on the framing's side: a crop shrunk to fit keeps the perspective
-        focal = config.focal * track_mod.framing_side(filled, raw.valid, config.crop_scale) / crop_box[2]
+        focal = config.focal * track_mod.framing_side(filled, valid, config.crop_scale) / crop_box[2]
     k = np.array([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]], np.float32)
+    return crop_box, lm, focal, k
 
-    t0 = time.perf_counter()
-    pstats = _step_poses(out, work, lm, raw.valid, config, k)
-    timings["poses_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    unseen = _step_frames(out, work, vinfo, config, crop_box, lm)
-    timings["frames_masks_s"] = time.perf_counter() - t0
-
+def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: PrepConfig, source_hash: str,
+                   t_start: float) -> Manifest:
+    """Run (or resume) every step into ``folders.stage``; write and validate its manifest."""
+    out, work = folders.stage, folders.work
+    _announce(video, vinfo, folders, config)
+    timings: dict[str, float] = {}
+    with _timed(timings, "track_s"):
+        raw = _step_track(work, FrameReader(vinfo, config.fps))
+    n = int(raw.valid.size)
+    filled, multi = _filled_landmarks(raw, config)
+    crop_box, lm, focal, k = _crop_and_camera(filled, raw.valid, vinfo, config)
+    with _timed(timings, "poses_s"):
+        pstats = _step_poses(out, work, lm, raw.valid, config, k)
+    with _timed(timings, "frames_masks_s"):
+        unseen = _step_frames(out, work, vinfo, config, crop_box, lm)
     if config.photometric_poses:
-        t0 = time.perf_counter()
-        pstats.update(_step_refine_poses(out, work, lm, raw.valid, config, k))
-        timings["pose_refine_s"] = time.perf_counter() - t0
-
+        with _timed(timings, "pose_refine_s"):
+            pstats.update(_step_refine_poses(out, work, lm, raw.valid, config, k))
     train_end = n - max(1, int(round(n * config.val_fraction)))
     if train_end < 1:
         raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
-    t0 = time.perf_counter()
-    torso_stats = _step_torso(out, work, n, train_end)
-    timings["torso_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    _step_audio(out, video, config, n)
-    timings["audio_s"] = time.perf_counter() - t0
+    with _timed(timings, "torso_s"):
+        torso_stats = _step_torso(out, work, n, train_end)
+    with _timed(timings, "audio_s"):
+        _step_audio(out, video, config, n)
     blink_stats = _step_blink(out, lm)
-
-    poses = read_npy(out / "poses.npy")
-    t0 = time.perf_counter()
-    _step_preview(out, lm, raw.valid, poses, k, config, train_end)
-    timings["preview_s"] = time.perf_counter() - t0
-
+    with _timed(timings, "preview_s"):
+        _step_preview(out, lm, raw.valid, read_npy(out / "poses.npy"), k, config, train_end)
     distance = float(pstats.pop("camera_distance"))
     stats: dict[str, Any] = {
         "tracking_rate": float(raw.valid.mean()),
