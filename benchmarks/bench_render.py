@@ -111,7 +111,7 @@ def bench(cfg_name: str, dev: torch.device, frames: int, batch: int, run_dir: Pa
     # end-to-end forward (what `talk3d render` calls), same frames
     _sync(dev)
     t0 = time.perf_counter()
-    for _ in forward_frames(avatar, clip, np.arange(n_frames) + frame_offset, intrinsics=k, batch_size=batch):
+    for _ in forward_frames(avatar, clip, np.arange(n_frames) + frame_offset, None, k, batch_size=batch):
         pass
     _sync(dev)
     fwd = time.perf_counter() - t0

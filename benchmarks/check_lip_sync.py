@@ -62,7 +62,7 @@ def main() -> None:
                                    fixed.expand(m.num_frames, 4, 4))
 
     def render(frames: np.ndarray) -> torch.Tensor:
-        return torch.cat([fb.out["rgb"] for fb in forward_frames(av, clip, frames, intrinsics=k,
+        return torch.cat([fb.out["rgb"] for fb in forward_frames(av, clip, frames, None, k,
                                                                  batch_size=args.batch)])
 
     train = np.asarray(m.train_frames)

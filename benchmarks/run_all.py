@@ -111,6 +111,21 @@ class Tree:
     """Repository root (scripts in ``root/benchmarks``, the package imported from ``root``)."""
 
 
+def _package_shim(tree: Tree, raw_dir: Path) -> Path:
+    """A folder whose ``talk3d_cli`` / ``talk3d_prep`` link to ``tree``'s ``cli/`` / ``data_prep/``
+    (how pyproject.toml installs them), so a worktree's prep and CLI run, not the installed ones
+    (first on ``PYTHONPATH``: the editable install's finder comes after it). Empty for trees
+    older than the rename, which import ``cli`` and ``data_prep`` from their root."""
+    shim = raw_dir / f"packages_{tree.label}"
+    shim.mkdir(parents=True, exist_ok=True)
+    if "talk3d_prep" in (tree.root / "pyproject.toml").read_text():
+        for name, folder in (("talk3d_cli", "cli"), ("talk3d_prep", "data_prep")):
+            link = shim / name
+            if not link.is_symlink():
+                link.symlink_to(tree.root / folder, target_is_directory=True)
+    return shim
+
+
 def run_bench(bench: Bench, quick: bool, values: dict[str, str], raw_dir: Path, rep: int, timeout: float,
               tree: Tree | None = None) -> dict[str, Any]:
     """Run one script once; return ``{"ok", "seconds", "result"|"error"}``.
@@ -130,7 +145,8 @@ def run_bench(bench: Bench, quick: bool, values: dict[str, str], raw_dir: Path, 
     if not script.is_file():
         return {"ok": False, "seconds": 0.0, "error": f"{bench.script} is not in the {tree.label} tree"}
     cmd = [sys.executable, str(script), *args, bench.out_flag, str(target)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree.root), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(_package_shim(tree, raw_dir)), str(tree.root), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree.root, timeout=timeout, check=False,

@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -248,19 +249,22 @@ class NativeStderrToLog:
 
     def __init__(self) -> None:
         self._held = False
+        self._release: weakref.finalize | None = None
 
     def start(self) -> NativeStderrToLog:
-        """Hold the routing (once per instance); returns self."""
+        """Hold the routing (once per instance); returns self. An instance collected while it
+        holds the routing lets go of it (a tracker never closed does not keep fd 2 piped)."""
         if not self._held:
             self._held = True
             _route.acquire()
+            self._release = weakref.finalize(self, _route.release)
         return self
 
     def stop(self) -> None:
         """Let go of the routing (the last holder restores fd 2); safe to call twice."""
         if self._held:
             self._held = False
-            _route.release()
+            self._release()
 
     def __enter__(self) -> NativeStderrToLog:
         return self.start()

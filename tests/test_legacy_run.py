@@ -96,3 +96,40 @@ def test_a_run_with_a_retired_model_choice_is_refused_in_one_line(tmp_path: Path
         load_run(run)
     assert "decoder_activation='softplus' is no longer supported" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_old_checkpoint_after_the_lip_pretraining_resumes_without_repeating_it(tmp_path: Path, one_thread) -> None:
+    """The step-6 checkpoint predates the 'progress' record: its metrics say the pretraining ran,
+    so the resumed audio steps keep the lip encoder exactly as the checkpoint holds it."""
+    from talk3d.fit.trainer import fit
+    from talk3d.model.avatar import Avatar
+    from talk3d.model.config import ModelConfig
+    from tests.fixtures.make_legacy_run import fit_config
+    from tests.tiny_data import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data", seed=0)
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY, run)
+    for name in ("avatar.json", "avatar.safetensors"):
+        (run / name).unlink()
+    sidecar = json.loads((run / "checkpoints" / "step_0000006.json").read_text())
+    assert "progress" not in sidecar and "lip_code_mse" in sidecar["metrics"]
+    res = fit(data, run, fit_config(8, 3, 5, 0))
+    assert res.start_step == 6 and res.steps == 8
+    before = {_current_key(k[len("model."):]): v
+              for k, v in load_file(str(LEGACY / "checkpoints" / "step_0000006.safetensors")).items()
+              if k.startswith("model.")}
+    after = load_file(str(run / "avatar.safetensors"))
+    shell = Avatar(ModelConfig.from_dict(sidecar["config"]["model"]))
+    lip = {id(p) for p in shell.parameter_sets()["lip_encoder"]}
+    lip_names = [n for n, p in shell.named_parameters() if id(p) in lip]
+    assert lip_names and all(torch.equal(before[n], after[n]) for n in lip_names)
+    assert not torch.equal(before["mouth_basis"], after["mouth_basis"])  # the other parameters trained
+
+
+def test_a_renamed_loss_setting_names_its_new_name() -> None:
+    from talk3d.errors import UserError
+    from talk3d.fit.config import apply_override, tiny_config
+
+    with pytest.raises(UserError, match="use --set loss.l1_neural="):
+        apply_override(tiny_config(), "loss.l1_lr=0.3")

@@ -222,6 +222,8 @@ def apply_override(cfg: FitConfig, assignment: str) -> None:
         target = getattr(target, part)
     name = parts[-1]
     names = {f.name for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else set()
+    if parts[:-1] == ["loss"] and name in RENAMED_LOSS:
+        raise UserError(f"'{key}' was renamed: use --set loss.{RENAMED_LOSS[name]}=...")
     if name not in names:
         raise UserError(f"unknown setting '{key}'; known at that level: {', '.join(sorted(names))}")
     current = getattr(target, name)

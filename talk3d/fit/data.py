@@ -58,7 +58,7 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size and image.shape[1] == size:
         return image
     img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    out = resize(img, size)[0].permute(1, 2, 0).round().clamp(0, 255)
+    out = (resize(img, size)[0].permute(1, 2, 0) + 0.5).floor().clamp(0, 255)
     return out.to(torch.uint8).numpy()
 
 
@@ -134,29 +134,29 @@ class TrainingData:
     def batch(self, indices: Sequence[int], device: torch.device | str = "cpu") -> dict:
         """The training batch of the given frames (shapes in docs/architecture.md)."""
         idx = np.asarray(list(indices), dtype=np.int64)
-        if idx.size == 0:
-            raise ValueError("batch needs at least one frame index")
-        rgb, mask = zip(*(self._frame(int(i)) for i in idx), strict=True)
-        image = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0
-        labels = torch.from_numpy(np.stack(mask)).long()[:, None]
-        landmarks = np.asarray(self.dataset.landmarks[idx], dtype=np.float32) * self.scale
-        boxes = mouth_boxes(landmarks, self.out_res, self.mouth_margin)
-        cam2world = torch.from_numpy(self.poses[idx])
-        cond = self.clip.conditioning(idx)
+        out = self._images(idx)
         b = len(idx)
-        out = {
-            "image": image,
-            "mask": labels,
-            "cam2world": cam2world,
+        out.update({
+            "cam2world": torch.from_numpy(self.poses[idx]),
             "intrinsics": torch.from_numpy(self.intrinsics).expand(b, 3, 3).clone(),
-            "cond": cond,
-            "landmarks": torch.from_numpy(landmarks),
-            "mouth_box": torch.from_numpy(boxes),
+            "cond": self.clip.conditioning(idx),
             "frame_index": torch.from_numpy(idx),
-        }
+        })
         if self.mouth_codes is not None:
             out["mouth_code"] = torch.from_numpy(self.mouth_codes[idx])
         return to_device(out, device)
+
+    def _images(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """``image (B, 3, H, W)`` in [0, 1], ``mask (B, 1, H, W)`` labels, ``landmarks (B, 478, 3)``
+        at the output resolution and ``mouth_box (B, 4)`` of frames ``idx (B,)``."""
+        if idx.size == 0:
+            raise ValueError("batch needs at least one frame index")
+        rgb, mask = zip(*(self._frame(int(i)) for i in idx), strict=True)
+        landmarks = np.asarray(self.dataset.landmarks[idx], dtype=np.float32) * self.scale
+        return {"image": torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0,
+                "mask": torch.from_numpy(np.stack(mask)).long()[:, None],
+                "landmarks": torch.from_numpy(landmarks),
+                "mouth_box": torch.from_numpy(mouth_boxes(landmarks, self.out_res, self.mouth_margin))}
 
     def conditioning(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """The model's conditioning of dataset frames ``indices (B,)`` (self-driven), CPU."""
@@ -165,8 +165,12 @@ class TrainingData:
     def targets(self, indices: Sequence[int] | np.ndarray, device: torch.device | str = "cpu") -> dict:
         """What a render of frames ``indices (B,)`` is measured against: ``image (B, 3, H, W)``
         in [0, 1] and ``mouth_box (B, 4)`` (as in :meth:`batch`)."""
-        b = self.batch(indices)
-        return to_device({"image": b["image"], "mouth_box": b["mouth_box"]}, device)
+        images = self._images(np.asarray(list(indices), dtype=np.int64))
+        return to_device({"image": images["image"], "mouth_box": images["mouth_box"]}, device)
+
+    def set_model_config(self, model_config: ModelConfig) -> None:
+        """Use ``model_config`` from now on (its window sizes shape the conditioning)."""
+        self.model_config = self.clip.cfg = model_config
 
     def train_index_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
         """Endless arrays of training frame indices (reshuffled every epoch, deterministic in ``seed``).

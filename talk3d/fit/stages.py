@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +27,7 @@ from talk3d.face.landmarks import mouth_opening
 from talk3d.fit.config import FitConfig
 from talk3d.fit.data import TrainingData
 from talk3d.fit.lipsync import AudioAugment, pretrain_mouth_head, rest_code
+from talk3d.model.losses import LossWeights
 from talk3d.model.noise import FrameNoise
 
 
@@ -46,7 +45,8 @@ class Stage:
     mouth_factor: float = 1.0
     """Multiplier of the mouth-region loss weight."""
     frozen: tuple[str, ...] = ()
-    """Parameter sets of the model that do not train in this stage (see :meth:`Fit.frozen_parameters`)."""
+    """Parameter sets of the model that do not train in this stage (named in
+    :meth:`talk3d.model.avatar.Avatar.parameter_sets`)."""
     pretrain_lips: bool = False
     """Run the lip pretraining on entry when the fit has not yet run it."""
 
@@ -54,7 +54,7 @@ class Stage:
     def end(self) -> int:
         return self.start + self.steps
 
-    def weights(self, base: Any) -> Any:
+    def weights(self, base: LossWeights) -> LossWeights:
         """The :class:`talk3d.model.losses.LossWeights` of this stage from the fit's ``base``."""
         if self.mouth_factor == 1.0:
             return base
@@ -182,5 +182,3 @@ def apply_frozen(named_sets: dict[str, list[torch.nn.Parameter]], model: torch.n
         p.requires_grad_(trains)
     return changed
 
-
-ConditioningHook = Callable[[dict, FrameNoise], None]

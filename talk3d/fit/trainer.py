@@ -128,7 +128,7 @@ def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], devi
     ps, ss, ms = [], [], []
     first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
     idx = np.asarray(frames, dtype=np.int64)
-    for fb in forward_frames(model, data.clip, idx, intrinsics=data.intrinsics, batch_size=chunk,
+    for fb in forward_frames(model, data.clip, idx, None, data.intrinsics, batch_size=chunk,
                              forward=lambda c, k, cond: _forward(model, c, k, cond, amp)):
         target = data.targets(idx[fb.positions], device)
         out, image = fb.out, target["image"]
@@ -180,7 +180,7 @@ class Fit:
         if cfg.model.audio_dim != self.data.manifest.audio_feature_dim:  # the model's audio input follows the data
             cfg.model.audio_dim = self.data.manifest.audio_feature_dim
             cfg = finalize(cfg)
-            self.data.model_config = cfg.model
+            self.data.set_model_config(cfg.model)
         if len(self.data.train_indices) < cfg.min_frames:
             raise UserError(f"dataset '{dataset_dir}' has only {len(self.data.train_indices)} training frames, at "
                             f"least {cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")

@@ -16,6 +16,8 @@ from talk3d.model.config import ModelConfig
 
 POSE_DIM = 10
 """Size of :func:`pose_vector`: 6D rotation, unit camera position, log distance."""
+
+
 def pose_vector(cam2world: torch.Tensor) -> torch.Tensor:
     """Pose features of cameras: 6D rotation, unit camera position, log distance.
 
@@ -103,10 +105,11 @@ class TokenEncoder(nn.Module):
     """Conditioning dict -> tokens ``(B, A + 3 [+ 1], token_dim)``.
 
     Audio: :class:`talk3d.model.audio_encoder.AudioEncoder` (``audio``) turns each window entry
-    into a token (plus a position and a type embedding) and smooths over neighbouring frames. With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts
-    a ``K``-number lip-motion code (trained against tracked lip landmarks), which becomes one
-    more token; the audio tokens then reach the U-Net detached (the encoder is trained by the
-    code loss only). Blink and pose -> one token each; plus a learned null token (lets attention
+    into a token (plus a position and a type embedding) and smooths over neighbouring frames.
+    With ``cfg.mouth_code = K > 0`` a head reads the whole smoothed window and predicts a
+    ``K``-number lip-motion code, which becomes one more token; the audio tokens then reach the
+    U-Net detached (the fit's lip pretraining, against tracked lip landmarks, is all that trains
+    the encoder). Blink and pose -> one token each; plus a learned null token (lets attention
     attend to "nothing").
     """
 
@@ -157,7 +160,7 @@ class TokenEncoder(nn.Module):
             tp = self.type_emb[2].expand(b, 1, -1)
         parts, code = [ta, tb, tp, self.null.expand(b, 1, -1)], None
         if self.cfg.mouth_code > 0:
-            # The audio encoder learns from the lip-code loss alone: the image loss reaching
+            # The audio encoder learns from the lip code alone: the image loss reaching
             # it through the U-Net's attention undid the lip prediction within 50 steps.
             parts[0] = ta.detach()
             code = self.mouth_head(ta)

@@ -82,7 +82,7 @@ Forward = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], dict[s
 
 
 def forward_frames(avatar: torch.nn.Module, clip: DrivingClip, frames: np.ndarray | Sequence[int],
-                   cameras: torch.Tensor | None = None, intrinsics: torch.Tensor | np.ndarray | None = None,
+                   cameras: torch.Tensor | None, intrinsics: torch.Tensor | np.ndarray,
                    batch_size: int = 4, forward: Forward | None = None,
                    before_batch: Callable[[], None] | None = None) -> Iterator[FrameBatch]:
     """Render ``frames`` of ``clip`` batch by batch, without gradients.
@@ -90,8 +90,8 @@ def forward_frames(avatar: torch.nn.Module, clip: DrivingClip, frames: np.ndarra
     Args:
         avatar: a :class:`talk3d.model.avatar.Avatar` (its device is used).
         frames: ``(F,)`` clip frames to condition on.
-        cameras: ``(F, 4, 4)`` render cameras (default: the clip's poses of ``frames``).
-        intrinsics: ``(3, 3)`` normalised intrinsics.
+        cameras: ``(F, 4, 4)`` render cameras, or None for the clip's poses of ``frames``.
+        intrinsics: ``(3, 3)`` normalised intrinsics (shared by every frame).
         batch_size: frames per forward pass.
         forward: the forward pass (default ``avatar(cameras, intrinsics, cond)``).
         before_batch: called before each batch (e.g. :func:`talk3d.threads.rebalance`).
@@ -101,6 +101,8 @@ def forward_frames(avatar: torch.nn.Module, clip: DrivingClip, frames: np.ndarra
     idx = np.asarray(frames, dtype=np.int64)
     device = next(avatar.parameters()).device
     cams = clip.poses[torch.from_numpy(idx)] if cameras is None else cameras
+    if cams.shape[0] != idx.size:
+        raise ValueError(f"{cams.shape[0]} cameras for {idx.size} frames")
     k = as_tensor(intrinsics).to(device)
     run = forward or (lambda c, kk, cond: avatar(c, kk, cond))
     for start in range(0, idx.size, batch_size):

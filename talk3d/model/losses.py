@@ -166,8 +166,9 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
         avatar: the model (for the landmark prior and the identity triplane).
         weights: :class:`LossWeights`.
     Returns:
-        dict of scalar tensors: ``total`` plus each computed term (unweighted) and ``psnr``
-        (detached, output resolution).
+        dict of scalar tensors: ``total`` (the weighted sum) plus each computed term (unweighted),
+        and, logged only (not in ``total``): ``psnr`` (of the batch's mean squared error, output
+        resolution) and ``mouth_code`` (MSE of the predicted lip code, when the batch has tracked codes).
     """
     w = weights
     image = batch["image"].to(outputs["rgb"])
@@ -205,5 +206,5 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     out["total"] = total
     if "mouth_code" in outputs and "mouth_code" in batch:  # logged only: the lip pretraining trains the code
         out["mouth_code"] = (outputs["mouth_code"] - batch["mouth_code"].to(image)).detach().pow(2).mean()
-    out["psnr"] = psnr(rgb.detach(), image).mean()
+    out["psnr"] = psnr(rgb.detach().flatten(0, 1)[None], image.flatten(0, 1)[None])[0]  # of the batch's MSE
     return out

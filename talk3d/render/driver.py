@@ -23,6 +23,7 @@ from talk3d.console import info, make_progress, warn
 from talk3d.device import resolve_device
 from talk3d.errors import UserError
 from talk3d.folders import check_separate
+from talk3d.image import resize
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
 from talk3d.render import outputs, paths
@@ -227,7 +228,7 @@ class _Outputs:
             self.video.write(img)
         if self.depth is not None:
             dmap = outputs.colorize_depth(res["depth"], res["alpha"], *self.near_far)
-            for img in outputs.to_uint8(outputs.resize(dmap, res["rgb"].shape[-1])):
+            for img in outputs.to_uint8(resize(dmap, res["rgb"].shape[-1])):
                 self.depth.write(img)
         if self.alpha is not None:
             outputs.write_rgba_frames(self.alpha, first, outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
@@ -256,15 +257,18 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
         out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius))
         bar = stack.enter_context(make_progress())
         task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
-        batches = forward_frames(avatar, clip, drive.frame_indices, drive.cameras, k,
-                                 cfg.batch or (8 if device.type == "cuda" else 1),
-                                 forward=lambda c, kk, cond: _forward(avatar, c, kk, cond, cfg, size),
-                                 before_batch=threads.rebalance)
-        t = time.perf_counter()
-        for fb in batches:
+
+        def timed_forward(c: torch.Tensor, kk: torch.Tensor, cond: dict[str, torch.Tensor]) -> dict:
+            t0 = time.perf_counter()
+            res = _forward(avatar, c, kk, cond, cfg, size)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            timings["model"] += time.perf_counter() - t
+            timings["model"] += time.perf_counter() - t0  # the model alone: what "frames/s" reports
+            return res
+
+        for fb in forward_frames(avatar, clip, drive.frame_indices, drive.cameras, k,
+                                 cfg.batch or (8 if device.type == "cuda" else 1), forward=timed_forward,
+                                 before_batch=threads.rebalance):
             t = time.perf_counter()
             out.write(fb.positions.start, fb.out)
             timings["write"] += time.perf_counter() - t
@@ -276,7 +280,6 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
                     timings["mpi"] += time.perf_counter() - t
             bar.update(task, advance=fb.positions.stop - fb.positions.start,
                        status=f"{fb.positions.stop / max(timings['model'], 1e-9):.1f} frames/s")
-            t = time.perf_counter()
     return out.extra
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from talk3d.errors import UserError
-from talk3d.image import resize  # noqa: F401  (re-exported for the render driver)
+from talk3d.image import resize
 
 
 def depth_path(out_path: Path) -> Path:
