@@ -33,9 +33,9 @@ def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] |
         avatar.cfg.coarse_samples, avatar.cfg.importance_samples = samples
     try:
         with torch.no_grad():
-            _forward(avatar, batches[0], "audio", False)  # warm-up
+            _forward(avatar, batches[0]["cam2world"], batches[0]["intrinsics"], batches[0]["cond"], False)  # warm-up
             t0 = time.perf_counter()
-            images = [_forward(avatar, b, "audio", False)["rgb"] for b in batches]
+            images = [_forward(avatar, b["cam2world"], b["intrinsics"], b["cond"], False)["rgb"] for b in batches]
             ms = (time.perf_counter() - t0) / len(batches) * 1000
     finally:
         avatar.cfg.coarse_samples, avatar.cfg.importance_samples = saved
@@ -51,6 +51,7 @@ def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] |
 def main() -> None:
     from talk3d.fit.checkpoint import load_run
     from talk3d.fit.data import TrainingData
+    from talk3d.image import psnr
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="fitted run folder")
@@ -72,9 +73,10 @@ def main() -> None:
     for text in args.samples.split(","):
         samples = tuple(int(x) for x in text.split("/"))
         res = render_variant(avatar, batches, grid, samples, reference=False)  # type: ignore[arg-type]
-        diff = res.pop("images") - ref["images"]
+        res_images = res.pop("images")
+        diff = res_images - ref["images"]
         rows.append({"path": f"grid + bag {text}", **res,
-                     "psnr_vs_reference": float(-10 * torch.log10(diff.pow(2).mean().clamp_min(1e-12))),
+                     "psnr_vs_reference": float(psnr(res_images.flatten(0, 1)[None], ref["images"].flatten(0, 1)[None])[0]),
                      "max_abs_vs_reference": float(diff.abs().max())})
     report = {"run": str(args.run), "frames": len(frames), "occupied_fraction": float(grid.occupied.float().mean()),
               "threads": torch.get_num_threads(), "rows": rows}

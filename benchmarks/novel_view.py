@@ -203,12 +203,11 @@ def _box(mask: np.ndarray, pad: int = 4) -> tuple[slice, slice]:
 
 
 def _metrics(pred: torch.Tensor, truth: torch.Tensor, person: torch.Tensor, head: tuple[slice, slice]) -> dict:
-    from talk3d.eval.metrics import psnr, ssim
+    from talk3d.image import masked_psnr, psnr, ssim
 
-    mse = (((pred - truth) ** 2).mean(0)[person]).mean().clamp_min(1e-12)
     hp, ht = pred[:, head[0], head[1]], truth[:, head[0], head[1]]
     return {"psnr": float(psnr(pred, truth)[0]), "ssim": float(ssim(pred, truth)[0]),
-            "person_psnr": float(-10 * torch.log10(mse)), "head_psnr": float(psnr(hp, ht)[0]),
+            "person_psnr": float(masked_psnr(pred, truth, person)[0]), "head_psnr": float(psnr(hp, ht)[0]),
             "head_ssim": float(ssim(hp, ht)[0])}
 
 
@@ -222,6 +221,7 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
     from talk3d.camera import orbit
     from talk3d.dataset import TalkingHeadDataset
     from talk3d.fit.checkpoint import load_run
+    from talk3d.image import psnr
     from talk3d.model.drive import conditioning_for
     from talk3d.synthetic.clip import SyntheticScene
 
@@ -247,9 +247,7 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
 
     cam0 = poses[torch.from_numpy(idx)]
     base = av(cam0, k.expand(len(idx), 3, 3), cond, out_size=size)
-    align = [float(-10 * np.log10(np.mean((to_t(scene.render(int(i), size=size).rgb).numpy()
-                                           - to_t(ds.frame(int(i))).numpy()) ** 2)))
-             for i in idx]
+    align = [float(psnr(to_t(scene.render(int(i), size=size).rgb), to_t(ds.frame(int(i))))[0]) for i in idx]
     per_yaw: dict[str, Any] = {}
     strip_rows = []
     for yaw in cfg.yaws:

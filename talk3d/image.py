@@ -45,6 +45,21 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(mse > 0, -10.0 * torch.log10(mse.clamp_min(1e-30)), torch.full_like(mse, math.inf))
 
 
+def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR over the pixels where ``mask`` is true (e.g. the person or the head).
+
+    Args:
+        pred, target: ``(B, C, H, W)`` or ``(C, H, W)``.
+        mask: ``(B, H, W)`` or ``(H, W)`` bool (every image needs at least one pixel).
+    Returns:
+        ``(B,)`` PSNR over the masked pixels' mean squared error (all channels); ``inf`` where equal.
+    """
+    pred, target = _as_batch(pred), _as_batch(target)
+    keep = mask.expand(pred.shape[0], *pred.shape[-2:])[:, None].to(pred.dtype)
+    mse = ((pred - target) ** 2 * keep).flatten(1).sum(1) / (keep.flatten(1).sum(1) * pred.shape[1])
+    return torch.where(mse > 0, -10.0 * torch.log10(mse.clamp_min(1e-30)), torch.full_like(mse, math.inf))
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor, window_size: int = 11) -> torch.Tensor:
     """Per-image mean SSIM (kornia, Gaussian window sigma 1.5).
 

@@ -116,3 +116,16 @@ def test_finite_mean():
     assert math.isinf(metrics.finite_mean([math.inf, math.inf]))
     assert metrics.finite_mean([1.0, math.inf, 3.0]) == 2.0
     assert math.isnan(metrics.finite_mean([]))
+
+
+def test_masked_psnr_counts_only_the_masked_pixels() -> None:
+    from talk3d.image import masked_psnr, psnr
+
+    a = torch.zeros(3, 8, 8)
+    b = a.clone()
+    b[:, :4] = 0.1  # error only in the top half
+    top = torch.zeros(8, 8, dtype=torch.bool)
+    top[:4] = True
+    assert float(masked_psnr(b, a, top)[0]) == pytest.approx(20.0, abs=1e-4)  # MSE 0.01 where it counts
+    assert float(masked_psnr(b, a, ~top)[0]) == float("inf")
+    assert float(masked_psnr(b, a, torch.ones(8, 8, dtype=torch.bool))[0]) == pytest.approx(float(psnr(b, a)[0]))
