@@ -133,11 +133,13 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="time this fitted run instead of random models")
     ap.add_argument("--samples", default=None, help="coarse,importance samples at render time, e.g. 16,16")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--devices", default=None, help="comma-separated devices (default: cpu, and cuda when present)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     samples = tuple(int(x) for x in args.samples.split(",")) if args.samples else None
-    devs = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devs = ([torch.device(d) for d in args.devices.split(",")] if args.devices else
+            [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []))
     rows = []
     for dev in devs:
         for name in (["run"] if args.run else args.sizes.split(",")):

@@ -1,0 +1,251 @@
+"""The GPU check in one call: build the CUDA kernels, test them, time them against the twin,
+fit ``--preset full`` with each path, time 512^2 rendering, record the machine.
+
+On the GPU machine (the exact ``device`` call is in docs/cuda.md):
+
+    python3 benchmarks/gpu/run.py --carry gpu_carry --out "$OUT"
+
+Here, as the test suite does (tiny sizes, CPU, no CUDA parts), so the script cannot rot:
+
+    python3 benchmarks/gpu/run.py --dry-run --data TINY_DATASET --out /tmp/gpu_dry
+
+Every step runs as a subprocess with its own time limit, inside an overall deadline; a step
+that fails or runs out of time is recorded with the end of its output and the next step
+runs. Writes ``summary.json``, ``summary.md`` and ``logs/`` under ``--out``; prints the
+markdown table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = {"kernel_speedup": 3.0, "render_fps_512": 100.0}
+"""Issue 21: kernels >= 3x the twin (forward + backward) with no more memory; 512^2 render >= 100 frames/s."""
+
+
+@dataclass
+class Plan:
+    """Sizes and time limits of one check (the GPU one, or the CPU dry run)."""
+
+    device: str
+    fit_args: list[str]
+    fit_steps: int
+    fit_limit_s: float
+    render_batches: tuple[int, ...]
+    render_frames: int
+    bench_cuda_args: list[str]
+    deadline_s: float
+    paths: tuple[str, ...] = ("cuda", "torch")
+    cuda: bool = True
+
+
+def gpu_plan(deadline_s: float) -> Plan:
+    """The check on a lent GPU: about 7 minutes."""
+    return Plan(device="cuda", fit_steps=600, fit_limit_s=110.0, render_batches=(1, 4, 16), render_frames=64,
+                fit_args=["--preset", "full", "--set", "final_val_frames=16", "--set", "val_frames=8"],
+                bench_cuda_args=["--repeats", "10"], deadline_s=deadline_s)
+
+
+def dry_plan(deadline_s: float) -> Plan:
+    """The same steps on a CPU at test sizes (seconds): no kernel build, the twin only."""
+    tiny = ["model.triplane_res=16", "model.triplane_channels=8", "model.decoder_hidden=16",
+            "model.feature_channels=8", "model.coarse_samples=4", "model.importance_samples=4",
+            "model.token_dim=16", "model.attn_heads=2", "model.unet_widths=[8,16]", "model.unet_attn_res=8",
+            "model.sr_widths=[16,8,8]", "model.occupancy_res=8", "min_frames=1", "mouth_pretrain_steps=5",
+            "final_val_frames=2", "val_frames=2", "threads=1"]
+    return Plan(device="cpu", fit_steps=4, fit_limit_s=120.0, render_batches=(1, 2), render_frames=2,
+                fit_args=["--preset", "quick", "--size", "32", "--device", "cpu",
+                          *[a for t in tiny for a in ("--set", t)]],
+                bench_cuda_args=["--res", "8", "--plane-res", "16", "--samples", "8", "--repeats", "1",
+                                 "--batch", "1"],
+                deadline_s=deadline_s, paths=("torch",), cuda=False)
+
+
+@dataclass
+class Runner:
+    """Runs the steps' commands with the carried packages importable, inside the deadline."""
+
+    out: Path
+    env: dict[str, str]
+    deadline: float
+    steps: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, name: str, cmd: list[str], limit_s: float, extra_env: dict[str, str] | None = None) -> dict:
+        """Run ``cmd`` for at most ``limit_s`` (and never past the deadline); its record."""
+        left = self.deadline - time.monotonic()
+        limit = max(1.0, min(limit_s, left - 5.0))
+        t0 = time.monotonic()
+        log = self.out / "logs" / f"{name}.log"
+        rec: dict[str, Any] = {"cmd": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd)}
+        if left < 10.0:
+            rec.update(ok=False, error="skipped: the overall deadline was reached")
+        else:
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT, check=False,
+                                      env={**self.env, **(extra_env or {})})
+                text = proc.stdout + proc.stderr
+                rec.update(ok=proc.returncode == 0, rc=proc.returncode)
+            except subprocess.TimeoutExpired as exc:
+                text = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+                rec.update(ok=False, error=f"stopped after its limit of {limit:.0f} s")
+            log.write_text(text)
+            if not rec["ok"]:
+                rec.setdefault("error", text.strip().splitlines()[-1][:300] if text.strip() else "no output")
+        rec["seconds"] = round(time.monotonic() - t0, 2)
+        self.steps[name] = rec
+        print(f"{name}: {'ok' if rec['ok'] else 'FAILED'} in {rec['seconds']:.0f} s", flush=True)
+        return rec
+
+
+def carried_environment(carry: Path | None, work: Path) -> dict[str, str]:
+    """``PYTHONPATH`` with the carried wheels installed into ``work/site`` (no network, no
+    dependencies) and ``talk3d_cli`` / ``talk3d_prep`` linked to this tree's ``cli/`` / ``data_prep/``."""
+    shim = work / "packages"
+    shim.mkdir(parents=True, exist_ok=True)
+    for name, folder in (("talk3d_cli", "cli"), ("talk3d_prep", "data_prep")):
+        if not (shim / name).is_symlink():
+            (shim / name).symlink_to(ROOT / folder, target_is_directory=True)
+    paths = [str(shim), str(ROOT)]
+    wheels = sorted((carry / "wheels").glob("*.whl")) if carry is not None else []
+    if wheels:
+        site = work / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", "--target",
+                        str(site), *map(str, wheels)], check=True)
+        paths.append(str(site))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def machine(env: dict[str, str]) -> dict[str, Any]:
+    """GPU, driver and versions, read by a subprocess with the carried packages."""
+    code = ("import json, platform, torch, kornia, numpy; d = torch.cuda.is_available(); print(json.dumps({"
+            "'python': platform.python_version(), 'torch': torch.__version__, 'cuda': torch.version.cuda, "
+            "'kornia': kornia.__version__, 'numpy': numpy.__version__, "
+            "'gpu': torch.cuda.get_device_name(0) if d else None, "
+            "'capability': list(torch.cuda.get_device_capability(0)) if d else None, "
+            "'gpu_memory_gib': round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if d else None}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    info: dict[str, Any] = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
+    info["cpu"] = platform.processor() or platform.machine()
+    info["cores"] = os.cpu_count()
+    for key, cmd in (("driver", ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]),
+                     ("nvcc", ["nvcc", "--version"])):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+            info[key] = res.stdout.strip().splitlines()[-1] if res.returncode == 0 and res.stdout.strip() else None
+        except (OSError, subprocess.TimeoutExpired):
+            info[key] = None
+    return info
+
+
+def fit_records(run_dir: Path) -> dict[str, Any]:
+    """s/step and held-out PSNR by step from a fit's ``metrics.jsonl`` (also of a fit stopped early)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "sec_per_step" in r]
+    val = {r["step"]: round(r["val_psnr"], 3) for r in rows if "val_psnr" in r}
+    tail = [r["sec_per_step"] for r in train[len(train) // 2:]]
+    return {"steps": max((r["step"] for r in rows), default=0), "val_psnr": val,
+            "sec_per_step": round(sorted(tail)[len(tail) // 2], 4) if tail else None}
+
+
+def run_fits(runner: Runner, plan: Plan, data: Path, work: Path) -> dict[str, Any]:
+    """The same fit with each rendering path; held-out PSNR at the same steps."""
+    every = max(1, plan.fit_steps // 3)
+    results = {}
+    for path in plan.paths:
+        run_dir = work / f"fit_{path}"
+        cmd = [sys.executable, "-m", "talk3d_cli.main", "fit", str(data), "-o", str(run_dir), "--force", "--quiet",
+               "--steps", str(plan.fit_steps), *plan.fit_args, "--set", f"val_every={every}",
+               "--set", f"checkpoint_every={every}"]
+        rec = runner.run(f"fit_{path}", cmd, plan.fit_limit_s, {"TALK3D_RENDER_IMPL": path})
+        results[path] = {**fit_records(run_dir), "finished": rec["ok"], "run": str(run_dir)}
+    return results
+
+
+def run_renders(runner: Runner, plan: Plan, run_dir: Path, work: Path) -> dict[str, Any]:
+    """Frames/s of the fitted avatar at its own size, per path and batch (model only, no encoding)."""
+    results: dict[str, Any] = {}
+    for path in plan.paths:
+        for batch in plan.render_batches:
+            out = work / f"render_{path}_{batch}"
+            cmd = [sys.executable, "benchmarks/bench_render.py", "--run", str(run_dir), "--frames",
+                   str(plan.render_frames), "--batch", str(batch), "--devices", plan.device, "--out", str(out)]
+            rec = runner.run(f"render_{path}_b{batch}", cmd, 60.0, {"TALK3D_RENDER_IMPL": path})
+            if rec["ok"]:
+                row = json.loads((out / "bench_render.json").read_text())["results"][0]
+                results.setdefault(path, {})[str(batch)] = {"fps": round(row["fps_forward"], 2),
+                                                            "out_res": row["out_res"], "ms": row["ms_per_frame"]}
+    return results
+
+
+def summarise(report: dict[str, Any]) -> str:
+    """The markdown summary: machine, steps, figures against the targets."""
+    m = report["machine"]
+    lines = ["# GPU check", "", f"{m.get('gpu')} (driver {m.get('driver')}, CUDA {m.get('cuda')}), torch "
+             f"{m.get('torch')}, Python {m.get('python')}; {report['seconds']:.0f} s in all"
+             + (" (CPU dry run)" if report["dry_run"] else ""), "", "| step | result | seconds |", "| --- | --- | --- |"]
+    for name, rec in report["steps"].items():
+        lines.append(f"| {name} | {'ok' if rec['ok'] else 'FAILED: ' + rec.get('error', '')} | {rec['seconds']} |")
+    lines += ["", "| path | fit s/step | fit steps | held-out PSNR by step | render frames/s by batch |",
+              "| --- | --- | --- | --- | --- |"]
+    for path in report["fits"]:
+        f, r = report["fits"][path], report["render"].get(path, {})
+        lines.append(f"| {path} | {f.get('sec_per_step')} | {f.get('steps')} | {f.get('val_psnr')} | "
+                     f"{ {b: v['fps'] for b, v in r.items()} } |")
+    lines += ["", f"Targets: kernels >= {TARGETS['kernel_speedup']}x the twin (bench_cuda.json), 512^2 render >= "
+              f"{TARGETS['render_fps_512']} frames/s on the CUDA path."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--carry", type=Path, default=ROOT / "gpu_carry", help="folder from benchmarks/gpu/prepare.py")
+    ap.add_argument("--data", type=Path, default=None, help="prepared dataset (default: the one in --carry/data)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for summary.json, summary.md and logs/")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, test sizes, no CUDA parts (the test suite runs this)")
+    ap.add_argument("--deadline", type=float, default=480.0, help="seconds for everything")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    plan = dry_plan(args.deadline) if args.dry_run else gpu_plan(args.deadline)
+    data = args.data or next(iter(sorted((args.carry / "data").iterdir())), None)
+    if data is None or not (data / "manifest.json").is_file():
+        sys.exit(f"no prepared dataset: give --data or run benchmarks/gpu/prepare.py ({args.carry / 'data'})")
+    work = args.out / "work"
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    env = carried_environment(None if args.dry_run else args.carry, work)
+    runner = Runner(args.out, env, t0 + plan.deadline_s)
+    report: dict[str, Any] = {"dry_run": args.dry_run, "machine": machine(env), "data": str(data)}
+    if plan.cuda:
+        runner.run("build_kernels", [sys.executable, "-c", "import cuda_ext; cuda_ext.load_extension(strict=True)"],
+                   240.0)
+        runner.run("test_cuda_kernels", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                         "tests/test_cuda_kernels.py"], 120.0)
+    runner.run("bench_cuda", [sys.executable, "benchmarks/bench_cuda.py", *plan.bench_cuda_args, "--out",
+                              str(args.out / "bench_cuda.json")], 90.0)
+    report["fits"] = run_fits(runner, plan, data, work)
+    first = work / f"fit_{plan.paths[0]}"
+    report["render"] = run_renders(runner, plan, first, work) if (first / "checkpoints").is_dir() else {}
+    bench = args.out / "bench_cuda.json"
+    report["bench_cuda"] = json.loads(bench.read_text()) if bench.is_file() else None
+    report["steps"], report["seconds"] = runner.steps, round(time.monotonic() - t0, 1)
+    (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = summarise(report)
+    (args.out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
