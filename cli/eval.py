@@ -13,10 +13,13 @@ from talk3d_cli.common import DEVICE_HELP, FORCE_HELP, QUIET_HELP, apply_quiet, 
 def command(
     run_dir: Path = typer.Argument(..., help="Run folder written by 'talk3d fit'."),
     audio: list[Path] = typer.Option([], "--audio", "-a", help="Driving audio for the cross-driven figures (repeatable)."),
+    drive_video: list[Path] = typer.Option(
+        [], "--drive-video", help="Driving clip with video (repeatable): the avatar's mouth, driven by its audio at a "
+        "fixed pose, against the speaker's own tracked mouth (correlation, closure recall, range)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/eval)."),
     frames: int = typer.Option(50, "--frames", help="Held-out frames evaluated (self-driven suite)."),
     view_frames: int = typer.Option(8, "--view-frames", help="Held-out frames rendered per novel view."),
-    seconds: float = typer.Option(6.0, "--seconds", help="Seconds of each driving audio rendered."),
+    seconds: float = typer.Option(6.0, "--seconds", help="Seconds of each driving audio or clip rendered."),
     vad: str = typer.Option("auto", "--vad", help="Voice activity detector: auto, silero or energy."),
     video: bool = typer.Option(True, "--video/--no-video", help="Write the side-by-side comparison video."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per forward pass."),
@@ -33,7 +36,8 @@ def command(
         raise UserError(f"--vad must be auto, silero or energy, not '{vad}'")
     if frames < 3 or view_frames < 1 or not 0 < seconds <= 3600 or batch_size < 1:
         raise UserError("--frames must be >= 3, --view-frames and --batch-size >= 1, --seconds between 0 and 3600")
-    cfg = EvalConfig(audio=[str(a) for a in audio], out=str(out) if out else None, device=device,
+    cfg = EvalConfig(audio=[str(a) for a in audio], drive_videos=[str(c) for c in drive_video],
+                     out=str(out) if out else None, device=device,
                      max_val_frames=frames, view_frames=view_frames, max_cross_seconds=seconds, vad=vad,
                      video=video, batch_size=batch_size, force=force)
     evaluate(run_dir, cfg)

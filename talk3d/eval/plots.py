@@ -98,6 +98,28 @@ def plot_mouth(fps: float, self_driven: dict[str, np.ndarray] | None,
     _save(plt, fig, path)
 
 
+def plot_drive(fps: float, clips: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]],
+               path: str | os.PathLike) -> None:
+    """One panel per driving clip: the speaker's tracked mouth opening and the avatar's, over time.
+
+    Args:
+        clips: ``(name, speaker (F,), avatar (F,), figures)`` per clip (figures of
+            :func:`talk3d.eval.drive_video.video_driven`).
+    """
+    plt, fig, axes = _figure(max(len(clips), 1))
+    for ax, (name, speaker, avatar, f) in zip(axes, clips, strict=False):
+        t = np.arange(len(speaker)) / fps
+        ax.plot(t, speaker, color="k", label="driving speaker (tracked)")
+        ax.plot(t, avatar, color="tab:red", label="avatar (tracked in the render)")
+        ax.set_title(f"{name}: correlation {_num(f['opening_corr']):.2f} (lag {f['opening_corr_lag_frames']:+d}), "
+                     f"closure recall {_num(f['closure_recall']):.2f}")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("lip gap / eye width")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right")
+    _save(plt, fig, path)
+
+
 def read_metrics_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` file (malformed lines skipped)."""
     rows = []

@@ -26,6 +26,7 @@ from talk3d.dataset import TalkingHeadDataset
 from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
+from talk3d.eval.drive_video import video_driven
 from talk3d.eval.driver import RunDriver
 from talk3d.folders import (
     MARKER,
@@ -38,7 +39,8 @@ from talk3d.folders import (
 from talk3d.io import close_file_logs, remove_tree, setup_file_log, write_json
 
 # What an evaluation writes into its report folder (what --force replaces; nothing else).
-EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "training.png", "side_by_side.mp4", "eval.log")
+EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "drive.png", "training.png", "side_by_side.mp4",
+                "eval.log")
 STAGING = ".eval-new"
 EVAL_BOUNDS = {"max_val_frames": (1, 10**6), "view_frames": (1, 10**5), "max_cross_seconds": (0.1, 3600),
                "speed_frames": (1, 10**4), "batch_size": (1, 4096)}
@@ -51,6 +53,9 @@ class EvalConfig:
 
     audio: list[str] = field(default_factory=list)
     """Driving audio files for the cross-driven suite (none: the suite is skipped)."""
+    drive_videos: list[str] = field(default_factory=list)
+    """Driving clips with video: the avatar's mouth against the speaker's own tracked mouth
+    (:mod:`talk3d.eval.drive_video`; none: the suite is skipped)."""
     out: str | None = None
     """Output folder; default ``RUN_DIR/eval``."""
     device: str = "auto"
@@ -91,13 +96,17 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
     except ValueError as exc:
         raise UserError(f"{str(exc).replace('_', '-')}; fix that option") from None
     out = Path(config.out) if config.out else run_dir / "eval"
-    check_separate(out, [("run folder", run_dir), *(("audio", a) for a in config.audio)], allowed=[run_dir / "eval"])
+    inputs = [("run folder", run_dir), *(("audio", a) for a in config.audio), *(("clip", c) for c in config.drive_videos)]
+    check_separate(out, inputs, allowed=[run_dir / "eval"])
     had_report = claim_output(out, "eval", "eval")
     if (out / "report.json").exists() and not config.force:
         raise UserError(f"'{out}' already holds a report: pass --force to overwrite it or --out to write elsewhere")
     for a in config.audio:
         if not Path(a).is_file():
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
+    for c in config.drive_videos:
+        if not Path(c).is_file():
+            raise UserError(f"driving clip '{c}' does not exist; give an existing video file to --drive-video")
     device = str(resolve_device(config.device))
     if driver is None:
         driver = RunDriver(run_dir, device)
@@ -147,6 +156,8 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
     cross = [suites.cross_driven(driver, a, config.max_cross_seconds, config.batch_size, config.vad)
              for a in config.audio]
     report["cross_driven"] = [c.figures for c in cross]
+    driven = [video_driven(driver, c, config.max_cross_seconds, config.batch_size) for c in config.drive_videos]
+    report["video_driven"] = [figures for figures, _ in driven]
 
     reference = suites.identity_reference(dataset)
     nv = suites.novel_views(driver, dataset, list(config.views), config.view_frames, config.batch_size, reference)
@@ -160,12 +171,16 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
                                               c.arrays["speech"]) for c in cross], out / "mouth.png")
     report["training"]["plotted"] = plots.plot_training(rows, out / "training.png")
     files = ["report.json", "report.md", "views.png", "mouth.png", "training.png", "eval.log"]
+    if driven:
+        plots.plot_drive(driver.fps, [(Path(f["clip"]).name, a["speaker"], a["avatar"], f) for f, a in driven],
+                         out / "drive.png")
+        files.append("drive.png")
     if config.video:
         from talk3d.eval.video import write_side_by_side
 
         side = None
         if driver.audio_feats is not None:
-            side, _ = suites._render_all(driver, driver.audio_feats, driver.blink, driver.poses,
+            side, _ = suites.render_all(driver, driver.audio_feats, driver.blink, driver.poses,
                                          sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
                                          torso=driver.torso_offsets)
         write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
@@ -226,6 +241,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _drive_table(report: dict[str, Any]) -> str:
+    rows = report.get("video_driven") or []
+    if not rows:
+        return "No driving clip given (use `--drive-video CLIP`)."
+    return _table(
+        ["clip", "frames", "opening corr (lag)", "closure recall (closures)", "closure precision", "range vs training",
+         "range vs speaker", "tracked speaker / render"],
+        [[Path(r["clip"]).name, str(r["frames"]), f"{_fmt(r['opening_corr'], 3)} ({r['opening_corr_lag_frames']:+d})",
+          f"{_fmt(r['closure_recall'])} ({r['speaker_closures']})", _fmt(r["closure_precision"]),
+          _fmt(r["range_vs_training"]),
+          _fmt(r["range_vs_speaker"]), f"{_fmt(r['speaker_tracked'])} / {_fmt(r['render_tracked'])}"] for r in rows])
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as markdown tables."""
     m = report["machine"]
@@ -261,6 +289,7 @@ def to_markdown(report: dict[str, Any]) -> str:
               _fmt(c["speech_pause_ratio"])] for c in report["cross_driven"]]))
     else:
         parts.append("No driving audio given (use `--audio FILE`).")
+    parts += ["## Driven by other speakers' clips (their own mouth is the reference)", _drive_table(report)]
     parts += [
         "## Novel views",
         _table(["yaw", "pitch", "face detected", "yaw meas./exp.", "yaw err", "pitch meas./exp.", "pitch err",

@@ -32,7 +32,7 @@ class SuiteResult:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
+def render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
                 yaw: float, pitch: float, batch_size: int, what: str,
                 torso: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Render ``indices``; return rgb ``(F, H, W, 3)`` uint8 and depth ``(F, h, w)``.
@@ -53,7 +53,7 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def _nan_to_none(x: float) -> float | None:
+def nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
@@ -70,7 +70,7 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
         from talk3d.errors import UserError
 
         raise UserError("the run has no audio features of its dataset; re-run 'talk3d fit' or keep its dataset")
-    rgb, depth = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
+    rgb, depth = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
                              "self-driven", torso=driver.torso_offsets)
     gt = np.stack([dataset.frame(int(i)) for i in idx])
     if gt.shape != rgb.shape:
@@ -99,7 +99,7 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
         else None,
         "lmd_face": metrics.landmark_distance(lm_r[both][:, :468], lm_g[both][:, :468], size) if both.any()
         else None,
-        "mouth_open_corr": _nan_to_none(metrics.correlation(open_r, open_g)),
+        "mouth_open_corr": nan_to_none(metrics.correlation(open_r, open_g)),
     }
     if dlib_face.available():
         d68 = []
@@ -136,13 +136,13 @@ def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, b
     poses = np.asarray(driver.poses, np.float32)
     fixed = mean_pose(torch.from_numpy(poses)).numpy()
     held = np.broadcast_to(fixed, poses.shape).copy()
-    rgb, _ = _render_all(driver, driver.audio_feats, np.zeros_like(np.asarray(driver.blink)), held, indices, 0.0, 0.0,
+    rgb, _ = render_all(driver, driver.audio_feats, np.zeros_like(np.asarray(driver.blink)), held, indices, 0.0, 0.0,
                          batch_size, "fixed-pose lip sync")
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     true_std = float(np.nanstd(open_gt))
-    return {"mouth_open_corr_fixed_pose": _nan_to_none(metrics.correlation(opening, open_gt)),
-            "mouth_open_std_ratio_fixed_pose": (_nan_to_none(float(np.nanstd(opening)) / true_std)
+    return {"mouth_open_corr_fixed_pose": nan_to_none(metrics.correlation(opening, open_gt)),
+            "mouth_open_std_ratio_fixed_pose": (nan_to_none(float(np.nanstd(opening)) / true_std)
                                                 if true_std > 0 else None)}
 
 
@@ -153,7 +153,7 @@ def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_
 
     seq = driver.driving_sequence(audio_path, max_seconds)
     n, audio = len(seq.blink), seq.audio
-    rgb, _ = _render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
+    rgb, _ = render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
                          f"cross-driven {Path(audio_path).name}", torso=seq.torso)
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
@@ -167,10 +167,10 @@ def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_
         "vad": method,
         "speech_fraction": float((speech > 0.5).mean()),
         "face_detected": float(ok.mean()),
-        "mouth_vad_corr": _nan_to_none(corr),
-        "mouth_vad_corr_best": _nan_to_none(best),
+        "mouth_vad_corr": nan_to_none(corr),
+        "mouth_vad_corr_best": nan_to_none(best),
         "mouth_vad_best_lag_frames": int(lag),
-        "speech_pause_ratio": _nan_to_none(metrics.speech_pause_ratio(opening, speech)),
+        "speech_pause_ratio": nan_to_none(metrics.speech_pause_ratio(opening, speech)),
     }
     return SuiteResult(figures, {"opening": opening, "speech": speech, "rgb": rgb})
 
@@ -193,7 +193,7 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
     rows, frames = [], {}
     canon = dataset.canonical_landmarks
     for yaw, pitch in views:
-        rgb, _ = _render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
+        rgb, _ = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
                              batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets)
         frames[f"{yaw:+g},{pitch:+g}"] = rgb
         lm, ok = detect_sequence(rgb, static=True)
@@ -203,12 +203,12 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
         err = angle_errors(measured[:, :2], expected[:, :2])
         row: dict[str, Any] = {
             "yaw": yaw, "pitch": pitch, "frames": int(len(idx)), "face_detected": float(ok.mean()),
-            "yaw_measured": _nan_to_none(metrics.finite_mean(measured[:, 0])),
+            "yaw_measured": nan_to_none(metrics.finite_mean(measured[:, 0])),
             "yaw_expected": float(expected[:, 0].mean()),
-            "pitch_measured": _nan_to_none(metrics.finite_mean(measured[:, 1])),
+            "pitch_measured": nan_to_none(metrics.finite_mean(measured[:, 1])),
             "pitch_expected": float(expected[:, 1].mean()),
-            "yaw_error": _nan_to_none(metrics.finite_mean(err[:, 0])),
-            "pitch_error": _nan_to_none(metrics.finite_mean(err[:, 1])),
+            "yaw_error": nan_to_none(metrics.finite_mean(err[:, 0])),
+            "pitch_error": nan_to_none(metrics.finite_mean(err[:, 1])),
         }
         if reference is None:
             row["identity_distance"] = row["same_person_rate"] = (

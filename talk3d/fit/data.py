@@ -57,7 +57,7 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` uint8 through :func:`talk3d.image.resize`."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    img = torch.tensor(image).permute(2, 0, 1)[None].float()  # (a copy: frames may be read-only)
     out = (resize(img, size)[0].permute(1, 2, 0) + 0.5).floor().clamp(0, 255)
     return out.to(torch.uint8).numpy()
 

@@ -1,0 +1,132 @@
+"""Cross-speaker lip sync against a real reference: the driving speaker's own mouth.
+
+A driving clip that has video carries its ground truth: the speaker's tracked mouth. The
+avatar is rendered with the clip's audio at a fixed head pose (mean training pose, eyes open,
+resting torso), its mouth is tracked in the renders, and the two openings are compared:
+
+* correlation at the best lag within +-:data:`MAX_LAG` frames (and that lag);
+* closure recall: of the speaker's closures (runs of frames whose opening lies in the bottom
+  :data:`CLOSED_FRACTION` of the speaker's own p10..p90 range: lips together on p/b/m and in
+  pauses), the share during which the avatar's mouth also closes (bottom of *its* range, taken
+  from its training clip's tracked mouth), within +-:data:`MAX_LAG` frames;
+* closure precision: the same the other way round, of the avatar's closures the share during
+  which the speaker's lips are closed (a mouth that never opens has recall 1 and a low
+  precision, and a small range);
+* dynamic range: the rendered opening's p10..p90 span over the training clip's.
+
+Openings are the inner-lip gap over the eye-corner distance (scale free), so two faces of
+different size and framing compare directly.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from talk3d.eval import metrics
+from talk3d.eval.suites import nan_to_none, render_all
+from talk3d.eval.tracking import detect_sequence
+
+MAX_LAG = 2
+"""Frames of audio-to-mouth offset allowed either way."""
+CLOSED_FRACTION = 0.25
+"""A mouth is closed in the bottom quarter of its own p10..p90 opening range."""
+
+
+def opening_range(opening: np.ndarray) -> tuple[float, float]:
+    """``(p10, p90)`` of an opening series (NaN ignored)."""
+    ok = np.asarray(opening, np.float64)
+    ok = ok[np.isfinite(ok)]
+    if ok.size == 0:
+        return math.nan, math.nan
+    return float(np.percentile(ok, 10)), float(np.percentile(ok, 90))
+
+
+def closed_frames(opening: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``(F,)`` bool: ``opening`` in the bottom :data:`CLOSED_FRACTION` of ``reference``'s range."""
+    lo, hi = opening_range(reference)
+    return np.nan_to_num(np.asarray(opening, np.float64), nan=np.inf) <= lo + CLOSED_FRACTION * (hi - lo)
+
+
+def closure_runs(closed: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` of the runs of True in ``closed (F,)`` (``stop`` exclusive)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], closed.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def closure_recall(speaker_closed: np.ndarray, avatar_closed: np.ndarray, tolerance: int = MAX_LAG) -> float:
+    """Share of the speaker's closure runs during which (+-``tolerance`` frames) the avatar's
+    mouth is closed at least once; NaN when the speaker never closes."""
+    runs = closure_runs(speaker_closed)
+    if not runs:
+        return math.nan
+    n = len(avatar_closed)
+    hits = [bool(avatar_closed[max(0, a - tolerance):min(n, b + tolerance)].any()) for a, b in runs]
+    return float(np.mean(hits))
+
+
+def speaker_opening(clip: str | Path, fps: float, count: int) -> tuple[np.ndarray, float]:
+    """The driving speaker's tracked opening at the render's frame times ``(count,)`` (NaN where
+    no face; the clip's own frame nearest each render frame) and the share of frames tracked."""
+    from talk3d.render.probe import probe, read_frames
+
+    src_fps = probe(clip).fps or fps
+    need = int(math.ceil(count * src_fps / fps)) + 1
+    frames = (f for i, f in enumerate(read_frames(clip)) if i < need)
+    lm, ok = detect_sequence(frames)
+    opening = np.where(ok, metrics.mouth_opening(np.nan_to_num(lm)), np.nan) if len(ok) else np.zeros(0)
+    pick = np.minimum(np.floor((np.arange(count) + 0.5) / fps * src_fps).astype(int), max(len(opening) - 1, 0))
+    out = opening[pick] if len(opening) else np.full(count, np.nan)
+    return out.astype(np.float64), float(ok.mean()) if len(ok) else 0.0
+
+
+def training_opening(driver: Any) -> np.ndarray:
+    """The avatar's own mouth opening over its training frames (tracked in prep)."""
+    from talk3d.dataset import TalkingHeadDataset
+
+    ds = TalkingHeadDataset(driver.dataset_dir)
+    train = np.asarray(ds.manifest.train_frames)
+    return metrics.mouth_opening(np.asarray(ds.landmarks)[train]).astype(np.float64)
+
+
+def render_fixed_pose(driver: Any, features: np.ndarray, count: int, batch_size: int, what: str) -> np.ndarray:
+    """``(count, H, W, 3)`` uint8 renders of ``features`` at the mean training pose, eyes open."""
+    from talk3d.render.paths import mean_pose
+
+    fixed = mean_pose(torch.from_numpy(np.asarray(driver.poses, np.float32))).numpy().reshape(4, 4)
+    poses = np.broadcast_to(fixed, (count, 4, 4)).copy()
+    rgb, _ = render_all(driver, features, np.zeros(count, np.float32), poses, np.arange(count), 0.0, 0.0,
+                         batch_size, what)
+    return rgb
+
+
+def video_driven(driver: Any, clip: str | Path, max_seconds: float, batch_size: int) -> tuple[dict, dict]:
+    """Drive the avatar with ``clip``'s audio and compare its mouth with the speaker's.
+
+    Returns:
+        figures (JSON-able) and arrays ``{"speaker", "avatar"}`` ``(F,)`` openings for the plot.
+    """
+    seq = driver.driving_sequence(clip, max_seconds)
+    n = len(seq.blink)
+    speaker, tracked = speaker_opening(clip, driver.fps, n)
+    rgb = render_fixed_pose(driver, seq.features, n, batch_size, f"driven by {Path(clip).name}")
+    lm, ok = detect_sequence(rgb)
+    avatar = np.where(ok, metrics.mouth_opening(np.nan_to_num(lm)), np.nan).astype(np.float64)
+    own = training_opening(driver)
+    corr, lag = metrics.best_lag_correlation(avatar, speaker, MAX_LAG)
+    speaker_closed, avatar_closed = closed_frames(speaker, speaker), closed_frames(avatar, own)
+    (a_lo, a_hi), (o_lo, o_hi), (s_lo, s_hi) = opening_range(avatar), opening_range(own), opening_range(speaker)
+    figures = {
+        "clip": str(clip), "frames": n, "speaker_tracked": tracked, "render_tracked": float(ok.mean()),
+        "opening_corr": nan_to_none(corr), "opening_corr_lag_frames": int(lag),
+        "closure_recall": nan_to_none(closure_recall(speaker_closed, avatar_closed)),
+        "closure_precision": nan_to_none(closure_recall(avatar_closed, speaker_closed)),
+        "speaker_closures": len(closure_runs(speaker_closed)),
+        "range_vs_training": nan_to_none((a_hi - a_lo) / (o_hi - o_lo)) if o_hi > o_lo else None,
+        "range_vs_speaker": nan_to_none((a_hi - a_lo) / (s_hi - s_lo)) if s_hi > s_lo else None,
+    }
+    return figures, {"speaker": speaker, "avatar": avatar}
