@@ -82,3 +82,17 @@ def test_eval_reports_driving_clips(tmp_path: Path, clip: Path) -> None:
     assert row["frames"] == 25 and row["opening_corr"] is not None
     assert (run / "eval" / "drive.png").stat().st_size > 0
     assert "Driven by other speakers' clips" in (run / "eval" / "report.md").read_text()
+
+
+def test_a_driving_clip_without_video_or_sound_is_refused_in_one_line(tmp_path: Path, clip: Path) -> None:
+    from talk3d.errors import UserError
+
+    wav = clip.parent / "audio.wav"
+    with pytest.raises(UserError, match="has no video stream"):
+        drive_video.check_driving_clip(wav)
+    (tmp_path / "fake.mp4").write_text("not a video")
+    with pytest.raises(UserError, match="not a video ffmpeg can read"):
+        drive_video.check_driving_clip(tmp_path / "fake.mp4")
+    with pytest.raises(UserError, match="does not exist"):
+        drive_video.check_driving_clip(tmp_path / "missing.mp4")
+    drive_video.check_driving_clip(clip)  # video and sound: accepted

@@ -69,6 +69,24 @@ def closure_recall(speaker_closed: np.ndarray, avatar_closed: np.ndarray, tolera
     return float(np.mean(hits))
 
 
+def check_driving_clip(clip: Path) -> None:
+    """Refuse, in one line, a driving clip that is missing or lacks a video or an audio stream."""
+    from talk3d.errors import UserError
+    from talk3d.render.probe import probe
+
+    if not clip.is_file():
+        raise UserError(f"driving clip '{clip}' does not exist; give an existing video file to --drive-video")
+    try:
+        info = probe(clip)
+    except ValueError:
+        raise UserError(f"'{clip}' is not a video ffmpeg can read; give a talking-head clip to --drive-video") from None
+    if info.video_codec is None:
+        raise UserError(f"'{clip}' has no video stream: --drive-video needs the speaker's face (use --audio for "
+                        f"audio alone)")
+    if info.audio_codec is None:
+        raise UserError(f"'{clip}' has no audio stream: --drive-video drives the avatar with the clip's sound")
+
+
 def speaker_opening(clip: str | Path, fps: float, count: int) -> tuple[np.ndarray, float]:
     """The driving speaker's tracked opening at the render's frame times ``(count,)`` (NaN where
     no face; the clip's own frame nearest each render frame) and the share of frames tracked."""

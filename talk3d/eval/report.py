@@ -26,7 +26,7 @@ from talk3d.dataset import TalkingHeadDataset
 from talk3d.device import machine_info, resolve_device
 from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
-from talk3d.eval.drive_video import video_driven
+from talk3d.eval.drive_video import check_driving_clip, video_driven
 from talk3d.eval.driver import RunDriver
 from talk3d.folders import (
     MARKER,
@@ -105,8 +105,7 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
         if not Path(a).is_file():
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
     for c in config.drive_videos:
-        if not Path(c).is_file():
-            raise UserError(f"driving clip '{c}' does not exist; give an existing video file to --drive-video")
+        check_driving_clip(Path(c))
     device = str(resolve_device(config.device))
     if driver is None:
         driver = RunDriver(run_dir, device)
