@@ -17,7 +17,7 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path: Path) -> None:
     data = make_tiny_dataset(tmp_path / "data", num_frames=12, size=32)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "run.py"), "--dry-run", "--data",
-                           str(data), "--out", str(out), "--deadline", "300"],
+                           str(data), "--out", str(out), "--work", str(tmp_path / "work"), "--deadline", "300"],
                           capture_output=True, text=True, timeout=420, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((out / "summary.json").read_text())
@@ -29,3 +29,4 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path: Path) -> None:
     assert all(v["fps"] > 0 and v["out_res"] == 32 for v in report["render"]["torch"].values())
     assert report["machine"]["torch"] and report["bench_cuda"] is not None
     assert "| torch |" in (out / "summary.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tar.gz", "summary.json", "summary.md"]  # <= 8 files back

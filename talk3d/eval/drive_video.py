@@ -20,6 +20,7 @@ different size and framing compare directly.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,13 @@ def speaker_opening(clip: str | Path, fps: float, count: int) -> tuple[np.ndarra
 
     src_fps = probe(clip).fps or fps
     need = int(math.ceil(count * src_fps / fps)) + 1
-    frames = (f for i, f in enumerate(read_frames(clip)) if i < need)
-    lm, ok = detect_sequence(frames)
+    lm, ok = detect_sequence(itertools.islice(read_frames(clip), need))
     opening = np.where(ok, metrics.mouth_opening(np.nan_to_num(lm)), np.nan) if len(ok) else np.zeros(0)
-    pick = np.minimum(np.floor((np.arange(count) + 0.5) / fps * src_fps).astype(int), max(len(opening) - 1, 0))
-    out = opening[pick] if len(opening) else np.full(count, np.nan)
-    return out.astype(np.float64), float(ok.mean()) if len(ok) else 0.0
+    pick = np.floor((np.arange(count) + 0.5) / fps * src_fps).astype(int)
+    out = np.full(count, np.nan)  # render frames past the clip's last video frame have no reference
+    inside = pick < len(opening)
+    out[inside] = opening[pick[inside]]
+    return out, float(ok.mean()) if len(ok) else 0.0
 
 
 def training_opening(driver: Any) -> np.ndarray:
@@ -139,10 +141,11 @@ def video_driven(driver: Any, clip: str | Path, max_seconds: float, batch_size: 
     speaker_closed, avatar_closed = closed_frames(speaker, speaker), closed_frames(avatar, own)
     (a_lo, a_hi), (o_lo, o_hi), (s_lo, s_hi) = opening_range(avatar), opening_range(own), opening_range(speaker)
     figures = {
-        "clip": str(clip), "frames": n, "speaker_tracked": tracked, "render_tracked": float(ok.mean()),
+        "clip": str(clip), "frames": n, "speaker_tracked": tracked, "render_tracked": float(ok.mean()) if len(ok) else 0.0,
         "opening_corr": nan_to_none(corr), "opening_corr_lag_frames": int(lag),
-        "closure_recall": nan_to_none(closure_recall(speaker_closed, avatar_closed)),
-        "closure_precision": nan_to_none(closure_recall(avatar_closed, speaker_closed)),
+        # closures need the render's mouth: with it mostly untracked they are unknown, not missed
+        "closure_recall": nan_to_none(closure_recall(speaker_closed, avatar_closed)) if ok.mean() >= 0.5 else None,
+        "closure_precision": nan_to_none(closure_recall(avatar_closed, speaker_closed)) if ok.mean() >= 0.5 else None,
         "speaker_closures": len(closure_runs(speaker_closed)),
         "range_vs_training": nan_to_none((a_hi - a_lo) / (o_hi - o_lo)) if o_hi > o_lo else None,
         "range_vs_speaker": nan_to_none((a_hi - a_lo) / (s_hi - s_lo)) if s_hi > s_lo else None,

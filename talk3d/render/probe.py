@@ -58,7 +58,10 @@ def read_frames(path: str | os.PathLike):
     import numpy as np
 
     gen = imageio_ffmpeg.read_frames(str(path))
-    meta = next(gen)
-    w, h = meta["size"]
-    for buf in gen:
-        yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+    try:
+        meta = next(gen)
+        w, h = meta["size"]
+        for buf in gen:
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+    finally:
+        gen.close()  # stops ffmpeg when the caller stops early
