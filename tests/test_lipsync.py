@@ -225,16 +225,3 @@ def test_pretraining_with_silence_maps_pauses_to_the_rest_code_and_freezing_stop
     assert frozen == {n for n, _ in enc.named_parameters() if n.startswith(("audio.", "audio_pos", "mouth_head."))}
     assert enc.blink_in[0].weight.requires_grad
 
-
-def test_warp_bins_stretches_the_mel_axis_and_keeps_the_identity() -> None:
-    from talk3d.fit.lipsync import warp_bins
-
-    x = torch.arange(8.0).repeat(2, 3, 1)  # (B, rows, bins): each bin holds its own index
-    out = warp_bins(x, torch.tensor([1.0, 0.5]))
-    assert torch.equal(out[0], x[0])  # alpha 1: unchanged
-    assert torch.allclose(out[1, 0], torch.arange(8.0) * 0.5)  # read at bin * 0.5
-    top = warp_bins(x, torch.tensor([2.0, 2.0]))
-    assert float(top.max()) == 7.0  # clamped at the top bin
-    aug = AudioAugment(warp=0.2)
-    windows = torch.rand(4, 5, 2 * 8)
-    assert aug(windows, 8, torch.Generator().manual_seed(0)).shape == windows.shape

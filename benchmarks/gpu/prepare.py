@@ -66,8 +66,6 @@ def main() -> None:
         sys.exit(f"'{args.video}' is not there: give --video (a talking-head clip of a few seconds)")
     download_wheels(args.out / "wheels")
     prepare_dataset(args.video, args.out / "data" / args.video.stem)
-    for scratch in (args.out / "data" / args.video.stem).glob("*.log"):
-        scratch.unlink()
     size = folder_size(args.out)
     print(f"{args.out}: {size / 2**20:.1f} MiB "
           f"({', '.join(sorted(p.name for p in (args.out / 'wheels').iterdir()))}; data/{args.video.stem})")

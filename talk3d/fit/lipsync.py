@@ -59,19 +59,6 @@ def lip_codes(landmarks: np.ndarray, canonical: np.ndarray, train: np.ndarray, s
     return codes
 
 
-def warp_bins(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Stretch the last (mel) axis of ``x (B, ..., bins)`` by ``alpha (B,)``: bin ``k`` of the
-    result is the input read at ``k * alpha`` (linear interpolation, clamped at the top bin)."""
-    bins = x.shape[-1]
-    pos = (torch.arange(bins, device=x.device, dtype=x.dtype)[None] * alpha[:, None]).clamp(0, bins - 1)  # (B, bins)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=bins - 1)
-    w = (pos - lo.to(pos.dtype)).reshape(x.shape[0], *([1] * (x.dim() - 2)), bins)
-    shape = (x.shape[0], *([1] * (x.dim() - 2)), bins)
-    take = lambda idx: torch.gather(x, -1, idx.reshape(shape).expand_as(x))  # noqa: E731
-    return take(lo) * (1.0 - w) + take(hi) * w
-
-
 @dataclass
 class AudioAugment:
     """Random changes of normalised audio windows that keep what drives the lips (timing and
@@ -90,9 +77,6 @@ class AudioAugment:
     """Lowest cutoff as a fraction of the bins."""
     noise: float = 0.08
     """Largest noise standard deviation (normalised units)."""
-    warp: float = 0.0
-    """Largest relative stretch of the mel axis (vocal tract length perturbation): each sample's
-    bins are read at ``bin * alpha``, ``alpha`` uniform in ``[1 - warp, 1 + warp]`` (0: off)."""
 
     def __call__(self, audio: torch.Tensor, bins: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment ``audio (B, A, rows * bins)`` (normalised windows); returns a new tensor."""
@@ -108,8 +92,6 @@ class AudioAugment:
         cutoff = uniform(self.lowpass_min, 1.0, b, 1) * bins
         keep = torch.arange(bins).to(audio)[None] < cutoff
         keep = keep | (torch.rand(b, 1, **opts).to(audio.device) >= self.lowpass_p)
-        if self.warp > 0:
-            x = warp_bins(x, uniform(1.0 - self.warp, 1.0 + self.warp, b))
         x = x * (gain * keep)[:, None, None]
         x = x + uniform(0.0, self.noise, b, 1, 1, 1) * torch.randn(x.shape, **opts).to(audio)
         return x.reshape(audio.shape)
