@@ -57,12 +57,14 @@ def audio_windows(audio_feats: np.ndarray | torch.Tensor, feature_rate: float, f
     pos = times * feature_rate - 0.5  # row centres sit at (i + 0.5) / rate
     i0 = torch.floor(pos)
     w1 = (pos - i0).to(torch.float32)[..., None]
-    padded = torch.cat([torch.zeros(1, dim), feats, torch.zeros(1, dim)], 0)  # row i -> i + 1
 
     def take(i: torch.Tensor) -> torch.Tensor:
-        j = (i + 1).clamp(0, t_len + 1).long()
-        j = torch.where((i < -1) | (i > t_len), torch.zeros_like(j), j)
-        return padded[j]
+        """Rows ``i`` of the features, zeros outside the audio (indexing only the rows asked
+        for: no padded copy of the whole clip per call)."""
+        if t_len == 0:
+            return torch.zeros(*i.shape, dim)
+        rows = feats[i.clamp(0, t_len - 1).long()]
+        return torch.where(((i >= 0) & (i < t_len))[..., None], rows, torch.zeros((), dtype=rows.dtype))
 
     # Edge rows fade to zero over half a row beyond the audio, like zero padding.
     out = take(i0) * (1.0 - w1) + take(i0 + 1) * w1  # (B, A, M, D)
