@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +39,16 @@ def median_figures(runs: list[Any]) -> dict[str, dict[str, Any]]:
         vals = [f[k] for f in flat if k in f]
         out[k] = {"median": statistics.median(vals), "values": vals}
     return out
+
+
+def package_shim(tree: Path, folder: Path) -> Path:
+    """``folder`` with ``talk3d_cli`` / ``talk3d_prep`` linked to ``tree``'s ``cli/`` / ``data_prep/``
+    (how pyproject.toml installs them), to put first on ``PYTHONPATH``: that tree's CLI and prep
+    run, not an installed copy (an editable install's finder comes after ``PYTHONPATH``). Left
+    empty for trees older than the rename, which import ``cli`` and ``data_prep`` from their root."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if "talk3d_prep" in (tree / "pyproject.toml").read_text():
+        for name, source in (("talk3d_cli", "cli"), ("talk3d_prep", "data_prep")):
+            if not (folder / name).is_symlink():
+                (folder / name).symlink_to(tree / source, target_is_directory=True)
+    return folder

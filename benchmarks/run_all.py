@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import flatten, machine, median_figures  # noqa: E402
+from _common import flatten, machine, median_figures, package_shim  # noqa: E402
 
 SHARED_SAMPLE = ROOT.parent / "shared" / "data" / "video" / "obama_450_20s.mp4"
 
@@ -111,21 +111,6 @@ class Tree:
     """Repository root (scripts in ``root/benchmarks``, the package imported from ``root``)."""
 
 
-def _package_shim(tree: Tree, raw_dir: Path) -> Path:
-    """A folder whose ``talk3d_cli`` / ``talk3d_prep`` link to ``tree``'s ``cli/`` / ``data_prep/``
-    (how pyproject.toml installs them), so a worktree's prep and CLI run, not the installed ones
-    (first on ``PYTHONPATH``: the editable install's finder comes after it). Empty for trees
-    older than the rename, which import ``cli`` and ``data_prep`` from their root."""
-    shim = raw_dir / f"packages_{tree.label}"
-    shim.mkdir(parents=True, exist_ok=True)
-    if "talk3d_prep" in (tree.root / "pyproject.toml").read_text():
-        for name, folder in (("talk3d_cli", "cli"), ("talk3d_prep", "data_prep")):
-            link = shim / name
-            if not link.is_symlink():
-                link.symlink_to(tree.root / folder, target_is_directory=True)
-    return shim
-
-
 def run_bench(bench: Bench, quick: bool, values: dict[str, str], raw_dir: Path, rep: int, timeout: float,
               tree: Tree | None = None) -> dict[str, Any]:
     """Run one script once; return ``{"ok", "seconds", "result"|"error"}``.
@@ -145,7 +130,8 @@ def run_bench(bench: Bench, quick: bool, values: dict[str, str], raw_dir: Path, 
     if not script.is_file():
         return {"ok": False, "seconds": 0.0, "error": f"{bench.script} is not in the {tree.label} tree"}
     cmd = [sys.executable, str(script), *args, bench.out_flag, str(target)]
-    paths = [str(_package_shim(tree, raw_dir)), str(tree.root), os.environ.get("PYTHONPATH", "")]
+    paths = [str(package_shim(tree.root, raw_dir / f"packages_{tree.label}")), str(tree.root),
+             os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     t0 = time.perf_counter()
     try:

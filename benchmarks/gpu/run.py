@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import package_shim  # noqa: E402
+
 TARGETS = {"kernel_speedup": 3.0, "render_fps_512": 100.0}
 """Issue 21: kernels >= 3x the twin (forward + backward) with no more memory; 512^2 render >= 100 frames/s."""
 
@@ -127,12 +130,7 @@ def _run_group(cmd: list[str], limit: float, env: dict[str, str]) -> tuple[str, 
 def carried_environment(carry: Path | None, work: Path) -> dict[str, str]:
     """``PYTHONPATH`` with the carried wheels installed into ``work/site`` (no network, no
     dependencies) and ``talk3d_cli`` / ``talk3d_prep`` linked to this tree's ``cli/`` / ``data_prep/``."""
-    shim = work / "packages"
-    shim.mkdir(parents=True, exist_ok=True)
-    for name, folder in (("talk3d_cli", "cli"), ("talk3d_prep", "data_prep")):
-        if not (shim / name).is_symlink():
-            (shim / name).symlink_to(ROOT / folder, target_is_directory=True)
-    paths = [str(shim), str(ROOT)]
+    paths = [str(package_shim(ROOT, work / "packages")), str(ROOT)]
     wheels = sorted((carry / "wheels").glob("*.whl")) if carry is not None else []
     if wheels:
         site = work / "site"

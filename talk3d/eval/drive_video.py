@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from talk3d.eval import metrics
-from talk3d.eval.suites import nan_to_none, render_all
+from talk3d.eval.suites import nan_to_none, render_fixed_pose
 from talk3d.eval.tracking import detect_sequence
 
 MAX_LAG = 2
@@ -113,17 +112,6 @@ def training_opening(driver: Any) -> np.ndarray:
     return metrics.mouth_opening(np.asarray(ds.landmarks)[train]).astype(np.float64)
 
 
-def render_fixed_pose(driver: Any, features: np.ndarray, count: int, batch_size: int, what: str) -> np.ndarray:
-    """``(count, H, W, 3)`` uint8 renders of ``features`` at the mean training pose, eyes open."""
-    from talk3d.render.paths import mean_pose
-
-    fixed = mean_pose(torch.from_numpy(np.asarray(driver.poses, np.float32))).numpy().reshape(4, 4)
-    poses = np.broadcast_to(fixed, (count, 4, 4)).copy()
-    rgb, _ = render_all(driver, features, np.zeros(count, np.float32), poses, np.arange(count), 0.0, 0.0,
-                         batch_size, what)
-    return rgb
-
-
 def video_driven(driver: Any, clip: str | Path, max_seconds: float, batch_size: int) -> tuple[dict, dict]:
     """Drive the avatar with ``clip``'s audio and compare its mouth with the speaker's.
 
@@ -133,7 +121,7 @@ def video_driven(driver: Any, clip: str | Path, max_seconds: float, batch_size: 
     seq = driver.driving_sequence(clip, max_seconds)
     n = len(seq.blink)
     speaker, tracked = speaker_opening(clip, driver.fps, n)
-    rgb = render_fixed_pose(driver, seq.features, n, batch_size, f"driven by {Path(clip).name}")
+    rgb = render_fixed_pose(driver, seq.features, np.arange(n), batch_size, f"driven by {Path(clip).name}")
     lm, ok = detect_sequence(rgb)
     avatar = np.where(ok, metrics.mouth_opening(np.nan_to_num(lm)), np.nan).astype(np.float64)
     own = training_opening(driver)

@@ -119,6 +119,19 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
     return SuiteResult(figures, arrays)
 
 
+def render_fixed_pose(driver: Any, features: np.ndarray, indices: np.ndarray, batch_size: int,
+                      what: str) -> np.ndarray:
+    """``(F, H, W, 3)`` uint8 renders of frames ``indices`` of ``features`` at the mean training
+    pose, eyes open, torso at rest: only the audio moves the face."""
+    from talk3d.render.paths import mean_pose
+
+    fixed = mean_pose(torch.from_numpy(np.asarray(driver.poses, np.float32))).numpy().reshape(4, 4)
+    count = int(np.max(indices)) + 1 if len(indices) else 0
+    rgb, _ = render_all(driver, features, np.zeros(count, np.float32), np.broadcast_to(fixed, (count, 4, 4)).copy(),
+                        indices, 0.0, 0.0, batch_size, what)
+    return rgb
+
+
 def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, batch_size: int) -> dict[str, Any]:
     """Does the audio alone move the mouth? Render ``indices`` with their own audio at the mean
     head pose (no blinks, resting torso) and compare the mouth opening with the tracked one.
@@ -131,13 +144,7 @@ def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, b
         ``mouth_open_corr_fixed_pose`` and ``mouth_open_std_ratio_fixed_pose`` (rendered / true
         standard deviation of the opening; ~0 when the mouth does not move).
     """
-    from talk3d.render.paths import mean_pose
-
-    poses = np.asarray(driver.poses, np.float32)
-    fixed = mean_pose(torch.from_numpy(poses)).numpy()
-    held = np.broadcast_to(fixed, poses.shape).copy()
-    rgb, _ = render_all(driver, driver.audio_feats, np.zeros_like(np.asarray(driver.blink)), held, indices, 0.0, 0.0,
-                         batch_size, "fixed-pose lip sync")
+    rgb = render_fixed_pose(driver, driver.audio_feats, indices, batch_size, "fixed-pose lip sync")
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     true_std = float(np.nanstd(open_gt))
