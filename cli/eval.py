@@ -20,6 +20,8 @@ def command(
     frames: int = typer.Option(50, "--frames", help="Held-out frames evaluated (self-driven suite)."),
     view_frames: int = typer.Option(8, "--view-frames", help="Held-out frames rendered per novel view."),
     seconds: float = typer.Option(6.0, "--seconds", help="Seconds of each driving audio or clip rendered."),
+    source: Path | None = typer.Option(None, "--source", help="The source video, when it has moved since prep, for "
+                                       "the full-frame figures (checked by SHA-256)."),
     vad: str = typer.Option("auto", "--vad", help="Voice activity detector: auto, silero or energy."),
     video: bool = typer.Option(True, "--video/--no-video", help="Write the side-by-side comparison video."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per forward pass."),
@@ -39,5 +41,5 @@ def command(
     cfg = EvalConfig(audio=[str(a) for a in audio], drive_videos=[str(c) for c in drive_video],
                      out=str(out) if out else None, device=device,
                      max_val_frames=frames, view_frames=view_frames, max_cross_seconds=seconds, vad=vad,
-                     video=video, batch_size=batch_size, force=force)
+                     video=video, batch_size=batch_size, force=force, source=str(source) if source else None)
     evaluate(run_dir, cfg)

@@ -36,6 +36,13 @@ def command(
     mpi_frames: str = typer.Option("0", help="Comma-separated output frames to export as MPIs, e.g. 0,10,20."),
     mpi_layers: int = typer.Option(32, help="MPI planes (uniform in disparity over the head box)."),
     mpi_size: int | None = typer.Option(None, help="MPI layer side in pixels (default: the neural resolution)."),
+    full_frame: bool = typer.Option(False, "--full-frame", help="Paste the avatar back into the source video's full "
+                                    "frame at its own size (the crop's border feathered, colours matched); "
+                                    "--depth/--alpha/--mpi stay the crop's."),
+    source: Path | None = typer.Option(None, "--source", help="The source video for --full-frame when it has "
+                                       "moved (default: the path prep recorded; checked by SHA-256)."),
+    plate_frame: int | None = typer.Option(None, "--plate-frame", help="Source frame behind a --full-frame "
+                                           "--pose fixed render (default: the one nearest the mean head pose)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 1 on CPU, 8 on CUDA)."),
     threads: int = typer.Option(0, help="CPU threads (0: a fair share of the cores with other running talk3d "
@@ -52,5 +59,5 @@ def command(
                        pose=pose, blink=blink, motion_scale=motion_scale, size=size, fps=fps, device=device,
                        batch=batch, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
                        mpi_dir=mpi, mpi_frames=parse_frame_list(mpi_frames), mpi_layers=mpi_layers,
-                       mpi_size=mpi_size)
+                       mpi_size=mpi_size, full_frame=full_frame, source=source, plate_frame=plate_frame)
     render(run_dir, audio, out, cfg, force=force)

@@ -12,8 +12,8 @@ import numpy as np
 from talk3d.console import make_progress
 from talk3d.dataset import frame_name
 from talk3d.errors import UserError
+from talk3d.video import FrameReader
 from talk3d_prep.masks import BackgroundAccumulator, PersonSegmenter, label_mask
-from talk3d_prep.video import FrameReader
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

@@ -56,10 +56,10 @@ from talk3d.io import (
     write_json,
     write_npy,
 )
+from talk3d.video import FrameReader, VideoInfo, probe_video
 from talk3d_prep import track as track_mod
 from talk3d_prep.frames import write_frames_and_masks
 from talk3d_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
-from talk3d_prep.video import FrameReader, VideoInfo, probe_video
 
 WORK = ".prep"
 

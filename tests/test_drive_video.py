@@ -43,7 +43,7 @@ class ClipDriver(EchoDriver):
             sel = np.minimum(idx[s:s + batch_size], len(self.frames) - 1)
             rgb = self.frames[np.full_like(sel, self.open_frame)] if self.frozen else self.frames[sel]
             depth = np.full((len(sel), 8, 8), 4.0, np.float32)
-            yield Rendered(rgb=rgb, depth=depth, alpha=np.ones_like(depth))
+            yield Rendered(rgb=rgb, depth=depth, person=np.ones(rgb.shape[:3], np.float32))
 
 
 @pytest.fixture(scope="module")

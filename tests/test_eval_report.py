@@ -56,7 +56,7 @@ class EchoDriver:
             sel = idx[s:s + batch_size] % self.manifest.num_frames
             rgb = np.stack([np.roll(self.ds.frame(int(i)), int(yaw / 10), axis=1) for i in sel])
             depth = np.full((len(sel), 8, 8), 4.0, np.float32)
-            yield Rendered(rgb=rgb, depth=depth, alpha=np.ones_like(depth))
+            yield Rendered(rgb=rgb, depth=depth, person=np.ones(rgb.shape[:3], np.float32))
 
 
 @pytest.fixture()

@@ -75,7 +75,7 @@ def astronaut_clip(path: Path, n: int = 80, fps: float = 25.0, audio: bool = Tru
 
 
 def test_probe_reads_generated_clip(tmp_path: Path) -> None:
-    from talk3d_prep.video import FrameReader, probe_video
+    from talk3d.video import FrameReader, probe_video
 
     clip, _, _ = astronaut_clip(tmp_path / "a.mp4", n=20)
     info = probe_video(clip)

@@ -11,8 +11,8 @@ import pytest
 
 from talk3d.errors import UserError
 from talk3d.media import ffmpeg_exe
+from talk3d.video import FrameReader, probe_video
 from talk3d_prep.pipeline import PrepConfig, run_prep
-from talk3d_prep.video import FrameReader, probe_video
 from tests.test_prep_clips import astronaut_clip, astronaut_region, make_clip, write_tone
 
 CFG = PrepConfig(size=64)

@@ -393,7 +393,7 @@ def test_10_mpi_layer_names_stay_inside_the_mpi_folder(base, tmp_path):
 
 def test_11_a_colon_in_a_file_name_is_not_a_protocol(tmp_path, monkeypatch):
     from talk3d.media import read_audio
-    from talk3d_prep.video import probe_video
+    from talk3d.video import probe_video
 
     monkeypatch.chdir(tmp_path)
     make_clip(tmp_path / "clip.mp4", [astronaut_region()] * 10)

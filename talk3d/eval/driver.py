@@ -27,8 +27,8 @@ class Rendered:
     """``(B, H, W, 3)`` uint8 final images."""
     depth: np.ndarray
     """``(B, h, w)`` float32 expected ray distance (neural resolution)."""
-    alpha: np.ndarray
-    """``(B, h, w)`` float32 accumulated opacity."""
+    person: np.ndarray
+    """``(B, H, W)`` float32 the whole person's opacity (head over torso) at the image's size."""
 
 
 class RunDriver:
@@ -101,7 +101,7 @@ class RunDriver:
             out = fb.out
             rgb = (out["rgb"].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             yield Rendered(rgb=rgb, depth=out["depth"][:, 0].float().cpu().numpy(),
-                           alpha=out["alpha"][:, 0].float().cpu().numpy())
+                           person=out["alpha_hr"][:, 0].float().cpu().numpy())
 
     def driving_sequence(self, audio_path: str | os.PathLike, max_seconds: float) -> DrivingSequence:
         """New audio driving the avatar exactly as ``talk3d render`` does (defaults: tracked

@@ -28,6 +28,7 @@ from talk3d.errors import UserError
 from talk3d.eval import dlib_face, plots, suites
 from talk3d.eval.drive_video import check_driving_clip, video_driven
 from talk3d.eval.driver import RunDriver
+from talk3d.eval.full_frame import full_frame, write_picture
 from talk3d.folders import (
     MARKER,
     check_separate,
@@ -39,8 +40,8 @@ from talk3d.folders import (
 from talk3d.io import close_file_logs, remove_tree, setup_file_log, write_json
 
 # What an evaluation writes into its report folder (what --force replaces; nothing else).
-EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "drive.png", "training.png", "side_by_side.mp4",
-                "eval.log")
+EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "drive.png", "training.png", "full_frame.png",
+                "side_by_side.mp4", "eval.log")
 STAGING = ".eval-new"
 EVAL_BOUNDS = {"max_val_frames": (1, 10**6), "view_frames": (1, 10**5), "max_cross_seconds": (0.1, 3600),
                "speed_frames": (1, 10**4), "batch_size": (1, 4096)}
@@ -72,6 +73,9 @@ class EvalConfig:
     """Frames timed for the render speed (after one warm-up frame)."""
     batch_size: int = 4
     """Frames per forward pass."""
+    source: str | None = None
+    """The source video for the full-frame figures when it has moved (default: the path prep
+    recorded; the figures are skipped, with the reason, when it cannot be found)."""
     vad: str = "auto"
     """Voice activity detector: 'auto' (silero-vad when installed, else energy), 'silero', 'energy'."""
     video: bool = True
@@ -106,6 +110,8 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
             raise UserError(f"driving audio '{a}' does not exist; give an existing audio file to --audio")
     for c in config.drive_videos:
         check_driving_clip(Path(c))
+    if config.source is not None and not Path(config.source).is_file():
+        raise UserError(f"--source '{config.source}' does not exist; give the moved copy of the source video")
     device = str(resolve_device(config.device))
     if driver is None:
         driver = RunDriver(run_dir, device)
@@ -152,6 +158,15 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
     info(f"self-driven: PSNR {_fmt(sd.figures['psnr'])}, SSIM {_fmt(sd.figures['ssim'], 3)}, "
          f"LMD mouth {_fmt(sd.figures['lmd_mouth'])}")
 
+    ff = full_frame(dataset, sd.arrays, config.source)
+    report["full_frame"] = ff.figures
+    if ff.figures["available"]:
+        info(f"full frame {ff.figures['frame_size'][0]}x{ff.figures['frame_size'][1]}: PSNR "
+             f"{_fmt(ff.figures['psnr_full_frame'])} dB, seam step {_fmt(ff.figures['seam_step'])} "
+             f"(source {_fmt(ff.figures['seam_step_source'])})")
+    else:
+        info(f"full-frame figures skipped: {ff.figures['reason']}")
+
     cross = [suites.cross_driven(driver, a, config.max_cross_seconds, config.batch_size, config.vad)
              for a in config.audio]
     report["cross_driven"] = [c.figures for c in cross]
@@ -170,6 +185,9 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
                                               c.arrays["speech"]) for c in cross], out / "mouth.png")
     report["training"]["plotted"] = plots.plot_training(rows, out / "training.png")
     files = ["report.json", "report.md", "views.png", "mouth.png", "training.png", "eval.log"]
+    if ff.figures["available"]:
+        write_picture(ff.arrays, ff.figures["crop_box"], out / "full_frame.png")
+        files.append("full_frame.png")
     if driven:
         plots.plot_drive(driver.fps, [(Path(f["clip"]).name, a["speaker"], a["avatar"], f) for f, a in driven],
                          out / "drive.png")
@@ -179,9 +197,9 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
 
         side = None
         if driver.audio_feats is not None:
-            side, _ = suites.render_all(driver, driver.audio_feats, driver.blink, driver.poses,
-                                         sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
-                                         torso=driver.torso_offsets)
+            side = suites.render_all(driver, driver.audio_feats, driver.blink, driver.poses,
+                                     sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
+                                     torso=driver.torso_offsets).rgb
         write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
                            driver.fps, driver.dataset_dir / "audio.wav", int(sd.arrays["indices"][0]))
         files.append("side_by_side.mp4")
@@ -253,6 +271,22 @@ def _drive_table(report: dict[str, Any]) -> str:
           _fmt(r["range_vs_speaker"]), f"{_fmt(r['speaker_tracked'])} / {_fmt(r['render_tracked'])}"] for r in rows])
 
 
+def _full_frame_table(report: dict[str, Any]) -> str:
+    ff = report.get("full_frame") or {}
+    if not ff.get("available"):
+        return f"Skipped: {ff.get('reason', 'not run')}"
+    sd = report["self_driven"]
+    return _table(["figure", "value"], [
+        ["frame size, crop box in it (x0, y0, side)", f"{ff['frame_size'][0]}x{ff['frame_size'][1]}, {ff['crop_box']}"],
+        ["PSNR full frame / crop area at source resolution (dB)",
+         f"{_fmt(ff['psnr_full_frame'])} / {_fmt(ff['psnr_crop_area'])}"],
+        ["PSNR of the crop at the working resolution (dB, as above)", _fmt(sd["psnr"])],
+        ["seam: colour step across the crop's sides, output / source (levels)",
+         f"{_fmt(ff['seam_step'])} / {_fmt(ff['seam_step_source'])}"],
+        ["feather (px)", _fmt(ff["feather_px"], 1)],
+    ])
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as markdown tables."""
     m = report["machine"]
@@ -288,6 +322,7 @@ def to_markdown(report: dict[str, Any]) -> str:
               _fmt(c["speech_pause_ratio"])] for c in report["cross_driven"]]))
     else:
         parts.append("No driving audio given (use `--audio FILE`).")
+    parts += ["## Full frame (held-out renders pasted into their source frames)", _full_frame_table(report)]
     parts += ["## Driven by other speakers' clips (their own mouth is the reference)", _drive_table(report)]
     parts += [
         "## Novel views",

@@ -21,6 +21,7 @@ from talk3d.camera import camera_angles, orbit
 from talk3d.console import progress
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.eval import dlib_face, metrics
+from talk3d.eval.driver import Rendered
 from talk3d.eval.tracking import angle_errors, detect_sequence, pnp_angles
 
 
@@ -34,18 +35,16 @@ class SuiteResult:
 
 def render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
                 yaw: float, pitch: float, batch_size: int, what: str,
-                torso: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``indices``; return rgb ``(F, H, W, 3)`` uint8 and depth ``(F, h, w)``.
+                torso: np.ndarray | None = None) -> Rendered:
+    """Render ``indices``: rgb ``(F, H, W, 3)`` uint8, depth ``(F, h, w)``, person ``(F, H, W)``.
 
     ``torso``: ``(N, 2)`` torso offsets of the sequence (None: resting torso).
     """
-    rgb, depth = [], []
     batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size, torso=torso)
     total = math.ceil(len(indices) / batch_size)
-    for out in progress(batches, what, total=total):
-        rgb.append(out.rgb)
-        depth.append(out.depth)
-    return np.concatenate(rgb), np.concatenate(depth)
+    parts = list(progress(batches, what, total=total))
+    return Rendered(rgb=np.concatenate([p.rgb for p in parts]), depth=np.concatenate([p.depth for p in parts]),
+                    person=np.concatenate([p.person for p in parts]))
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -70,8 +69,9 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
         from talk3d.errors import UserError
 
         raise UserError("the run has no audio features of its dataset; re-run 'talk3d fit' or keep its dataset")
-    rgb, depth = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
-                             "self-driven", torso=driver.torso_offsets)
+    rendered = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
+                          "self-driven", torso=driver.torso_offsets)
+    rgb, depth = rendered.rgb, rendered.depth
     gt = np.stack([dataset.frame(int(i)) for i in idx])
     if gt.shape != rgb.shape:
         raise ValueError(f"ground truth {gt.shape} and renders {rgb.shape} differ in size")
@@ -114,7 +114,8 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
             figures["lmd_mouth_dlib68"] = figures["lmd_face_dlib68"] = None
     else:
         figures["lmd_mouth_dlib68"] = figures["lmd_face_dlib68"] = dlib_face.NOT_AVAILABLE
-    arrays = {"indices": idx, "rgb": rgb, "gt": gt, "depth": depth, "psnr": psnr, "ssim": ssim,
+    arrays = {"indices": idx, "rgb": rgb, "gt": gt, "depth": depth, "person": rendered.person, "psnr": psnr,
+              "ssim": ssim,
               "open_render": open_r, "open_gt": open_g}
     return SuiteResult(figures, arrays)
 
@@ -127,9 +128,8 @@ def render_fixed_pose(driver: Any, features: np.ndarray, indices: np.ndarray, ba
 
     fixed = mean_pose(torch.from_numpy(np.asarray(driver.poses, np.float32))).numpy().reshape(4, 4)
     count = int(np.max(indices)) + 1 if len(indices) else 0
-    rgb, _ = render_all(driver, features, np.zeros(count, np.float32), np.broadcast_to(fixed, (count, 4, 4)).copy(),
-                        indices, 0.0, 0.0, batch_size, what)
-    return rgb
+    return render_all(driver, features, np.zeros(count, np.float32), np.broadcast_to(fixed, (count, 4, 4)).copy(),
+                      indices, 0.0, 0.0, batch_size, what).rgb
 
 
 def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, batch_size: int) -> dict[str, Any]:
@@ -160,8 +160,8 @@ def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_
 
     seq = driver.driving_sequence(audio_path, max_seconds)
     n, audio = len(seq.blink), seq.audio
-    rgb, _ = render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
-                         f"cross-driven {Path(audio_path).name}", torso=seq.torso)
+    rgb = render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
+                     f"cross-driven {Path(audio_path).name}", torso=seq.torso).rgb
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     activity, method = voice_activity(audio, 16000, vad_method)
@@ -200,8 +200,8 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
     rows, frames = [], {}
     canon = dataset.canonical_landmarks
     for yaw, pitch in views:
-        rgb, _ = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
-                             batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets)
+        rgb = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
+                         batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets).rgb
         frames[f"{yaw:+g},{pitch:+g}"] = rgb
         lm, ok = detect_sequence(rgb, static=True)
         size = rgb.shape[1]

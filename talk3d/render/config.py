@@ -13,7 +13,7 @@ RENDER_BOUNDS = {
     "yaw": (-360, 360), "pitch": (-360, 360), "orbit_range": (0, 360), "orbit_period": (0, 1e6),
     "motion_scale": (0, 10), "size": (8, 4096), "fps": (1, 240), "batch": (0, 4096), "threads": (0, 4096),
     "ipd": (1e-6, 10), "mpi_layers": (2, 1024), "mpi_samples": (1, 1024), "mpi_size": (8, 4096),
-    "mpi_frames": (0, 10**9), "quality": (0, 51),
+    "mpi_frames": (0, 10**9), "quality": (0, 51), "plate_frame": (0, 10**9),
 }
 
 
@@ -73,6 +73,14 @@ class RenderConfig:
     """Side of the MPI layers in pixels; ``None`` = the model's neural (volume-rendering) resolution."""
     quality: int = 18
     """H.264 CRF (lower = better quality, larger files)."""
+    full_frame: bool = False
+    """Paste each rendered crop back into the source video's full frame at its own resolution
+    (:mod:`talk3d.render.full_frame`); depth, RGBA and MPI outputs stay the crop's."""
+    source: Path | None = None
+    """The source video for ``full_frame`` when it has moved (default: the path prep recorded)."""
+    plate_frame: int | None = None
+    """Source frame used as the still plate of ``full_frame`` with ``pose="fixed"``; ``None``: the
+    frame whose head pose is nearest the mean pose."""
 
 
 @dataclass
@@ -95,6 +103,8 @@ class RenderResult:
     """Other files written: ``depth``, ``alpha``, ``mpi``."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent per phase (``audio``, ``model``, ``write``, ``mpi``)."""
+    frame_size: tuple[int, int] = (0, 0)
+    """``(width, height)`` of the video (the source's with ``full_frame``)."""
 
 
 def parse_ipd(text: str | float) -> float:

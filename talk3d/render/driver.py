@@ -56,6 +56,8 @@ class Drive:
     """Seconds of driving audio."""
     torso: np.ndarray | None = None
     """``(N, 2)`` torso offsets indexed by ``frame_indices`` (None: resting torso)."""
+    plate: np.ndarray | None = None
+    """``(F,)`` the source frame each output frame stands for (the full-frame plate)."""
 
 
 def _check_config(cfg: RenderConfig) -> None:
@@ -72,6 +74,15 @@ def _check_config(cfg: RenderConfig) -> None:
         raise UserError(f"--fps {cfg.fps} is out of range: give a frame rate between 1 and 240")
     if cfg.mpi_layers < 2 or cfg.mpi_samples < 1:
         raise UserError("--mpi-layers must be at least 2")
+    if cfg.full_frame and cfg.stereo:
+        raise UserError("--full-frame and --stereo cannot be combined: a side-by-side pair does not fit the "
+                        "source frame; render one of them")
+    if cfg.plate_frame is not None and not (cfg.full_frame and cfg.pose == "fixed"):
+        raise UserError("--plate-frame chooses the still plate of --full-frame --pose fixed; add those options "
+                        "or leave it out")
+    if cfg.source is not None and not cfg.full_frame:
+        raise UserError("--source points --full-frame at a moved copy of the source video; add --full-frame or "
+                        "leave it out")
     try:
         check_fields(cfg, RENDER_BOUNDS, "--")
     except ValueError as exc:
@@ -106,7 +117,7 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
         raise UserError(f"output '{out_path}' must end in .mp4")
     written = planned_outputs(out_path, cfg) + ([Path(cfg.mpi_dir)] if cfg.mpi_dir is not None else [])
     for planned in written:
-        check_separate(planned, [("run folder", run_dir), ("audio", audio_path)])
+        check_separate(planned, [("run folder", run_dir), ("audio", audio_path), ("source video", cfg.source)])
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
     if cfg.frames == "audio" and audio_path is None:
         raise UserError("give a driving AUDIO file, or --frames val to render the held-out frames")
@@ -115,6 +126,9 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
     if cfg.frames == "val":  # the dataset's audio and frames are an input too
         for planned in written:
             check_separate(planned, [("dataset", run.dataset_dir)])
+    if cfg.full_frame:
+        for planned in written:
+            check_separate(planned, [("source video", cfg.source or run.manifest.source or None)])
     return render_run(run, audio_path, out_path, cfg, force=force)
 
 
@@ -123,6 +137,10 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     n = frame_count(audio.duration, fps)
     poses = torch.as_tensor(run.poses, dtype=torch.float32)
     head, source = paths.head_motion(poses, n, cfg.pose)
+    plate = None
+    if cfg.full_frame:  # a fixed head stands in front of one still frame, with that frame's torso
+        plate = source if cfg.pose == "tracked" else np.full(n, _still_frame(poses, cfg.plate_frame))
+        source = plate
     torso = paths.torso_track(run.torso_offsets, source)
     blink = paths.blink_track(np.asarray(run.blink), n, cfg.blink)
     yaw = paths.yaw_schedule(n, fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
@@ -130,7 +148,18 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     cams = paths.view_cameras(head, yaw, cfg.pitch)
     return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
                  frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
-                 mux_audio=audio.path, duration=audio.duration, torso=torso)
+                 mux_audio=audio.path, duration=audio.duration, torso=torso, plate=plate)
+
+
+def _still_frame(poses: torch.Tensor, chosen: int | None) -> int:
+    """The still plate of a fixed-pose full-frame render: ``chosen``, or the frame whose pose
+    is nearest the mean pose the head is rendered at."""
+    if chosen is not None:
+        if not 0 <= chosen < poses.shape[0]:
+            raise UserError(f"--plate-frame {chosen} is outside the source's frames 0-{poses.shape[0] - 1}")
+        return int(chosen)
+    mean = paths.mean_pose(poses)
+    return int(torch.linalg.matrix_norm(poses - mean, dim=(-2, -1)).argmin())
 
 
 def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
@@ -162,7 +191,7 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" else None
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
-                 duration=t1 - t0, torso=torso)
+                 duration=t1 - t0, torso=torso, plate=idx if cfg.full_frame else None)
 
 
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
@@ -181,12 +210,14 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
         else:
             drive = _drive_from_audio(run, audio_path, cfg, float(cfg.fps or run.manifest.fps))
         timings["audio"] = time.perf_counter() - t
-        extra = _render_video(run, drive, out_path, cfg, size, timings)
+        extra, frame_size = _render_video(run, drive, out_path, cfg, size, timings)
     n = drive.frame_indices.size
     result = RenderResult(out_path=out_path, num_frames=n, fps=drive.fps, duration=drive.duration, size=size,
-                          render_fps=n / max(timings["model"], 1e-9), extra_outputs=extra, timings=timings)
+                          render_fps=n / max(timings["model"], 1e-9), extra_outputs=extra, timings=timings,
+                          frame_size=frame_size)
     info(f"wrote {out_path}: {n} frames at {drive.fps:g} fps ({n / drive.fps:.2f} s, audio {drive.duration:.2f} s), "
-         f"{size}x{size}{' stereo' if cfg.stereo else ''}, model {result.render_fps:.1f} frames/s")
+         f"{frame_size[0]}x{frame_size[1]}{' stereo' if cfg.stereo else ''}"
+         f"{' (full frame)' if cfg.full_frame else ''}, model {result.render_fps:.1f} frames/s")
     for name, p in extra.items():
         info(f"  {name}: {p}")
     return result
@@ -205,13 +236,54 @@ def _mpi_frames(cfg: RenderConfig, n: int) -> list[int]:
     return frames
 
 
+class _FullFrame:
+    """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in order."""
+
+    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, source: Path | None):
+        from talk3d.render.full_frame import Compositor, Placement
+        from talk3d.render.plate import PlateFrames, find_source
+
+        m = run.manifest
+        info = find_source(m, source)
+        self.placement = Placement.from_manifest(m.crop_box, m.source_size, (info.width, info.height))
+        self.compositor = Compositor(self.placement)
+        self.order = iter(np.asarray(plate_order).tolist())
+        self.plates = stack.enter_context(contextlib.closing(iter(PlateFrames(info, m.fps, plate_order))))
+        self.masks = _person_masks(run)
+
+    def frames(self, rgb: np.ndarray, person: np.ndarray) -> list[np.ndarray]:
+        """Full frames ``(H, W, 3)`` uint8 of a batch: ``rgb (B, S, S, 3)`` uint8, ``person (B, S, S)``."""
+        out = []
+        for img, alpha in zip(rgb, person, strict=True):
+            index = next(self.order)
+            plate_person = self.masks(index) if self.masks is not None else None
+            out.append(self.compositor.compose(next(self.plates), img, alpha, plate_person))
+        return out
+
+
+def _person_masks(run):
+    """``index -> (M, M)`` float person mask of a source frame from the run's dataset, or ``None``
+    (with a warning) when the dataset is not at hand."""
+    from talk3d.dataset import TalkingHeadDataset
+    from talk3d.errors import DatasetError
+
+    try:
+        dataset = TalkingHeadDataset(run.dataset_dir)
+    except (DatasetError, OSError):
+        warn(f"the run's dataset '{run.dataset_dir}' is not at hand: the full-frame paste covers only the "
+             f"rendered person (with --yaw/--pitch the recorded head may show beside it)")
+        return None
+    return lambda index: (dataset.mask(index) > 0).astype(np.float32)
+
+
 class _Outputs:
     """The files one render writes: the video, and with their options the depth video, the
     RGBA frames and the MPIs. Enter it in an :class:`contextlib.ExitStack`."""
 
     def __init__(self, stack: contextlib.ExitStack, out_path: Path, drive: Drive, cfg: RenderConfig,
-                 near_far: tuple[float, float]):
+                 near_far: tuple[float, float], run):
         self.cfg, self.near_far, self.extra = cfg, near_far, {}
+        self.full = _FullFrame(stack, run, drive.plate, cfg.source) if drive.plate is not None else None
         self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
         self.depth = self.alpha = None
         if cfg.depth:
@@ -224,7 +296,10 @@ class _Outputs:
 
     def write(self, first: int, res: dict[str, torch.Tensor]) -> None:
         """Write a batch of :func:`_forward` outputs whose first output frame is ``first``."""
-        for img in outputs.to_uint8(res["rgb"]):
+        frames = outputs.to_uint8(res["rgb"])
+        if self.full is not None:
+            frames = self.full.frames(frames, res["alpha_c"][:, 0].float().cpu().numpy())
+        for img in frames:
             self.video.write(img)
         if self.depth is not None:
             dmap = outputs.colorize_depth(res["depth"], res["alpha"], *self.near_far)
@@ -240,9 +315,10 @@ class _Outputs:
 
 
 def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: int,
-                  timings: dict[str, float]) -> dict[str, Path]:
+                  timings: dict[str, float]) -> tuple[dict[str, Path], tuple[int, int]]:
     """Render every frame of ``drive`` into the outputs; adds the seconds spent to ``timings``
-    and returns the extra outputs written (``depth``, ``alpha``, ``mpi``)."""
+    and returns the extra outputs written (``depth``, ``alpha``, ``mpi``) and the video's
+    ``(width, height)``."""
     from talk3d.model.drive import DrivingClip, forward_frames
 
     avatar, mcfg = run.avatar, run.model_config
@@ -254,7 +330,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     clip = DrivingClip.from_arrays(mcfg, drive.features, drive.feature_rate, drive.fps, drive.blink, drive.head,
                                    drive.torso)
     with contextlib.ExitStack() as stack:
-        out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius))
+        out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run)
         bar = stack.enter_context(make_progress())
         task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
 
@@ -280,7 +356,8 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
                     timings["mpi"] += time.perf_counter() - t
             bar.update(task, advance=fb.positions.stop - fb.positions.start,
                        status=f"{fb.positions.stop / max(timings['model'], 1e-9):.1f} frames/s")
-    return out.extra
+    width = 2 * size if cfg.stereo else size
+    return out.extra, (out.full.placement.frame_size if out.full is not None else (width, size))
 
 
 @torch.no_grad()

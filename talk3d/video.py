@@ -1,4 +1,5 @@
-"""Probe and decode the input video with the bundled ffmpeg (no ffprobe needed).
+"""Probe and decode source videos with the bundled ffmpeg (no ffprobe needed): prep reads its
+input with it, and `talk3d render --full-frame` its plate.
 
 Frames are streamed from an ffmpeg subprocess (constant frame rate, rotation metadata
 applied, downscaled to a maximum side) and never held in memory all at once.

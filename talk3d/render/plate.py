@@ -1,0 +1,148 @@
+"""The plate of a full-frame render: the source video's own frames, streamed in any order.
+
+The source is decoded exactly as prep decoded it (same frame rate resampling, so frame ``i``
+of the plate is dataset frame ``i``) but at the source's own resolution. Frames come from one
+forward ffmpeg stream; a frame that the sequence needs again later (the tracked pose plays the
+clip forward then backward) is kept in a temporary folder as a JPEG (quality 97, far finer
+than the output's H.264) until its last use, so memory stays flat however long the source or
+the output is; the folder holds at most one copy of each source frame.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from talk3d.errors import UserError
+from talk3d.video import FrameReader, VideoInfo, probe_video
+
+CACHE_QUALITY = 97
+"""JPEG quality of the frames kept for reuse."""
+CACHE_BYTES = 0.25
+"""Generous bytes per raw byte of a cached frame (JPEG at quality 97 of video frames: ~0.1)."""
+NO_DOWNSCALE = 1 << 16
+"""``probe_video`` max side that keeps the source's own resolution."""
+
+
+def find_source(manifest, source: str | os.PathLike | None = None) -> VideoInfo:
+    """The source video a dataset was prepared from, checked against its SHA-256.
+
+    Args:
+        manifest: the dataset's :class:`talk3d.dataset.Manifest`.
+        source: a moved copy of the source (``--source``); default the path prep recorded.
+    Raises:
+        UserError: the file is missing or is not the one prep read (hash mismatch).
+    """
+    from talk3d.io import sha256_file
+
+    path = Path(source) if source is not None else Path(manifest.source)
+    hint = "give the original video with --source FILE"
+    if not manifest.source or not manifest.source_sha256:
+        raise UserError("this avatar's dataset does not record its source video; re-run 'talk3d prep' to use "
+                        "--full-frame")
+    if not path.is_file():
+        where = "given with --source" if source is not None else "recorded by prep"
+        raise UserError(f"the source video '{path}' ({where}) is not found; {hint}")
+    if sha256_file(path) != manifest.source_sha256:
+        raise UserError(f"'{path}' is not the video this avatar was prepared from (its SHA-256 differs: the file "
+                        f"was changed or replaced); {hint}")
+    info = probe_video(path, max_side=NO_DOWNSCALE)
+    decoded = probe_video(path)  # prep's decode size, for the crop box
+    if [decoded.width, decoded.height] != [int(v) for v in manifest.source_size]:
+        raise UserError(f"'{path}' decodes to {decoded.width}x{decoded.height}, the dataset to "
+                        f"{manifest.source_size[0]}x{manifest.source_size[1]}; re-run 'talk3d prep' with --force")
+    return info
+
+
+class PlateFrames:
+    """Source frames in the order a render needs them.
+
+    Args:
+        info: the source (:func:`find_source`).
+        fps: the dataset's frame rate (the source is resampled to it, as in prep).
+        order: ``(F,)`` source frame per output frame.
+    """
+
+    def __init__(self, info: VideoInfo, fps: float, order: np.ndarray):
+        self.info = info
+        self.fps = float(fps)
+        self.order = np.asarray(order, dtype=np.int64)
+        if self.order.size and self.order.min() < 0:
+            raise ValueError("plate frame numbers must be non-negative")
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for k, i in enumerate(self.order.tolist()):
+            first.setdefault(i, k)
+            last[i] = k
+        self._last_use = last
+        self.reused = sum(last[i] > first[i] for i in first)
+        """Source frames the order needs more than once (at most this many are kept on disk)."""
+        self.decoder_starts = 0
+        """How many times the source was decoded from its start (1 for forward sequences)."""
+        self.cached_peak = 0
+        """The most frames held in the temporary folder at once."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """``(H, W, 3)`` uint8 frames, one per entry of ``order``."""
+        from talk3d.io import need_free_space
+
+        need_free_space(tempfile.gettempdir(), self.reused * self.info.width * self.info.height * 3 * CACHE_BYTES,
+                        "the full-frame plate's reused frames")
+        with tempfile.TemporaryDirectory(prefix="talk3d_plate_") as tmp:
+            cache: dict[int, Path] = {}
+            stream, position = None, -1
+            try:
+                for k, i in enumerate(self.order.tolist()):
+                    if i in cache:
+                        frame = _read_image(cache[i])
+                    else:
+                        if stream is None or i <= position:
+                            stream, position = self._restart(stream), -1
+                        frame, position = self._advance(stream, position, i)
+                        if self._last_use[i] > k:
+                            cache[i] = Path(tmp) / f"{i:08d}.jpg"
+                            _write_image(cache[i], frame)
+                            self.cached_peak = max(self.cached_peak, len(cache))
+                    if self._last_use[i] == k and i in cache:
+                        cache.pop(i).unlink()
+                    yield frame
+            finally:
+                if stream is not None:
+                    stream.close()
+
+    def _restart(self, stream) -> Iterator[np.ndarray]:
+        if stream is not None:
+            stream.close()
+        self.decoder_starts += 1
+        return iter(FrameReader(self.info, self.fps))
+
+    def _advance(self, stream, position: int, target: int) -> tuple[np.ndarray, int]:
+        """Read up to source frame ``target``; returns it and the new position."""
+        frame = None
+        while position < target:
+            frame = next(stream, None)
+            if frame is None:
+                raise UserError(f"the source video '{self.info.path}' ended before frame {target}; re-run "
+                                f"'talk3d prep' on it with --force")
+            position += 1
+        return frame, position
+
+
+def _write_image(path: Path, frame: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, CACHE_QUALITY]):
+        raise UserError(f"could not write a plate frame to the temporary folder '{path.parent}' (disk full?)")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise UserError(f"a cached plate frame '{path}' could not be read back")
+    return np.ascontiguousarray(img[..., ::-1])
