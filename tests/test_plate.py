@@ -125,6 +125,14 @@ def test_cli_full_frame_render_and_a_changed_source(tmp_path):
     for k, i in enumerate(ping_pong_indices(15, 12)):
         outside = np.abs(frames[k][:, :28].astype(int) - plate[i][:, :28])
         assert outside.mean() < 3.0, (k, outside.mean())
+    still = tmp_path / "still.mp4"
+    res = CliRunner().invoke(app, ["render", str(run), str(audio), "--full-frame", "--pose", "fixed",
+                                   "--plate-frame", "3", "-o", str(still), "-q"])
+    assert res.exit_code == 0, res.output
+    for frame in read_frames(still):
+        assert np.abs(frame[:, :28].astype(int) - plate[3][:, :28]).mean() < 3.0
+    res = CliRunner().invoke(app, ["render", str(run), str(audio), "--plate-frame", "3", "-o", str(still)])
+    assert res.exit_code != 0 and "--plate-frame chooses" in res.output
     res = CliRunner().invoke(app, ["render", str(run), str(audio), "--full-frame", "--stereo", "-o",
                                    str(tmp_path / "x.mp4")])
     assert res.exit_code != 0 and "cannot be combined" in res.output

@@ -33,7 +33,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def full_frame(dataset: TalkingHeadDataset, arrays: dict[str, np.ndarray],
-               source: str | os.PathLike | None = None) -> SuiteResult:
+               source: str | os.PathLike | None = None, colour_match: bool = True) -> SuiteResult:
     """Paste the self-driven suite's renders into their source frames and measure.
 
     Args:
@@ -41,6 +41,8 @@ def full_frame(dataset: TalkingHeadDataset, arrays: dict[str, np.ndarray],
         arrays: the self-driven suite's ``indices (F,)``, ``rgb (F, S, S, 3)`` uint8 and
             ``person (F, S, S)``.
         source: a moved copy of the source video (default: the path prep recorded).
+        colour_match: the compositor's colour match (off only for its ablation in
+            ``benchmarks/full_frame.py``).
     Returns:
         figures (``available`` False with the ``reason`` when the source cannot be used) and
         arrays ``example`` (output and source frame of the middle held-out frame).
@@ -54,7 +56,7 @@ def full_frame(dataset: TalkingHeadDataset, arrays: dict[str, np.ndarray],
     except UserError as exc:
         return SuiteResult({"available": False, "reason": str(exc)})
     place = Placement.from_manifest(m.crop_box, m.source_size, (info.width, info.height))
-    comp = Compositor(place)
+    comp = Compositor(place, colour_match=colour_match)
     x_lo, y_lo, x_hi, y_hi = place.roi
     idx = np.asarray(arrays["indices"])
     full, region, seam_out, seam_src = [], [], [], []
