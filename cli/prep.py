@@ -31,21 +31,29 @@ def command(
                                            help="Refine head poses by aligning the textured face to the frames "
                                                 "(default; corrects the landmark detector's pitch bias) or keep the "
                                                 "landmark-only poses (faster)."),
+    holdout: str = typer.Option("tail", "--holdout", help="Frames held out for evaluation: 'tail' (the last 10%) or "
+                                "'turned' (the ~15% of frames whose head yaw lies furthest from the median, on "
+                                "each side the head turns to, in runs of >= 0.5 s with an unused margin around "
+                                "each: ground truth for novel views)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Track the face, crop, estimate head poses, segment, extract audio features."""
     apply_quiet(quiet)
     from talk3d.console import console
+    from talk3d.errors import UserError
     from talk3d_prep.pipeline import PrepConfig, run_prep
+
+    if holdout not in ("tail", "turned"):
+        raise UserError(f"--holdout must be 'tail' or 'turned', not '{holdout}'")
 
     manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale,
                                                crop_padding=crop_padding, focal_35mm=focal_35mm,
-                                               photometric_poses=photometric_poses), force=force)
+                                               photometric_poses=photometric_poses, holdout=holdout), force=force)
     s = manifest.stats
     console.print(
         f"[green]dataset ready[/green] '{out}': {manifest.num_frames} frames "
-        f"({manifest.train_end} train / {manifest.num_frames - manifest.train_end} held out), "
+        f"({len(manifest.train_frames)} train / {len(manifest.val_frames)} held out, {manifest.holdout}), "
         f"{100 * s['tracking_rate']:.1f}% tracked, reprojection RMS {s['reprojection_rms_px']:.2f} px, "
         f"jitter (median rotation step) {s['rotation_step_median_deg']:.3f} deg, {s['total_s']:.1f} s",
         soft_wrap=True,

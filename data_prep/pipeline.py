@@ -28,9 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from talk3d.camera import focal_pixels_from_35mm
+from talk3d.camera import camera_angles, focal_pixels_from_35mm
 from talk3d.console import NativeStderrToLog, info, make_progress, warn
-from talk3d.dataset import DATASET_ENTRIES, MANIFEST, Manifest, frame_name, validate, write_manifest
+from talk3d.dataset import (
+    DATASET_ENTRIES,
+    MANIFEST,
+    Manifest,
+    frame_name,
+    split_frames,
+    validate,
+    write_manifest,
+)
 from talk3d.errors import UserError
 from talk3d.folders import (
     MARKER,
@@ -60,6 +68,7 @@ from talk3d.video import FrameReader, VideoInfo, probe_video
 from talk3d_prep import track as track_mod
 from talk3d_prep.frames import write_frames_and_masks
 from talk3d_prep.preview import draw_tile, write_contact_sheet, write_pose_plot
+from talk3d_prep.split import Split, tail_split, turned_split
 
 WORK = ".prep"
 
@@ -95,8 +104,13 @@ class PrepConfig:
     """Savitzky-Golay window for head-rotation smoothing in seconds (19 frames at 25 fps); 0 disables it."""
     translation_smooth_frames: int = 5
     """Savitzky-Golay window (frames) for the re-solved head translation; <= 2 disables it."""
+    holdout: str = "tail"
+    """Which frames are held out for evaluation: ``tail`` (the last ``val_fraction``) or ``turned``
+    (the head poses furthest from the median yaw, :mod:`talk3d_prep.split`)."""
     val_fraction: float = 0.1
-    """Fraction of frames at the end held out for evaluation."""
+    """Fraction of frames at the end held out for evaluation (``holdout="tail"``)."""
+    turned_fraction: float = 0.15
+    """Fraction of frames held out with ``holdout="turned"``."""
     max_missing: float = 0.05
     """Largest fraction of frames without a detected face (shorter gaps are interpolated)."""
     min_duration: float = 3.0
@@ -336,7 +350,7 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
     write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
 
 
-def _step_torso(out: Path, work: Path, num_frames: int, train_end: int) -> dict[str, float]:
+def _step_torso(out: Path, work: Path, num_frames: int, train: np.ndarray) -> dict[str, float]:
     from talk3d_prep.torso import track_torso
 
     stats_path = work / "torso.json"
@@ -344,7 +358,7 @@ def _step_torso(out: Path, work: Path, num_frames: int, train_end: int) -> dict[
     if done is not None and (out / "torso_offsets.npy").is_file():
         info("torso offsets: done already (resuming)")
         return done
-    offsets, stats = track_torso(out, num_frames, train_end)
+    offsets, stats = track_torso(out, num_frames, train)
     if not stats.get("torso_tracked"):
         warn("no steady torso region in the frames: the torso is not tracked (offsets 0)")
     write_npy(out / "torso_offsets.npy", offsets)
@@ -364,7 +378,7 @@ def _step_blink(out: Path, lm: np.ndarray) -> dict[str, float]:
 
 
 def _step_preview(out: Path, lm: np.ndarray, valid: np.ndarray, poses: np.ndarray, k: np.ndarray,
-                  config: PrepConfig, train_end: int) -> None:
+                  config: PrepConfig, held_out: np.ndarray) -> None:
     import cv2
 
     if (out / "preview.png").is_file() and (out / "poses.png").is_file():
@@ -374,10 +388,10 @@ def _step_preview(out: Path, lm: np.ndarray, valid: np.ndarray, poses: np.ndarra
     for i in np.unique(np.linspace(0, n - 1, min(config.preview_frames, n)).round().astype(int)):
         frame = _read_frame(out, int(i))
         labels = cv2.imread(str(out / "masks" / frame_name(int(i), "png")), cv2.IMREAD_UNCHANGED)
-        caption = f"#{i}{'' if valid[i] else ' (interp.)'}{' val' if i >= train_end else ''}"
+        caption = f"#{i}{'' if valid[i] else ' (interp.)'}{' val' if held_out[i] else ''}"
         tiles.append(draw_tile(frame, labels, lm[i], poses[i], k, caption))
     write_contact_sheet(out / "preview.png", tiles)
-    write_pose_plot(out / "poses.png", poses, valid, config.fps, train_end)
+    write_pose_plot(out / "poses.png", poses, valid, config.fps, held_out)
 
 
 # --------------------------------------------------------------------------------------
@@ -481,6 +495,17 @@ def _crop_and_camera(filled: np.ndarray, valid: np.ndarray, vinfo: VideoInfo,
     return crop_box, lm, focal, k
 
 
+def _choose_split(poses: np.ndarray, config: PrepConfig) -> tuple[Split, np.ndarray]:
+    """The held-out split of ``config.holdout`` and the camera angles ``(N, 3)`` degrees it used."""
+    import torch
+
+    angles = camera_angles(torch.as_tensor(poses, dtype=torch.float64)).numpy()
+    n = poses.shape[0]
+    if config.holdout == "turned":
+        return turned_split(angles[:, 0], config.fps, config.turned_fraction), angles
+    return tail_split(n, config.val_fraction), angles
+
+
 def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: PrepConfig, source_hash: str,
                    t_start: float) -> Manifest:
     """Run (or resume) every step into ``folders.stage``; write and validate its manifest."""
@@ -499,16 +524,17 @@ def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: 
     if config.photometric_poses:
         with _timed(timings, "pose_refine_s"):
             pstats.update(_step_refine_poses(out, work, lm, raw.valid, config, k))
-    train_end = n - max(1, int(round(n * config.val_fraction)))
-    if train_end < 1:
-        raise UserError(f"'{video}' gives only {n} frames, too few to hold out a validation part")
+    split, angles = _choose_split(read_npy(out / "poses.npy"), config)
+    train, held = split_frames(n, split.train_end, split.val_runs, split.margin_runs)
+    held_mask = np.zeros(n, bool)
+    held_mask[held] = True
     with _timed(timings, "torso_s"):
-        torso_stats = _step_torso(out, work, n, train_end)
+        torso_stats = _step_torso(out, work, n, train)
     with _timed(timings, "audio_s"):
         _step_audio(out, video, config, n)
     blink_stats = _step_blink(out, lm)
     with _timed(timings, "preview_s"):
-        _step_preview(out, lm, raw.valid, read_npy(out / "poses.npy"), k, config, train_end)
+        _step_preview(out, lm, raw.valid, read_npy(out / "poses.npy"), k, config, held_mask)
     distance = float(pstats.pop("camera_distance"))
     stats: dict[str, Any] = {
         "tracking_rate": float(raw.valid.mean()),
@@ -525,7 +551,10 @@ def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: 
         "total_s": round(time.perf_counter() - t_start, 3),
     }
     manifest = Manifest(
-        num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=train_end,
+        num_frames=n, fps=float(config.fps), size=int(config.size), intrinsics=k.tolist(), train_end=split.train_end,
+        holdout=config.holdout, val_runs=split.val_runs, margin_runs=split.margin_runs,
+        train_angles={name: [float(angles[train, j].min()), float(angles[train, j].max())]
+                      for j, name in enumerate(("yaw", "pitch"))},
         source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
         crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
         audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),

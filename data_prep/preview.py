@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from talk3d.camera import camera_angles, project
+from talk3d.dataset import runs_of
 from talk3d.face.landmarks import STABLE_LANDMARKS
 from talk3d.io import atomic_path
 
@@ -63,8 +64,9 @@ def write_contact_sheet(path: Path, tiles: list[np.ndarray], columns: int = 4) -
             raise OSError(f"could not write {path}")
 
 
-def write_pose_plot(path: Path, cam2world: np.ndarray, valid: np.ndarray, fps: float, train_end: int) -> None:
-    """Yaw, pitch, roll (degrees) over time, frames without a face and the held-out split marked."""
+def write_pose_plot(path: Path, cam2world: np.ndarray, valid: np.ndarray, fps: float, held_out: np.ndarray) -> None:
+    """Yaw, pitch, roll (degrees) over time, frames without a face and the held-out frames
+    (``held_out``: ``(N,)`` bool) shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +80,8 @@ def write_pose_plot(path: Path, cam2world: np.ndarray, valid: np.ndarray, fps: f
     miss = ~np.asarray(valid, bool)
     if miss.any():
         ax.scatter(t[miss], np.zeros(miss.sum()), marker="|", color="red", label="no face (interpolated)")
-    ax.axvline(train_end / fps, color="gray", ls="--", lw=1, label="held-out from here")
+    for k, (a, b) in enumerate(runs_of(np.asarray(held_out, bool))):
+        ax.axvspan(a / fps, b / fps, color="gray", alpha=0.25, lw=0, label="held out" if k == 0 else None)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("degrees (camera relative to head)")
     ax.legend(loc="upper right", fontsize=8, ncol=5)

@@ -60,13 +60,13 @@ def steady_torso_window(masks_dir: Path, frames: np.ndarray, size: int, presence
     return np.ascontiguousarray(taper * soft)
 
 
-def track_torso(dataset_dir: Path, num_frames: int, train_end: int, work_size: int = 256,
+def track_torso(dataset_dir: Path, num_frames: int, train: np.ndarray, work_size: int = 256,
                 reference_frames: int = 60, smooth_frames: int = 5) -> tuple[np.ndarray, dict[str, float]]:
     """Torso offset of every frame relative to its median position.
 
     Args:
         dataset_dir: folder with ``frames/`` and ``masks/`` written.
-        num_frames: ``N``; train_end: frames ``[0, train_end)`` build the reference image.
+        num_frames: ``N``; train: ``(T,)`` the training frames, which build the reference image.
         work_size: side the frames are compared at.
         reference_frames: training frames averaged into the reference (evenly spaced).
         smooth_frames: Savitzky-Golay window over time (<= 2 disables it).
@@ -79,7 +79,8 @@ def track_torso(dataset_dir: Path, num_frames: int, train_end: int, work_size: i
     from scipy.signal import savgol_filter
 
     frames_dir, masks_dir = Path(dataset_dir) / "frames", Path(dataset_dir) / "masks"
-    sample = np.unique(np.linspace(0, max(train_end, 1) - 1, min(reference_frames, max(train_end, 1))).round().astype(int))
+    train = np.asarray(train) if len(train) else np.arange(1)
+    sample = np.unique(train[np.linspace(0, train.size - 1, min(reference_frames, train.size)).round().astype(int)])
     window = steady_torso_window(masks_dir, sample, work_size)
     if window is None:
         return np.zeros((num_frames, 2), np.float32), {"torso_tracked": 0.0}

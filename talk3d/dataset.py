@@ -22,7 +22,9 @@ A dataset is a folder::
     .talk3d.json       marker: this folder is a talk3d dataset, and the entries prep wrote
                        (what ``prep --force`` replaces; see docs/safety.md)
 
-Frames ``[0, train_end)`` are for training and ``[train_end, N)`` are held out.
+Held out (never trained on): frames ``[train_end, N)`` (``--holdout tail``, the default) and the
+``val_runs`` (``--holdout turned``: the most turned head poses, with ``train_end = N``); the
+``margin_runs`` around them are neither trained on nor evaluated; every other frame trains.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class Manifest:
     intrinsics: list[list[float]]
     """Normalised 3x3 intrinsics shared by all frames (see :mod:`talk3d.camera`)."""
     train_end: int
-    """Frames ``[0, train_end)`` train; ``[train_end, num_frames)`` are held out."""
+    """Frames ``[train_end, num_frames)`` are held out (``num_frames``: only the ``val_runs`` are)."""
     source: str = ""
     """Path of the source video as given to prep."""
     source_sha256: str = ""
@@ -107,14 +109,26 @@ class Manifest:
     """Figures measured by prep (tracking rate, reprojection error, jitter...)."""
     format_version: int = FORMAT_VERSION
     """Version of this format; readers refuse other versions."""
+    holdout: str = "tail"
+    """How the held-out frames were chosen: ``tail`` (the clip's end) or ``turned`` (the head
+    poses furthest from the median yaw, :mod:`talk3d_prep.split`)."""
+    val_runs: list[list[int]] = field(default_factory=list)
+    """Held-out ``[start, stop)`` frame runs besides ``[train_end, num_frames)``."""
+    margin_runs: list[list[int]] = field(default_factory=list)
+    """``[start, stop)`` frame runs neither trained on nor evaluated (around the ``val_runs``)."""
+    train_angles: dict[str, list[float]] = field(default_factory=dict)
+    """``{"yaw": [lo, hi], "pitch": [lo, hi]}``: the training frames' camera angles in degrees
+    (:func:`talk3d.camera.camera_angles`); empty in datasets written before it."""
 
     @property
-    def val_frames(self) -> range:
-        return range(self.train_end, self.num_frames)
+    def val_frames(self) -> np.ndarray:
+        """``(V,)`` int64 held-out frame numbers, ascending."""
+        return split_frames(self.num_frames, self.train_end, self.val_runs, self.margin_runs)[1]
 
     @property
-    def train_frames(self) -> range:
-        return range(0, self.train_end)
+    def train_frames(self) -> np.ndarray:
+        """``(T,)`` int64 training frame numbers, ascending."""
+        return split_frames(self.num_frames, self.train_end, self.val_runs, self.margin_runs)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +154,37 @@ class Manifest:
             raise ValueError(f"frames_format must be jpg or png, got {self.frames_format!r}")
         if not isinstance(self.stats, dict) or not isinstance(self.prep_settings, dict):
             raise ValueError("stats and prep_settings must be JSON objects")
+        if self.holdout not in ("tail", "turned"):
+            raise ValueError(f"holdout must be tail or turned, got {self.holdout!r}")
+        for runs in (self.val_runs, self.margin_runs):
+            if not isinstance(runs, list) or not all(
+                    isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r)
+                    and 0 <= r[0] < r[1] <= self.num_frames for r in runs):
+                raise ValueError("val_runs and margin_runs must be lists of [start, stop) frame pairs within the video")
+
+
+def split_frames(num_frames: int, train_end: int, val_runs: list[list[int]],
+                 margin_runs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out frame numbers ``(T,)``, ``(V,)`` int64 of a split (see :class:`Manifest`)."""
+    held = np.zeros(num_frames, bool)
+    margin = np.zeros(num_frames, bool)
+    for a, b in val_runs:
+        held[a:b] = True
+    for a, b in margin_runs:
+        margin[a:b] = True
+    held[train_end:] = True
+    return np.flatnonzero(~(held | margin)), np.flatnonzero(held)
+
+
+def runs_of(frames: np.ndarray) -> list[list[int]]:
+    """``[start, stop)`` runs of consecutive numbers in ascending ``frames``, or of True in a bool mask."""
+    f = np.asarray(frames)
+    if f.dtype == bool:
+        f = np.flatnonzero(f)
+    if f.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(f) != 1) + 1
+    return [[int(p[0]), int(p[-1]) + 1] for p in np.split(f, breaks)]
 
 
 def frame_name(index: int, ext: str = "jpg") -> str:
@@ -250,9 +295,9 @@ def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manif
     feats = _array(root, "audio_feats.npy", mmap=True)
     if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim or feats.shape[0] < 1:
         raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {FIX_DATASET}")
-    if not 0 < manifest.train_end < n:
-        raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}); "
-                           f"{FIX_DATASET}")
+    if not 0 < manifest.train_end <= n or manifest.val_frames.size == 0 or manifest.train_frames.size == 0:
+        raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}, "
+                           f"{len(manifest.val_runs)} held-out runs); {FIX_DATASET}")
     _check_images(root, manifest)
     return manifest
 

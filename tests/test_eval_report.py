@@ -146,3 +146,46 @@ def test_evaluate_real_tiny_run(tmp_path: Path):
     assert report["novel_views"][0]["yaw"] == 30.0
     assert report["speed"]["fps"] > 0 and report["step"] == 2
     assert (run / "eval" / "report.md").is_file() and not (run / "eval" / "side_by_side.mp4").exists()
+
+
+class PoseEchoDriver(EchoDriver):
+    """Renders the dataset frame whose tracked pose is nearest the requested one (a perfect
+    avatar at seen poses): the nearest-training-pose baseline then shows another frame."""
+
+    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
+        idx = np.asarray(frame_indices)
+        wanted = np.asarray(poses)[idx]
+        nearest = [int(i) if np.array_equal(self.poses[i], p) else int(np.abs(self.poses - p).sum((1, 2)).argmin())
+                   for i, p in zip(idx, wanted, strict=True)]
+        for s in range(0, len(idx), batch_size):
+            sel = nearest[s:s + batch_size]
+            rgb = np.stack([self.ds.frame(i) for i in sel])
+            yield Rendered(rgb=rgb, depth=np.full((len(sel), 8, 8), 4.0, np.float32),
+                           person=np.ones(rgb.shape[:3], np.float32))
+
+
+def test_turned_split_report(tmp_path: Path):
+    from talk3d.camera import camera_angles
+    from talk3d.dataset import read_manifest, write_manifest
+    from talk3d_prep.split import turned_split
+
+    data = make_tiny_dataset(tmp_path / "data", num_frames=60, size=48)
+    m = read_manifest(data)
+    yaw = camera_angles(torch.from_numpy(np.asarray(TalkingHeadDataset(data).poses))).numpy()[:, 0]
+    split = turned_split(yaw, m.fps, min_seconds=0.1, margin_seconds=0.05)
+    m.train_end, m.holdout, m.val_runs, m.margin_runs = split.train_end, "turned", split.val_runs, split.margin_runs
+    write_manifest(data, m)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = EvalConfig(max_val_frames=4, view_frames=2, speed_frames=2, batch_size=4, video=False)
+    report = evaluate(run, cfg, driver=PoseEchoDriver(data))
+    tv = report["turned"]
+    assert tv["available"] and tv["frames"] == len(m.val_frames)
+    assert math.isinf(tv["render"]["psnr"])                      # its own pose: the frame itself
+    assert tv["baseline"]["psnr"] < 60                            # the nearest training pose: another frame
+    assert tv["degrees_beyond_max"] > 0.5 and tv["train_yaw"][1] < tv["held_out_yaw"][1] + 1e-6
+    held = set(m.val_frames.tolist())
+    assert all(p["frame"] in held for p in tv["per_frame"])
+    for name in ("turned.png", "views_frames.png"):
+        assert (run / "eval" / name).stat().st_size > 1000
+    assert "Turned held-out frames" in (run / "eval" / "report.md").read_text()

@@ -225,7 +225,7 @@ def test_prep_torso_tracking_recovers_known_sway(tmp_path: Path) -> None:
         cv2.imwrite(str(tmp_path / "frames" / frame_name(i, "jpg")), frame.clip(0, 255).astype(np.uint8),
                     [cv2.IMWRITE_JPEG_QUALITY, 98])
         cv2.imwrite(str(tmp_path / "masks" / frame_name(i, "png")), labels)
-    offsets, stats = track_torso(tmp_path, n, train_end=20, work_size=size, smooth_frames=0)
+    offsets, stats = track_torso(tmp_path, n, train=np.arange(20), work_size=size, smooth_frames=0)
     assert offsets.shape == (n, 2) and offsets.dtype == np.float32 and stats["torso_tracked"] == 1.0
     expected = (truth - np.median(truth, axis=0)) / size
     err_px = np.abs(offsets - expected).max() * size

@@ -12,7 +12,7 @@ import numpy as np
 
 from talk3d.face.landmarks import MOUTH
 from talk3d.face.landmarks import mouth_opening as face_mouth_opening
-from talk3d.image import box_crop, psnr, ssim  # noqa: F401  (the metrics eval reports; one implementation)
+from talk3d.image import box_crop, masked_psnr, psnr, ssim  # noqa: F401  (the metrics eval reports; one implementation)
 
 # mediapipe FaceMesh indices (478-point topology).
 LIP_INDICES = tuple(int(k) for k in MOUTH)

@@ -63,6 +63,30 @@ def plot_views(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
     _save(plt, fig, path)
 
 
+def plot_frame_grid(rows: list[tuple[str, np.ndarray]], path: str | os.PathLike,
+                    column_titles: list[str] | None = None, title: str = "") -> None:
+    """Frames themselves, one labelled row per ``(label, (C, H, W, 3) uint8)`` entry (same ``C``)."""
+    cols = max(len(frames) for _, frames in rows)
+    plt, fig, axes = _figure(len(rows), cols, (2.2 * cols, 2.3))
+    axes = np.asarray(axes).reshape(len(rows), cols)
+    for r, (label, frames) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(frames):
+                ax.imshow(frames[c])
+            else:
+                ax.axis("off")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+            if r == 0 and column_titles and c < len(column_titles):
+                ax.set_title(column_titles[c], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(plt, fig, path)
+
+
 def plot_mouth(fps: float, self_driven: dict[str, np.ndarray] | None,
                cross: list[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
     """Mouth opening over time: render vs ground truth, and per driving audio vs voice activity.

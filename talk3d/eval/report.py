@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from talk3d.checks import check_fields
 from talk3d.console import info, warn
 from talk3d.dataset import TalkingHeadDataset
@@ -29,6 +31,7 @@ from talk3d.eval import dlib_face, plots, suites
 from talk3d.eval.drive_video import check_driving_clip, video_driven
 from talk3d.eval.driver import RunDriver
 from talk3d.eval.full_frame import full_frame, write_picture
+from talk3d.eval.turned import turned_views
 from talk3d.folders import (
     MARKER,
     check_separate,
@@ -40,8 +43,8 @@ from talk3d.folders import (
 from talk3d.io import close_file_logs, remove_tree, setup_file_log, write_json
 
 # What an evaluation writes into its report folder (what --force replaces; nothing else).
-EVAL_ENTRIES = ("report.json", "report.md", "views.png", "mouth.png", "drive.png", "training.png", "full_frame.png",
-                "side_by_side.mp4", "eval.log")
+EVAL_ENTRIES = ("report.json", "report.md", "views.png", "views_frames.png", "turned.png", "mouth.png", "drive.png",
+                "training.png", "full_frame.png", "side_by_side.mp4", "eval.log")
 STAGING = ".eval-new"
 EVAL_BOUNDS = {"max_val_frames": (1, 10**6), "view_frames": (1, 10**5), "max_cross_seconds": (0.1, 3600),
                "speed_frames": (1, 10**4), "batch_size": (1, 4096)}
@@ -176,15 +179,27 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
     reference = suites.identity_reference(dataset)
     nv = suites.novel_views(driver, dataset, list(config.views), config.view_frames, config.batch_size, reference)
     report["novel_views"] = nv.figures["views"]
+    tv = turned_views(driver, dataset, config.batch_size)
+    report["turned"] = tv.figures
+    if tv.figures["available"]:
+        r, b = tv.figures["render"], tv.figures["baseline"]
+        info(f"turned held-out frames ({tv.figures['frames']}, up to {tv.figures['degrees_beyond_max']:.1f} degrees "
+             f"beyond training): PSNR {_fmt(r['psnr'])} vs {_fmt(b['psnr'])} dB at the nearest training pose, "
+             f"head {_fmt(r['head_psnr'])} vs {_fmt(b['head_psnr'])} dB")
     report["speed"] = suites.speed(driver, config.speed_frames).figures
     rows = plots.read_metrics_jsonl(run_dir / "metrics.jsonl")
     report["training"] = {"rows": len(rows), "last": rows[-1] if rows else None}
 
     plots.plot_views(report["novel_views"], out / "views.png")
+    _plot_view_frames(sd.arrays["rgb"], nv.arrays, out / "views_frames.png")
+    if tv.figures["available"]:
+        _plot_turned(tv, out / "turned.png")
     plots.plot_mouth(driver.fps, sd.arrays, [(Path(c.figures["audio"]).name, c.arrays["opening"],
                                               c.arrays["speech"]) for c in cross], out / "mouth.png")
     report["training"]["plotted"] = plots.plot_training(rows, out / "training.png")
-    files = ["report.json", "report.md", "views.png", "mouth.png", "training.png", "eval.log"]
+    files = ["report.json", "report.md", "views.png", "views_frames.png", "mouth.png", "training.png", "eval.log"]
+    if tv.figures["available"]:
+        files.append("turned.png")
     if ff.figures["available"]:
         write_picture(ff.arrays, ff.figures["crop_box"], out / "full_frame.png")
         files.append("full_frame.png")
@@ -216,6 +231,26 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
         warn(f"a face was detected in only {100 * sd.figures['face_detected_render']:.0f}% of the rendered "
              f"held-out frames")
     return report
+
+
+def _plot_view_frames(frontal: np.ndarray, views: dict[str, np.ndarray], path: Path, count: int = 3) -> None:
+    """The novel views' rendered frames, each angle a row under the same frames at yaw 0."""
+    rows = [("yaw +0, pitch +0", frontal[:count])]
+    for key, frames in views.items():
+        yaw, pitch = key.split(",")
+        rows.append((f"yaw {yaw}, pitch {pitch}", frames[:count]))
+    plots.plot_frame_grid(rows, path, title="novel views: the rendered frames")
+
+
+def _plot_turned(tv: suites.SuiteResult, path: Path, count: int = 4) -> None:
+    """Ground truth | render | nearest-training-pose baseline for the most turned held-out frames."""
+    a = tv.arrays
+    order = np.argsort(-a["beyond"], kind="stable")[:count]
+    per = {p["frame"]: p for p in tv.figures["per_frame"]}
+    titles = [f"#{a['indices'][j]} yaw {per[int(a['indices'][j])]['yaw']:+.0f} (+{a['beyond'][j]:.1f})" for j in order]
+    plots.plot_frame_grid([("ground truth", a["gt"][order]), ("render", a["render"][order]),
+                           ("nearest training pose", a["baseline"][order])], path, titles,
+                          title="turned held-out frames (degrees beyond the training range)")
 
 
 def _silero() -> bool:
@@ -271,6 +306,19 @@ def _drive_table(report: dict[str, Any]) -> str:
           _fmt(r["range_vs_speaker"]), f"{_fmt(r['speaker_tracked'])} / {_fmt(r['render_tracked'])}"] for r in rows])
 
 
+def _turned_table(report: dict[str, Any]) -> str:
+    tv = report.get("turned") or {}
+    if not tv.get("available"):
+        return f"Skipped: {tv.get('reason', 'not run')}."
+    head = (f"{tv['frames']} held-out frames at yaw {tv['held_out_yaw'][0]:+.1f}..{tv['held_out_yaw'][1]:+.1f} "
+            f"(training {tv['train_yaw'][0]:+.1f}..{tv['train_yaw'][1]:+.1f}); up to "
+            f"{tv['degrees_beyond_max']:.1f} degrees beyond the training range (mean {tv['degrees_beyond_mean']:.1f}).")
+    rows = [[name, _fmt(f["psnr"]), _fmt(f["ssim"], 4), _fmt(f["head_psnr"]), _fmt(f["lmd_mouth"]),
+             _fmt(f["face_detected"])] for name, f in (("render at the frame's pose", tv["render"]),
+                                                        ("baseline: nearest training pose", tv["baseline"]))]
+    return head + "\n\n" + _table(["", "PSNR", "SSIM", "head PSNR", "LMD mouth (px @512)", "face detected"], rows)
+
+
 def _full_frame_table(report: dict[str, Any]) -> str:
     ff = report.get("full_frame") or {}
     if not ff.get("available"):
@@ -322,6 +370,7 @@ def to_markdown(report: dict[str, Any]) -> str:
               _fmt(c["speech_pause_ratio"])] for c in report["cross_driven"]]))
     else:
         parts.append("No driving audio given (use `--audio FILE`).")
+    parts += ["## Turned held-out frames (novel views against ground truth)", _turned_table(report)]
     parts += ["## Full frame (held-out renders pasted into their source frames)", _full_frame_table(report)]
     parts += ["## Driven by other speakers' clips (their own mouth is the reference)", _drive_table(report)]
     parts += [

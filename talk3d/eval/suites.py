@@ -57,9 +57,9 @@ def nan_to_none(x: float) -> float | None:
 
 
 def val_indices(driver: Any, max_frames: int) -> np.ndarray:
-    """The first ``max_frames`` held-out frames (contiguous, so time correlations make sense)."""
-    m = driver.manifest
-    return np.arange(m.train_end, min(m.num_frames, m.train_end + max_frames))
+    """The first ``max_frames`` held-out frames (contiguous within each held-out run, so time
+    correlations make sense)."""
+    return np.asarray(driver.manifest.val_frames)[:max_frames]
 
 
 def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch_size: int) -> SuiteResult:
@@ -187,7 +187,8 @@ def identity_reference(dataset: TalkingHeadDataset, count: int = 8) -> np.ndarra
     if not dlib_face.available():
         return None
     m = dataset.manifest
-    idx = np.linspace(0, m.train_end - 1, min(count, m.train_end)).round().astype(int)
+    train = np.asarray(m.train_frames)
+    idx = train[np.linspace(0, train.size - 1, min(count, train.size)).round().astype(int)]
     embs = [dlib_face.embedding(dataset.frame(int(i)), dlib_face.face_box_from_landmarks(dataset.landmarks[int(i)]))
             for i in idx if dataset.landmark_valid[int(i)]]
     return np.mean(embs, axis=0) if embs else None

@@ -3,7 +3,7 @@
 Frames stream from disk through :class:`talk3d.dataset.TalkingHeadDataset`; resized images
 and masks are kept in a bounded LRU cache of uint8 arrays, so peak memory does not grow
 with the length of the video. Training batches are drawn from the train split only
-(``[0, train_end)``), validation batches from the held-out split only.
+(``Manifest.train_frames``), validation batches from the held-out split only.
 """
 
 from __future__ import annotations
@@ -105,11 +105,11 @@ class TrainingData:
                                          np.asarray(self.train_indices), model_config.mouth_code)
 
     @property
-    def train_indices(self) -> range:
+    def train_indices(self) -> np.ndarray:
         return self.manifest.train_frames
 
     @property
-    def val_indices(self) -> range:
+    def val_indices(self) -> np.ndarray:
         return self.manifest.val_frames
 
     def background(self) -> torch.Tensor:

@@ -83,8 +83,8 @@ def init_torso(model: torch.nn.Module, data: TrainingData, count: int = 24) -> N
     """
     if getattr(model, "torso", None) is None:
         return
-    train = data.train_indices
-    idx = np.unique(np.linspace(train.start, train.stop - 1, min(count, len(train))).round().astype(np.int64))
+    train = np.asarray(data.train_indices)
+    idx = np.unique(train[np.linspace(0, train.size - 1, min(count, train.size)).round().astype(np.int64)])
     b = data.batch(idx.tolist())
     image, mask = b["image"], b["mask"]
     torso = (mask == 1).float()

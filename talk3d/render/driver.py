@@ -20,6 +20,7 @@ import torch
 from talk3d import threads
 from talk3d.checks import check_fields
 from talk3d.console import info, make_progress, warn
+from talk3d.dataset import runs_of
 from talk3d.device import resolve_device
 from talk3d.errors import UserError
 from talk3d.folders import check_separate
@@ -168,7 +169,7 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
         raise UserError(f"run '{run.run_dir}' has no audio_feats.npy copy: re-run 'talk3d fit' to render --frames val")
     if cfg.fps is not None and abs(cfg.fps - m.fps) > 1e-6:
         warn(f"--frames val renders at the dataset's {m.fps:g} fps; --fps {cfg.fps:g} is ignored")
-    idx = np.arange(m.train_end, m.num_frames)
+    idx = np.asarray(m.val_frames, dtype=np.int64)
     poses = torch.as_tensor(run.poses, dtype=torch.float32)
     head = poses if cfg.pose == "tracked" else paths.mean_pose(poses).expand_as(poses).clone()
     blink = np.asarray(run.blink, dtype=np.float32)
@@ -177,12 +178,12 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     yaw = paths.yaw_schedule(idx.size, m.fps, cfg.yaw, cfg.orbit, cfg.orbit_range, cfg.orbit_period)
     paths.check_angles(yaw, cfg.pitch, poses, head[torch.from_numpy(idx)])
     cams = paths.view_cameras(head[torch.from_numpy(idx)], yaw, cfg.pitch)
-    t0, t1 = m.train_end / m.fps, m.num_frames / m.fps
     mux = None
     wav = Path(run.dataset_dir) / "audio.wav"
-    if wav.is_file():
+    if wav.is_file():  # the held-out runs' sound, one after the other like their frames
         audio = read_audio(wav)
-        seg = audio[int(round(t0 * AUDIO_RATE)):int(round(t1 * AUDIO_RATE))]
+        seg = np.concatenate([audio[int(round(a / m.fps * AUDIO_RATE)):int(round(b / m.fps * AUDIO_RATE))]
+                              for a, b in runs_of(idx)])
         if seg.size:
             mux = tmp / "val_audio.wav"
             write_wav(mux, seg)
@@ -191,7 +192,7 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" else None
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
-                 duration=t1 - t0, torso=torso, plate=idx if cfg.full_frame else None)
+                 duration=idx.size / m.fps, torso=torso, plate=idx if cfg.full_frame else None)
 
 
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
