@@ -1,0 +1,108 @@
+"""Novel views against ground truth on real video: the head's own turns, held out.
+
+    python3 benchmarks/novel_view_real.py [--shared ../shared/data] [--work /tmp/nv_real]
+        [--clips katiehill_512_8s feifeili_256_10s] [--size 256] [--steps N] [--set KEY=VALUE ...]
+
+For each clip: ``talk3d prep --holdout turned`` (the frames whose head yaw lies furthest from
+the median, on each side the clip turns to, held out with unused margins), a quick fit
+(``talk3d fit``, default preset unless ``--steps``/``--set``), then ``talk3d eval --no-video``,
+whose "turned" section renders every held-out turned frame at its own pose against the frame
+itself, beside the "no 3D" baseline (the nearest training pose with the frame's audio).
+Steps already done in ``--work`` are reused (a finished dataset is kept, the fit resumes; eval is
+redone with --force).
+Writes ``WORK/novel_view_real.json`` and ``.md`` (one row per clip) and prints the table.
+Run on an idle machine when the time figures matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ("katiehill_512_8s", "feifeili_256_10s")
+
+
+def talk3d(*args: str) -> float:
+    """Run a talk3d command (this tree's), checked; returns its wall time in seconds."""
+    t = time.perf_counter()
+    cmd = [sys.executable, "-c", "from talk3d_cli.main import app; app()", *args]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return time.perf_counter() - t
+
+
+def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[str]) -> dict:
+    data, run = work / f"data_{video.stem}", work / f"run_{video.stem}"
+    timings = {}
+    if not (data / "manifest.json").is_file():  # a finished dataset is reused
+        timings["prep_s"] = talk3d("prep", str(video), "-o", str(data), "--size", str(size), "--holdout", "turned",
+                                   "-q")
+    fit_args = ["fit", str(data), "-o", str(run), "-q"] + (["--steps", str(steps)] if steps else [])
+    for s in sets:
+        fit_args += ["--set", s]
+    timings["fit_s"] = talk3d(*fit_args)
+    timings["eval_s"] = talk3d("eval", str(run), "--no-video", "--force", "-q")
+    report = json.loads((run / "eval" / "report.json").read_text())
+    manifest = json.loads((data / "manifest.json").read_text())
+    return {"clip": video.name, "data": str(data), "run": str(run), "timings": timings,
+            "val_runs": manifest["val_runs"], "train_angles": manifest["train_angles"],
+            "self_driven_psnr": report["self_driven"]["psnr"], "turned": report["turned"],
+            "novel_views": report["novel_views"], "eval_dir": str(run / "eval")}
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| clip | held-out frames (yaw) | training yaw | beyond (mean / max deg) | PSNR render / baseline | "
+            "head PSNR render / baseline | SSIM render / baseline | LMD mouth render / baseline |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    lines = []
+    for r in rows:
+        t = r["turned"]
+        if not t.get("available"):
+            lines.append(f"| {r['clip']} | {t.get('reason')} | | | | | | |")
+            continue
+        a, b = t["render"], t["baseline"]
+        lines.append(
+            f"| {r['clip']} | {t['frames']} ({t['held_out_yaw'][0]:+.0f}..{t['held_out_yaw'][1]:+.0f}) | "
+            f"{t['train_yaw'][0]:+.0f}..{t['train_yaw'][1]:+.0f} | {t['degrees_beyond_mean']:.1f} / "
+            f"{t['degrees_beyond_max']:.1f} | {_f(a['psnr'])} / {_f(b['psnr'])} | {_f(a['head_psnr'])} / "
+            f"{_f(b['head_psnr'])} | {_f(a['ssim'], 3)} / {_f(b['ssim'], 3)} | {_f(a['lmd_mouth'])} / "
+            f"{_f(b['lmd_mouth'])} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def _f(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/nv_real"))
+    ap.add_argument("--clips", nargs="+", default=list(CLIPS))
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.clips:
+        video = args.shared / "video" / f"{name}.mp4"
+        if not video.is_file():
+            print(f"skipping {name}: {video} not found")
+            continue
+        rows.append(one_clip(video, args.work, args.size, args.steps, args.sets))
+    from benchmarks._common import machine
+
+    out = {"machine": machine(), "steps": args.steps, "sets": args.sets, "clips": rows}
+    (args.work / "novel_view_real.json").write_text(json.dumps(out, indent=1))
+    (args.work / "novel_view_real.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
