@@ -109,8 +109,10 @@ def main() -> None:
 
     report = {"machine": machine(), "audio": str(args.audio), "runs": {}}
     for run_dir in args.runs:
-        report["runs"][run_dir.name] = {"held_out": held_out(run_dir, args.frames),
-                                        "speed": speed(run_dir, args.audio, args.out, args.repeats)}
+        figures = held_out(run_dir, args.frames)
+        available = figures["colour_match"].get("available")
+        report["runs"][run_dir.name] = {"held_out": figures,
+                                        "speed": speed(run_dir, args.audio, args.out, args.repeats) if available else {}}
     (args.out / "full_frame.json").write_text(json.dumps(report, indent=1, default=str))
     (args.out / "full_frame.md").write_text(markdown(report))
     print(markdown(report))

@@ -231,9 +231,9 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
     m = run.manifest
     if m.num_frames != clip.num_frames:
         raise RuntimeError(f"prep made {m.num_frames} frames of a {clip.num_frames}-frame clip: indices differ")
-    val = np.arange(m.train_end, m.num_frames)
+    val = np.asarray(m.val_frames)
     idx = val[np.unique(np.linspace(0, val.size - 1, min(cfg.eval_frames, val.size)).round().astype(int))]
-    k_crop = crop_intrinsics(clip.intrinsics, m.source_size, m.crop_box)
+    k_crop = crop_intrinsics(clip.intrinsics, m.source_size, [*m.crop_origin(), m.crop_box[2]])
     scene = SyntheticScene(clip.config)
     scene.truth = dataclasses.replace(scene.truth, intrinsics=k_crop)
     poses = torch.as_tensor(run.poses)

@@ -38,7 +38,10 @@ def talk3d(*args: str) -> float:
 def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[str]) -> dict:
     data, run = work / f"data_{video.stem}", work / f"run_{video.stem}"
     timings = {}
-    if not (data / "manifest.json").is_file():  # a finished dataset is reused
+    manifest = data / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("holdout") != "turned":
+        raise SystemExit(f"{data} holds a dataset with another held-out split: remove it or choose another --work")
+    if not manifest.is_file():  # a finished dataset with the turned split is reused
         timings["prep_s"] = talk3d("prep", str(video), "-o", str(data), "--size", str(size), "--holdout", "turned",
                                    "-q")
     fit_args = ["fit", str(data), "-o", str(run), "-q"] + (["--steps", str(steps)] if steps else [])
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
+    args.work = args.work.resolve()  # the commands run from the project's root
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.clips:

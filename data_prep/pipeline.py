@@ -418,6 +418,8 @@ def run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool = False
 def _run_prep(video: Path, out_dir: Path, config: PrepConfig, force: bool) -> Manifest:
     """:func:`run_prep` while native lines are routed to the log."""
     video, out_dir = Path(video), Path(out_dir)
+    if config.holdout not in ("tail", "turned"):
+        raise UserError(f"holdout must be 'tail' or 'turned', not '{config.holdout}'")
     t_start = time.perf_counter()
     check_separate(out_dir, [("video", video), ("audio file", config.audio)])
     vinfo = _check_input(video, config)
@@ -555,8 +557,8 @@ def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: 
         holdout=config.holdout, val_runs=split.val_runs, margin_runs=split.margin_runs,
         train_angles={name: [float(angles[train, j].min()), float(angles[train, j].max())]
                       for j, name in enumerate(("yaw", "pitch"))},
-        source=str(video), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
-        crop_box=[float(v) for v in crop_box], audio_sample_rate=16000, audio_feature_rate=100.0,
+        source=str(video.resolve()), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
+        crop_box=[float(v) for v in crop_box], crop_exact=True, audio_sample_rate=16000, audio_feature_rate=100.0,
         audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),
         camera_distance=distance, frames_format="jpg", prep_settings=config.settings(), stats=stats,
     )

@@ -44,8 +44,9 @@ def turned_split(yaw: np.ndarray, fps: float, fraction: float = 0.15, min_second
                  margin_seconds: float = 0.2) -> Split:
     """Hold out the most turned frames.
 
-    Each side of the median yaw that the clip turns to (by more than :data:`MIN_TURN_DEG`)
-    gets an equal share of ``fraction`` of the frames: its most turned ones. Runs shorter than
+    The yaw is smoothed over ``min_seconds`` first. Each side of the median yaw that the clip
+    turns to (by more than :data:`MIN_TURN_DEG`) gets an equal share of ``fraction`` of the
+    frames: its most turned ones, if turned by more than that too. Runs shorter than
     ``min_seconds`` grow around their middle; runs closer than two margins merge; each run gets
     a margin of ``margin_seconds`` (at least 2 frames) on both sides.
 
@@ -56,21 +57,21 @@ def turned_split(yaw: np.ndarray, fps: float, fraction: float = 0.15, min_second
     """
     yaw = np.asarray(yaw, dtype=np.float64)
     n = yaw.size
-    dev = yaw - np.median(yaw)
-    sides = [s for s in (1.0, -1.0) if (s * dev).max() > MIN_TURN_DEG]
-    if not sides:
-        raise UserError(f"the head turns by at most {np.abs(dev).max():.1f} degrees from its median in this video: "
-                        f"--holdout turned needs a clip in which the head turns (> {MIN_TURN_DEG:g} degrees); "
-                        f"use the default --holdout tail")
-    share = max(1, int(round(fraction * n / len(sides))))
     min_len = max(2, int(np.ceil(min_seconds * fps - 1e-9)))
     margin = max(2, int(round(margin_seconds * fps)))
+    dev = yaw - np.median(yaw)  # smoothed over min_seconds: a tracking glitch is not a turn
     smooth = np.convolve(np.pad(dev, min_len // 2, mode="edge"), np.ones(min_len) / min_len, mode="valid")[:n]
+    sides = [s for s in (1.0, -1.0) if (s * smooth).max() > MIN_TURN_DEG]
+    if not sides:
+        raise UserError(f"the head turns by at most {np.abs(smooth).max():.1f} degrees from its median in this "
+                        f"video: --holdout turned needs a clip in which the head turns (> {MIN_TURN_DEG:g} degrees); "
+                        f"use the default --holdout tail")
+    share = max(1, int(round(fraction * n / len(sides))))
     held = np.zeros(n, bool)
-    for s in sides:
+    for s in sides:  # the side's most turned frames, and only frames that are turned
         d = s * smooth
         order = np.argsort(-d, kind="stable")[:share]
-        held[order[d[order] > 0]] = True
+        held[order[d[order] > MIN_TURN_DEG]] = True
     _fill_gaps(held, 2 * margin)  # a training island this small would be all margin
     for a, b in runs_of(held):
         if b - a < min_len:  # grow around the middle to the minimum length

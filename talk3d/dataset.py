@@ -89,6 +89,9 @@ class Manifest:
     """Width, height of the decoded source (after rotation metadata and downscaling)."""
     crop_box: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     """Square crop ``[x0, y0, side]`` in source pixels, fixed for the whole video."""
+    crop_exact: bool = False
+    """The frames are cut exactly at ``crop_box``. False in datasets prepared before it: without
+    padding, ffmpeg cut 4:2:0 video at ``x0``/``y0`` rounded down to even (:meth:`crop_origin`)."""
     audio_sample_rate: int = 16000
     """Sample rate of ``audio.wav``."""
     audio_feature_rate: float = 100.0
@@ -119,6 +122,15 @@ class Manifest:
     train_angles: dict[str, list[float]] = field(default_factory=dict)
     """``{"yaw": [lo, hi], "pitch": [lo, hi]}``: the training frames' camera angles in degrees
     (:func:`talk3d.camera.camera_angles`); empty in datasets written before it."""
+
+    def crop_origin(self) -> tuple[float, float]:
+        """Where the frames' crop really starts in decoded source pixels (see ``crop_exact``)."""
+        x0, y0, side = self.crop_box
+        w, h = self.source_size
+        padded = x0 < 0 or y0 < 0 or x0 + side > w or y0 + side > h  # padding always cut exactly
+        if self.crop_exact or padded:
+            return float(x0), float(y0)
+        return float(2 * (int(x0) // 2)), float(2 * (int(y0) // 2))
 
     @property
     def val_frames(self) -> np.ndarray:
@@ -174,6 +186,13 @@ def split_frames(num_frames: int, train_end: int, val_runs: list[list[int]],
         margin[a:b] = True
     held[train_end:] = True
     return np.flatnonzero(~(held | margin)), np.flatnonzero(held)
+
+
+def frames_audio(samples: np.ndarray, rate: int, fps: float, frames: np.ndarray) -> np.ndarray:
+    """The sound of ``frames`` (ascending frame numbers): each run of consecutive frames' samples,
+    one run after the other, like the frames themselves. ``samples (S,)`` at ``rate`` Hz."""
+    parts = [samples[int(round(a / fps * rate)):int(round(b / fps * rate))] for a, b in runs_of(frames)]
+    return np.concatenate(parts) if parts else samples[:0]
 
 
 def runs_of(frames: np.ndarray) -> list[list[int]]:

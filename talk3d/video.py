@@ -110,15 +110,17 @@ def crop_filter(crop: tuple[int, int, int], width: int, height: int, size: int) 
     """ffmpeg filter chain: square crop ``(x0, y0, side)`` of a ``width x height`` frame, padded
     by edge replication (``fillborders=smear``) where it extends past the frame, scaled to ``size``.
 
-    Pixel mapping (continuous coordinates): ``u_out = (u_src - x0) * size / side``.
+    Pixel mapping (continuous coordinates): ``u_out = (u_src - x0) * size / side``. The frame is
+    converted to planar RGB first: on chroma-subsampled video (yuv420p) ffmpeg's ``crop`` would
+    round an odd ``x0``/``y0`` down to even (datasets prepared before this have
+    ``Manifest.crop_exact`` false).
     """
     x0, y0, side = (int(v) for v in crop)
     left, top = max(0, -x0), max(0, -y0)
     right, bottom = max(0, x0 + side - width), max(0, y0 + side - height)
-    chain = []
+    chain = ["format=gbrp"]
     if left or top or right or bottom:
-        chain += ["format=gbrp",
-                  f"pad=w={width + left + right}:h={height + top + bottom}:x={left}:y={top}",
+        chain += [f"pad=w={width + left + right}:h={height + top + bottom}:x={left}:y={top}",
                   f"fillborders=left={left}:right={right}:top={top}:bottom={bottom}:mode=smear"]
     chain.append(f"crop={side}:{side}:{x0 + left}:{y0 + top}")
     chain.append(f"scale={size}:{size}:flags={'area' if size < side else 'bicubic'}")
@@ -138,24 +140,28 @@ class FrameReader:
             replicated where it extends past the frame) and scaled to ``out_size`` by ffmpeg
             itself, in its own process, so the work overlaps with Python.
         out_size: output side for ``crop``.
+        start: the first frame yielded (frame numbers as with ``start=0``); the frames before it
+            are decoded but neither scaled nor piped.
     """
 
     def __init__(self, info: VideoInfo, fps: float, queue_size: int = 8,
-                 crop: tuple[int, int, int] | None = None, out_size: int | None = None):
+                 crop: tuple[int, int, int] | None = None, out_size: int | None = None, start: int = 0):
         self.info = info
         self.fps = fps
         self.queue_size = queue_size
         self.crop = crop
         self.out_size = out_size
+        self.start = int(start)
         self.frames_read = 0
 
     def expected_frames(self) -> int:
-        """Frame count implied by the container duration (exact count known after decoding)."""
-        return max(1, int(round(self.info.duration * self.fps)))
+        """Frames this reader should yield, from the container duration (exact count known after decoding)."""
+        return max(1, int(round(self.info.duration * self.fps)) - self.start)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
-        vf = f"fps={self.fps},scale={w}:{h}:flags=area"
+        vf = f"fps={self.fps}" + (f",trim=start_frame={self.start}" if self.start else "")
+        vf += f",scale={w}:{h}:flags=area"
         if self.crop is not None:
             vf += "," + crop_filter(self.crop, w, h, int(self.out_size or self.crop[2]))
             w = h = int(self.out_size or self.crop[2])

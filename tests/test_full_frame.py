@@ -30,7 +30,7 @@ def crop_of(plate: np.ndarray, box: tuple[int, int, int], side_out: int) -> np.n
 def test_same_size_crop_lands_exactly():
     plate = smooth_plate()
     box = (40, 10, 64)
-    place = Placement.from_manifest(list(box), [200, 120], (200, 120))
+    place = Placement.of_box(list(box), [200, 120], (200, 120))
     assert place.roi == (40, 10, 104, 74)
     comp = Compositor(place, colour_match=False)
     render = plate[10:74, 40:104].copy()
@@ -41,25 +41,27 @@ def test_same_size_crop_lands_exactly():
 def test_shifted_render_is_caught():
     """A paste one pixel off differs from the plate; the right one does not (the test can fail)."""
     plate = smooth_plate()
-    comp = Compositor(Placement.from_manifest([40, 10, 64], [200, 120], (200, 120)), colour_match=False)
+    comp = Compositor(Placement.of_box([40, 10, 64], [200, 120], (200, 120)), colour_match=False)
     off = plate[10:74, 41:105].copy()
     out = comp.compose(plate, off, np.ones((64, 64), np.float32))
     assert np.abs(out.astype(int) - plate).max() > 3
 
 
-@pytest.mark.parametrize("frame_scale", [1, 2])
-def test_scaled_crop_lands_within_resampling_error(frame_scale):
-    """A crop rendered at another side, pasted into the source decoded at 1x or 2x prep's size."""
+@pytest.mark.parametrize("frame_scale,render_side", [(1, 48), (2, 48), (1, 200)])
+def test_scaled_crop_lands_within_resampling_error(frame_scale, render_side):
+    """A crop rendered at another side (smaller or larger than the box), pasted into the source
+    decoded at 1x or 2x prep's size."""
     import cv2
 
     small = smooth_plate()
     plate = small if frame_scale == 1 else cv2.resize(small, (400, 240), interpolation=cv2.INTER_LINEAR)
     box = (50, 20, 80)
-    render = crop_of(small, box, 48)
-    place = Placement.from_manifest(list(box), [200, 120], (plate.shape[1], plate.shape[0]))
+    render = crop_of(small, box, render_side)
+    place = Placement.of_box(list(box), [200, 120], (plate.shape[1], plate.shape[0]))
     x_lo, y_lo, x_hi, y_hi = place.roi
     assert (x_lo, y_lo, x_hi - x_lo) == (50 * frame_scale, 20 * frame_scale, 80 * frame_scale)
-    out = Compositor(place, colour_match=False).compose(plate, render, np.ones((48, 48), np.float32))
+    person = np.ones((render_side, render_side), np.float32)
+    out = Compositor(place, colour_match=False).compose(plate, render, person)
     inner = (slice(y_lo + 6, y_hi - 6), slice(x_lo + 6, x_hi - 6))
     err = np.abs(out[inner].astype(float) - plate[inner]).mean()
     shifted = np.abs(np.roll(out, frame_scale, axis=1)[inner].astype(float) - plate[inner]).mean()
@@ -68,7 +70,7 @@ def test_scaled_crop_lands_within_resampling_error(frame_scale):
 
 def test_weights_zero_outside_person_and_at_inner_sides():
     plate = smooth_plate()
-    place = Placement.from_manifest([40, 0, 64], [200, 120], (200, 120))  # top side on the frame's edge
+    place = Placement.of_box([40, 0, 64], [200, 120], (200, 120))  # top side on the frame's edge
     comp = Compositor(place, colour_match=False)
     person = np.zeros((64, 64), np.float32)
     person[:, :32] = 1.0
@@ -84,7 +86,7 @@ def test_weights_zero_outside_person_and_at_inner_sides():
 
 def test_plate_person_mask_covers_the_recorded_head():
     """Where only the plate shows a person (a turned render), the render replaces it too."""
-    place = Placement.from_manifest([40, 10, 64], [200, 120], (200, 120))
+    place = Placement.of_box([40, 10, 64], [200, 120], (200, 120))
     comp = Compositor(place, colour_match=False)
     person = np.zeros((64, 64), np.float32)
     plate_person = np.zeros((64, 64), np.float32)
@@ -96,7 +98,7 @@ def test_plate_person_mask_covers_the_recorded_head():
 def test_colour_match_removes_a_cast_and_lowers_the_seam():
     plate = smooth_plate()
     box = (40, 20, 64)
-    place = Placement.from_manifest(list(box), [200, 120], (200, 120))
+    place = Placement.of_box(list(box), [200, 120], (200, 120))
     cast = np.clip(plate[20:84, 40:104].astype(int) + 24, 0, 255).astype(np.uint8)
     person = np.ones((64, 64), np.float32)
     plain = Compositor(place, colour_match=False).compose(plate, cast, person)
@@ -110,6 +112,6 @@ def test_colour_match_removes_a_cast_and_lowers_the_seam():
 
 def test_seam_is_nan_when_the_crop_is_the_frame():
     plate = smooth_plate(64, 64)
-    place = Placement.from_manifest([0, 0, 64], [64, 64], (64, 64))
+    place = Placement.of_box([0, 0, 64], [64, 64], (64, 64))
     assert np.isnan(seam_step(plate, place))
     assert np.isinf(place.border_distance()).all()

@@ -78,6 +78,7 @@ def test_long_sequences_keep_memory_flat(tmp_path):
 class _Manifest:
     def __init__(self, src: Path, size: list[int]):
         self.source, self.source_sha256, self.source_size = str(src), sha256_file(src), size
+        self.prep_settings = {"max_side": 1280}
 
 
 def test_find_source_checks_the_hash_and_the_path(tmp_path):
@@ -197,3 +198,42 @@ def test_eval_full_frame_figures_see_a_bad_paste(tmp_path):
         assert im.size[0] == 2 * 112 and im.size[1] > 72
     gone = full_frame(dataset, {"indices": idx, "rgb": rgb, "person": person}, tmp_path / "missing.mp4").figures
     assert not gone["available"] and "not found" in gone["reason"]
+
+
+def write_textured_video(path: Path, frames: int = 3, width: int = 96, height: int = 64) -> Path:
+    """Sharp, non-repeating texture: a one-pixel shift is obvious."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (height // 4, width // 4, 3)).astype(np.uint8)
+    img = np.kron(base, np.ones((4, 4, 1), np.uint8))
+    with VideoWriter(path, 25.0, quality=0) as vw:
+        for _ in range(frames):
+            vw.write(img)
+    return path
+
+
+@pytest.mark.parametrize("x0,y0", [(5, 3), (6, 4), (7, 9)])
+def test_prep_crop_is_exact_at_odd_offsets(tmp_path, x0, y0):
+    """ffmpeg's crop rounds odd offsets down on 4:2:0 video unless the frame is RGB first."""
+    src = write_textured_video(tmp_path / "t.mp4")
+    info = probe_video(src)
+    full = next(iter(FrameReader(info, 25.0))).astype(int)
+    side = 40
+    crop = next(iter(FrameReader(info, 25.0, crop=(x0, y0, side), out_size=side))).astype(int)
+    exact = np.abs(crop - full[y0:y0 + side, x0:x0 + side]).mean()
+    shifted = np.abs(crop - full[y0 - 1:y0 - 1 + side, x0 - 1:x0 - 1 + side]).mean()
+    assert exact < 1.0 and shifted > 10 * max(exact, 0.5)
+
+
+def test_reader_start_frame_and_old_crop_origin(tmp_path):
+    from talk3d.dataset import Manifest
+
+    src = write_numbered_video(tmp_path / "n.mp4", 10)
+    info = probe_video(src)
+    every = list(FrameReader(info, 25.0))
+    late = list(FrameReader(info, 25.0, start=6))
+    assert len(late) == 4 and all(np.array_equal(a, b) for a, b in zip(late, every[6:], strict=True))
+    old = Manifest(num_frames=1, fps=25.0, size=32, intrinsics=np.eye(3).tolist(), train_end=1,
+                   source_size=[96, 64], crop_box=[5.0, 3.0, 40.0])
+    assert old.crop_origin() == (4.0, 2.0)  # how ffmpeg cut 4:2:0 frames before crop_exact
+    old.crop_exact = True
+    assert old.crop_origin() == (5.0, 3.0)

@@ -67,3 +67,12 @@ def test_tail_split_and_manifest_frames():
                    val_runs=[[10, 200]])
     with pytest.raises(ValueError, match="val_runs"):
         bad.check()
+
+
+def test_a_tracking_glitch_is_not_a_turn():
+    yaw = np.minimum(turning_yaw(left=0.5, right=22.0), 3.0)
+    yaw[100] = 12.0  # one frame's glitch to the other side
+    s = turned_split(yaw, FPS)
+    _, val = split_frames(yaw.size, s.train_end, s.val_runs, s.margin_runs)
+    dev = yaw - np.median(yaw)
+    assert (dev[val] < -5).mean() > 0.9

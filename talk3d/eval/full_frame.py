@@ -10,6 +10,7 @@ where the person crosses the crop's sides.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -51,26 +52,27 @@ def full_frame(dataset: TalkingHeadDataset, arrays: dict[str, np.ndarray],
     from talk3d.render.plate import PlateFrames, find_source
 
     m = dataset.manifest
-    try:
-        info = find_source(m, source)
-    except UserError as exc:
-        return SuiteResult({"available": False, "reason": str(exc)})
-    place = Placement.from_manifest(m.crop_box, m.source_size, (info.width, info.height))
-    comp = Compositor(place, colour_match=colour_match)
-    x_lo, y_lo, x_hi, y_hi = place.roi
     idx = np.asarray(arrays["indices"])
     full, region, seam_out, seam_src = [], [], [], []
     example = {}
-    for k, plate in enumerate(PlateFrames(info, m.fps, idx)):
-        plate_person = (dataset.mask(int(idx[k])) > 0).astype(np.float32)
-        out = comp.compose(plate, arrays["rgb"][k], arrays["person"][k], plate_person)
-        full.append(_psnr(out, plate))
-        region.append(_psnr(out[y_lo:y_hi, x_lo:x_hi], plate[y_lo:y_hi, x_lo:x_hi]))
-        crossing = comp.person_union(arrays["person"][k], plate_person) > 0.5
-        seam_out.append(seam_step(out, place, crossing))
-        seam_src.append(seam_step(plate, place, crossing))
-        if k == len(idx) // 2:
-            example = {"output": out, "source": plate, "frame": int(idx[k])}
+    try:
+        info = find_source(m, source)
+        place = Placement.from_manifest(m, (info.width, info.height))
+        comp = Compositor(place, colour_match=colour_match)
+        x_lo, y_lo, x_hi, y_hi = place.roi
+        with contextlib.closing(iter(PlateFrames(info, m.fps, idx))) as plates:
+            for k, plate in enumerate(plates):
+                plate_person = (dataset.mask(int(idx[k])) > 0).astype(np.float32)
+                out = comp.compose(plate, arrays["rgb"][k], arrays["person"][k], plate_person)
+                full.append(_psnr(out, plate))
+                region.append(_psnr(out[y_lo:y_hi, x_lo:x_hi], plate[y_lo:y_hi, x_lo:x_hi]))
+                crossing = comp.person_union(arrays["person"][k], plate_person) > 0.5
+                seam_out.append(seam_step(out, place, crossing))
+                seam_src.append(seam_step(plate, place, crossing))
+                if k == len(idx) // 2:
+                    example = {"output": out, "source": plate, "frame": int(idx[k])}
+    except UserError as exc:  # the source is missing, changed or unreadable: the rest of eval stands
+        return SuiteResult({"available": False, "reason": str(exc)})
     figures: dict[str, Any] = {
         "available": True, "source": str(info.path), "frame_size": [info.width, info.height],
         "crop_box": [round(v, 2) for v in place.box], "frames": int(len(idx)),

@@ -216,7 +216,7 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
                                      sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
                                      torso=driver.torso_offsets).rgb
         write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
-                           driver.fps, driver.dataset_dir / "audio.wav", int(sd.arrays["indices"][0]))
+                           driver.fps, driver.dataset_dir / "audio.wav", sd.arrays["indices"])
         files.append("side_by_side.mp4")
     report["files"] = files
     report["seconds"] = time.perf_counter() - t_start

@@ -31,10 +31,11 @@ def degrees_beyond(angles: np.ndarray, train_angles: np.ndarray) -> np.ndarray:
     return excess.max(1)
 
 
-def nearest_training(angles: np.ndarray, train_angles: np.ndarray) -> np.ndarray:
-    """Index into ``train_angles (T, 2)`` of the nearest training pose of each of ``angles (V, 2)``."""
-    d = np.linalg.norm(angles[:, None, :] - train_angles[None, :, :], axis=-1)
-    return d.argmin(1)
+def nearest_training(angles: np.ndarray, train_angles: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Index into ``train_angles (T, 2)`` of the nearest training pose of each of ``angles (V, 2)``
+    (``chunk`` rows at a time: memory ``chunk x T``, not ``V x T``)."""
+    return np.concatenate([np.linalg.norm(angles[s:s + chunk, None, :] - train_angles[None], axis=-1).argmin(1)
+                           for s in range(0, len(angles), chunk)]) if len(angles) else np.zeros(0, np.int64)
 
 
 def _image_figures(rgb: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict[str, Any]:

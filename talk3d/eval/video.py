@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talk3d.dataset import frames_audio
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
 
 
@@ -44,14 +45,14 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 def write_side_by_side(path: str | os.PathLike, gt: np.ndarray, render: np.ndarray, side: np.ndarray | None,
                        depth: np.ndarray, fps: float, audio_path: str | os.PathLike | None = None,
-                       first_frame: int = 0) -> Path:
+                       frames: np.ndarray | None = None) -> Path:
     """Write the comparison video.
 
     Args:
         gt, render: ``(F, S, S, 3)`` uint8; ``side`` the same at yaw 30 (or None: column omitted).
         depth: ``(F, h, w)`` float depth of ``render``.
-        audio_path: the dataset's ``audio.wav``; the segment of frames
-            ``[first_frame, first_frame + F)`` is muxed in.
+        audio_path: the dataset's ``audio.wav``; the sound of ``frames`` (the ``(F,)`` frame
+            numbers shown, default ``0 .. F-1``; separate runs joined like the frames) is muxed in.
     Returns:
         the written path.
     """
@@ -62,9 +63,7 @@ def write_side_by_side(path: str | os.PathLike, gt: np.ndarray, render: np.ndarr
         audio_seg = None
         if audio_path is not None and Path(audio_path).is_file():
             audio = read_audio(audio_path, AUDIO_RATE)
-            a = int(round(first_frame / fps * AUDIO_RATE))
-            b = int(round((first_frame + n) / fps * AUDIO_RATE))
-            seg = audio[a:b]
+            seg = frames_audio(audio, AUDIO_RATE, fps, np.arange(n) if frames is None else np.asarray(frames))
             if seg.size:
                 audio_seg = Path(tmp) / "segment.wav"
                 write_wav(audio_seg, seg, AUDIO_RATE)

@@ -20,7 +20,7 @@ import torch
 from talk3d import threads
 from talk3d.checks import check_fields
 from talk3d.console import info, make_progress, warn
-from talk3d.dataset import runs_of
+from talk3d.dataset import frames_audio
 from talk3d.device import resolve_device
 from talk3d.errors import UserError
 from talk3d.folders import check_separate
@@ -78,9 +78,9 @@ def _check_config(cfg: RenderConfig) -> None:
     if cfg.full_frame and cfg.stereo:
         raise UserError("--full-frame and --stereo cannot be combined: a side-by-side pair does not fit the "
                         "source frame; render one of them")
-    if cfg.plate_frame is not None and not (cfg.full_frame and cfg.pose == "fixed"):
-        raise UserError("--plate-frame chooses the still plate of --full-frame --pose fixed; add those options "
-                        "or leave it out")
+    if cfg.plate_frame is not None and not (cfg.full_frame and cfg.pose == "fixed" and cfg.frames == "audio"):
+        raise UserError("--plate-frame chooses the still plate of --full-frame --pose fixed with driving audio "
+                        "(--frames val shows each held-out frame's own); add those options or leave it out")
     if cfg.source is not None and not cfg.full_frame:
         raise UserError("--source points --full-frame at a moved copy of the source video; add --full-frame or "
                         "leave it out")
@@ -182,14 +182,14 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     wav = Path(run.dataset_dir) / "audio.wav"
     if wav.is_file():  # the held-out runs' sound, one after the other like their frames
         audio = read_audio(wav)
-        seg = np.concatenate([audio[int(round(a / m.fps * AUDIO_RATE)):int(round(b / m.fps * AUDIO_RATE))]
-                              for a, b in runs_of(idx)])
+        seg = frames_audio(audio, AUDIO_RATE, m.fps, idx)
         if seg.size:
             mux = tmp / "val_audio.wav"
             write_wav(mux, seg)
     if mux is None:
         warn(f"dataset audio '{wav}' is not available: the validation video will be silent")
-    torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" else None
+    # the plates' torso when they are shown (full frame), else the resting torso with a fixed head
+    torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" or cfg.full_frame else None
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
                  duration=idx.size / m.fps, torso=torso, plate=idx if cfg.full_frame else None)
@@ -201,6 +201,11 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
     _check_config(cfg)
     out_path = Path(out_path)
     outputs.check_outputs(planned_outputs(out_path, cfg), force)
+    source_info = None
+    if cfg.full_frame:  # the source is checked (SHA-256) before any work
+        from talk3d.render.plate import find_source
+
+        source_info = find_source(run.manifest, cfg.source)
     threads.start(cfg.threads)
     size = int(cfg.size or run.model_config.out_res)
     timings = {"audio": 0.0, "model": 0.0, "write": 0.0, "mpi": 0.0}
@@ -211,7 +216,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
         else:
             drive = _drive_from_audio(run, audio_path, cfg, float(cfg.fps or run.manifest.fps))
         timings["audio"] = time.perf_counter() - t
-        extra, frame_size = _render_video(run, drive, out_path, cfg, size, timings)
+        extra, frame_size = _render_video(run, drive, out_path, cfg, size, timings, source_info)
     n = drive.frame_indices.size
     result = RenderResult(out_path=out_path, num_frames=n, fps=drive.fps, duration=drive.duration, size=size,
                           render_fps=n / max(timings["model"], 1e-9), extra_outputs=extra, timings=timings,
@@ -240,16 +245,16 @@ def _mpi_frames(cfg: RenderConfig, n: int) -> list[int]:
 class _FullFrame:
     """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in order."""
 
-    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, source: Path | None):
+    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path):
         from talk3d.render.full_frame import Compositor, Placement
-        from talk3d.render.plate import PlateFrames, find_source
+        from talk3d.render.plate import PlateFrames
 
         m = run.manifest
-        info = find_source(m, source)
-        self.placement = Placement.from_manifest(m.crop_box, m.source_size, (info.width, info.height))
+        self.placement = Placement.from_manifest(m, (info.width, info.height))
         self.compositor = Compositor(self.placement)
         self.order = iter(np.asarray(plate_order).tolist())
-        self.plates = stack.enter_context(contextlib.closing(iter(PlateFrames(info, m.fps, plate_order))))
+        plates = PlateFrames(info, m.fps, plate_order, cache_dir=cache_dir)
+        self.plates = stack.enter_context(contextlib.closing(iter(plates)))
         self.masks = _person_masks(run)
 
     def frames(self, rgb: np.ndarray, person: np.ndarray) -> list[np.ndarray]:
@@ -264,15 +269,19 @@ class _FullFrame:
 
 def _person_masks(run):
     """``index -> (M, M)`` float person mask of a source frame from the run's dataset, or ``None``
-    (with a warning) when the dataset is not at hand."""
+    (with a warning) when that dataset is not at hand or is not the one the run was fitted on."""
     from talk3d.dataset import TalkingHeadDataset
     from talk3d.errors import DatasetError
 
     try:
         dataset = TalkingHeadDataset(run.dataset_dir)
+        same = all(getattr(dataset.manifest, k) == getattr(run.manifest, k)
+                   for k in ("source_sha256", "crop_box", "num_frames", "fps"))
     except (DatasetError, OSError):
-        warn(f"the run's dataset '{run.dataset_dir}' is not at hand: the full-frame paste covers only the "
-             f"rendered person (with --yaw/--pitch the recorded head may show beside it)")
+        same = False
+    if not same:
+        warn(f"the run's dataset '{run.dataset_dir}' is not at hand (or was prepared again): the full-frame "
+             f"paste covers only the rendered person (with --yaw/--pitch the recorded head may show beside it)")
         return None
     return lambda index: (dataset.mask(index) > 0).astype(np.float32)
 
@@ -282,10 +291,11 @@ class _Outputs:
     RGBA frames and the MPIs. Enter it in an :class:`contextlib.ExitStack`."""
 
     def __init__(self, stack: contextlib.ExitStack, out_path: Path, drive: Drive, cfg: RenderConfig,
-                 near_far: tuple[float, float], run):
+                 near_far: tuple[float, float], run, source_info=None):
         self.cfg, self.near_far, self.extra = cfg, near_far, {}
-        self.full = _FullFrame(stack, run, drive.plate, cfg.source) if drive.plate is not None else None
         self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
+        self.full = (_FullFrame(stack, run, drive.plate, source_info, out_path.parent.resolve())
+                     if drive.plate is not None else None)  # after the writer made the output's folder
         self.depth = self.alpha = None
         if cfg.depth:
             self.extra["depth"] = outputs.depth_path(out_path)
@@ -316,10 +326,10 @@ class _Outputs:
 
 
 def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: int,
-                  timings: dict[str, float]) -> tuple[dict[str, Path], tuple[int, int]]:
+                  timings: dict[str, float], source_info=None) -> tuple[dict[str, Path], tuple[int, int]]:
     """Render every frame of ``drive`` into the outputs; adds the seconds spent to ``timings``
     and returns the extra outputs written (``depth``, ``alpha``, ``mpi``) and the video's
-    ``(width, height)``."""
+    ``(width, height)``. ``source_info``: the checked source video of a full-frame render."""
     from talk3d.model.drive import DrivingClip, forward_frames
 
     avatar, mcfg = run.avatar, run.model_config
@@ -331,7 +341,8 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     clip = DrivingClip.from_arrays(mcfg, drive.features, drive.feature_rate, drive.fps, drive.blink, drive.head,
                                    drive.torso)
     with contextlib.ExitStack() as stack:
-        out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run)
+        out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run,
+                       source_info)
         bar = stack.enter_context(make_progress())
         task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
 

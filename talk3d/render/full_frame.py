@@ -45,12 +45,17 @@ class Placement:
     """Crop ``(x0, y0, side)`` in output pixels (may extend past the frame with prep's padding)."""
 
     @classmethod
-    def from_manifest(cls, crop_box: list[float], source_size: list[int], frame_size: tuple[int, int]) -> Placement:
-        """Placement of the manifest's ``crop_box`` (decoded ``source_size`` pixels) in a frame of
-        ``frame_size`` (the same source decoded at another size)."""
+    def from_manifest(cls, manifest, frame_size: tuple[int, int]) -> Placement:
+        """Placement of a dataset's crop (:meth:`talk3d.dataset.Manifest.crop_origin` and side, in
+        decoded ``source_size`` pixels) in a frame of ``frame_size`` (the source at another size)."""
+        return cls.of_box((*manifest.crop_origin(), manifest.crop_box[2]), manifest.source_size, frame_size)
+
+    @classmethod
+    def of_box(cls, box: tuple[float, float, float], source_size: list[int], frame_size: tuple[int, int]) -> Placement:
+        """Placement of ``box = (x0, y0, side)`` in ``source_size`` pixels in a frame of ``frame_size``."""
         sx = frame_size[0] / float(source_size[0])
         sy = frame_size[1] / float(source_size[1])
-        x0, y0, side = (float(v) for v in crop_box)
+        x0, y0, side = (float(v) for v in box)
         return cls((int(frame_size[0]), int(frame_size[1])), (x0 * sx, y0 * sy, side * 0.5 * (sx + sy)))
 
     @property
@@ -78,6 +83,9 @@ class Placement:
 
         x_lo, y_lo, x_hi, y_hi = self.roi
         img = np.asarray(image, dtype=np.float32)
+        target = int(round(self.box[2]))
+        if target < 0.75 * img.shape[0]:  # shrinking: area-average first (a warp would alias)
+            img = cv2.resize(img, (target, target), interpolation=cv2.INTER_AREA)
         flags = cv2.INTER_LINEAR if interpolation is None else interpolation
         return cv2.warpAffine(img, self.affine(img.shape[0]), (x_hi - x_lo, y_hi - y_lo), flags=flags,
                               borderMode=cv2.BORDER_REPLICATE)

@@ -51,7 +51,7 @@ def find_source(manifest, source: str | os.PathLike | None = None) -> VideoInfo:
         raise UserError(f"'{path}' is not the video this avatar was prepared from (its SHA-256 differs: the file "
                         f"was changed or replaced); {hint}")
     info = probe_video(path, max_side=NO_DOWNSCALE)
-    decoded = probe_video(path)  # prep's decode size, for the crop box
+    decoded = probe_video(path, max_side=int(manifest.prep_settings.get("max_side", 1280)))  # prep's size
     if [decoded.width, decoded.height] != [int(v) for v in manifest.source_size]:
         raise UserError(f"'{path}' decodes to {decoded.width}x{decoded.height}, the dataset to "
                         f"{manifest.source_size[0]}x{manifest.source_size[1]}; re-run 'talk3d prep' with --force")
@@ -65,10 +65,13 @@ class PlateFrames:
         info: the source (:func:`find_source`).
         fps: the dataset's frame rate (the source is resampled to it, as in prep).
         order: ``(F,)`` source frame per output frame.
+        cache_dir: where the temporary folder of reused frames goes (default the system's
+            temporary folder, which may be in memory: ``talk3d render`` uses the output's folder).
     """
 
-    def __init__(self, info: VideoInfo, fps: float, order: np.ndarray):
+    def __init__(self, info: VideoInfo, fps: float, order: np.ndarray, cache_dir: str | os.PathLike | None = None):
         self.info = info
+        self.cache_dir = cache_dir
         self.fps = float(fps)
         self.order = np.asarray(order, dtype=np.int64)
         if self.order.size and self.order.min() < 0:
@@ -90,18 +93,22 @@ class PlateFrames:
         """``(H, W, 3)`` uint8 frames, one per entry of ``order``."""
         from talk3d.io import need_free_space
 
-        need_free_space(tempfile.gettempdir(), self.reused * self.info.width * self.info.height * 3 * CACHE_BYTES,
-                        "the full-frame plate's reused frames")
-        with tempfile.TemporaryDirectory(prefix="talk3d_plate_") as tmp:
+        folder = str(self.cache_dir) if self.cache_dir is not None else tempfile.gettempdir()
+        need_free_space(folder, self.reused * self.info.width * self.info.height * 3 * CACHE_BYTES,
+                        "the full-frame plate's reused frames (a temporary folder there)")
+        with tempfile.TemporaryDirectory(prefix=".talk3d_plate_", dir=folder) as tmp:
             cache: dict[int, Path] = {}
             stream, position = None, -1
+            last: tuple[int, np.ndarray] | None = None  # a still plate is repeated from memory
             try:
                 for k, i in enumerate(self.order.tolist()):
-                    if i in cache:
+                    if last is not None and last[0] == i:
+                        frame = last[1]
+                    elif i in cache:
                         frame = _read_image(cache[i])
                     else:
                         if stream is None or i <= position:
-                            stream, position = self._restart(stream), -1
+                            stream, position = self._restart(stream, i), i - 1
                         frame, position = self._advance(stream, position, i)
                         if self._last_use[i] > k:
                             cache[i] = Path(tmp) / f"{i:08d}.jpg"
@@ -109,16 +116,18 @@ class PlateFrames:
                             self.cached_peak = max(self.cached_peak, len(cache))
                     if self._last_use[i] == k and i in cache:
                         cache.pop(i).unlink()
+                    last = (i, frame)
                     yield frame
             finally:
                 if stream is not None:
                     stream.close()
 
-    def _restart(self, stream) -> Iterator[np.ndarray]:
+    def _restart(self, stream, start: int) -> Iterator[np.ndarray]:
+        """A new decode whose first frame is ``start``."""
         if stream is not None:
             stream.close()
         self.decoder_starts += 1
-        return iter(FrameReader(self.info, self.fps))
+        return iter(FrameReader(self.info, self.fps, start=start))
 
     def _advance(self, stream, position: int, target: int) -> tuple[np.ndarray, int]:
         """Read up to source frame ``target``; returns it and the new position."""
