@@ -160,7 +160,7 @@ class FrameReader:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         w, h = self.info.width, self.info.height
-        vf = f"fps={self.fps}" + (f",trim=start_frame={self.start}" if self.start else "")
+        vf = f"fps={self.fps}" + (f",trim=start_frame={self.start},setpts=PTS-STARTPTS" if self.start else "")
         vf += f",scale={w}:{h}:flags=area"
         if self.crop is not None:
             vf += "," + crop_filter(self.crop, w, h, int(self.out_size or self.crop[2]))

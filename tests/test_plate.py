@@ -227,13 +227,24 @@ def test_prep_crop_is_exact_at_odd_offsets(tmp_path, x0, y0):
 def test_reader_start_frame_and_old_crop_origin(tmp_path):
     from talk3d.dataset import Manifest
 
-    src = write_numbered_video(tmp_path / "n.mp4", 10)
+    src = write_numbered_video(tmp_path / "n.mp4", 60)
     info = probe_video(src)
     every = list(FrameReader(info, 25.0))
-    late = list(FrameReader(info, 25.0, start=6))
-    assert len(late) == 4 and all(np.array_equal(a, b) for a, b in zip(late, every[6:], strict=True))
+    late = list(FrameReader(info, 25.0, start=45))
+    assert len(late) == 15 and all(np.array_equal(a, b) for a, b in zip(late, every[45:], strict=True))
     old = Manifest(num_frames=1, fps=25.0, size=32, intrinsics=np.eye(3).tolist(), train_end=1,
                    source_size=[96, 64], crop_box=[5.0, 3.0, 40.0])
     assert old.crop_origin() == (4.0, 2.0)  # how ffmpeg cut 4:2:0 frames before crop_exact
     old.crop_exact = True
     assert old.crop_origin() == (5.0, 3.0)
+
+
+def test_reader_start_frame_on_a_real_clip(shared_data):
+    """On the Obama clip a trimmed decode without reset timestamps repeated its first frame."""
+    clip = shared_data / "video" / "obama_450_20s.mp4"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    info = probe_video(clip)
+    reference = [f for _, f in zip(range(306), FrameReader(info, 25.0), strict=False)][300:]
+    late = [f for _, f in zip(range(6), FrameReader(info, 25.0, start=300), strict=False)]
+    assert all(np.array_equal(a, b) for a, b in zip(late, reference, strict=True))
