@@ -90,7 +90,7 @@ def _nanmean(values: list[float]) -> float | None:
 
 def write_picture(example: dict[str, Any], box: list[float], path: str | os.PathLike) -> Path:
     """``source | output`` of one held-out frame at full size, the crop's outline drawn on the
-    source, and below them 3x zooms of the middle of the crop's lowest side inside the frame."""
+    source, and below them 3x zooms of both around the middle of one crop side inside the frame."""
     import cv2
     from PIL import Image
 
@@ -112,11 +112,15 @@ def write_picture(example: dict[str, Any], box: list[float], path: str | os.Path
 
 
 def _zoom_window(box: list[float], w: int, h: int) -> tuple[slice, slice] | None:
-    """Pixels around the middle of the crop's bottom side (or another side inside the frame)."""
+    """A square around the middle of the crop's bottom side (where the torso crosses it), else
+    of its top, left or right side: the first that lies inside the frame; shifted into the frame."""
     x0, y0, side = box
     half = max(8, int(side * 0.12))
     cx, cy = int(x0 + side / 2), int(y0 + side / 2)
-    for x, y in ((cx, int(y0 + side)), (int(x0), cy), (int(x0 + side), cy), (cx, int(y0))):
-        if half <= x <= w - half and half <= y <= h - half:
-            return slice(y - half, y + half), slice(x - half, x + half)
+    bottom, top, left, right = int(y0 + side), int(y0), int(x0), int(x0 + side)
+    for x, y, inside in ((cx, bottom, bottom < h - 1), (cx, top, top > 0), (left, cy, left > 0), (right, cy, right < w - 1)):
+        if inside:
+            xs = int(np.clip(x - half, 0, max(0, w - 2 * half)))
+            ys = int(np.clip(y - half, 0, max(0, h - 2 * half)))
+            return slice(ys, ys + 2 * half), slice(xs, xs + 2 * half)
     return None
