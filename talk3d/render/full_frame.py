@@ -90,6 +90,17 @@ class Placement:
         return cv2.warpAffine(img, self.affine(img.shape[0]), (x_hi - x_lo, y_hi - y_lo), flags=flags,
                               borderMode=cv2.BORDER_REPLICATE)
 
+    def unwarp(self, frame: np.ndarray, render_side: int) -> np.ndarray:
+        """The crop of a full ``frame (H, W, 3)`` uint8 resampled to ``(S, S, 3)`` float32 in [0, 1]
+        (the inverse of :meth:`warp`; edge pixels repeat where the crop leaves the frame)."""
+        import cv2
+
+        x_lo, y_lo, x_hi, y_hi = self.roi
+        roi = frame[y_lo:y_hi, x_lo:x_hi]
+        out = cv2.warpAffine(roi, self.affine(render_side), (render_side, render_side),
+                             flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        return out.astype(np.float32) * (1.0 / 255.0)
+
     def border_distance(self) -> np.ndarray:
         """``(h, w)`` float32 distance in pixels from each ROI pixel centre to the nearest crop side
         that lies inside the frame (infinite when every side is at or past the frame's edge)."""
@@ -125,17 +136,30 @@ class Compositor:
     """
 
     def __init__(self, placement: Placement, colour_match: bool = True):
-        import cv2
-
         self.placement = placement
         self.colour_match = colour_match
         # the crop's outermost pixels (centre half a pixel in) are the plate's own
         self.border = smoothstep((placement.border_distance() - 0.5) / placement.feather_width())[..., None]
-        radius = max(1, int(round(SOFTEN_FRACTION * placement.box[2])))
-        self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        self._blur = 2 * radius + 1
         self.offset = np.zeros(3, dtype=np.float32)
         self._frames = 0
+
+    def _masks(self, person: np.ndarray, plate_person: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Crop-space ``(S, S)`` softened person union and the "both show the person" mask."""
+        import cv2
+
+        s = person.shape[0]
+        person = np.asarray(person, dtype=np.float32)
+        union, both = person, person > 0.5
+        if plate_person is not None:
+            plate_person = np.asarray(plate_person, dtype=np.float32)
+            if plate_person.shape[0] != s:
+                plate_person = cv2.resize(plate_person, (s, s), interpolation=cv2.INTER_LINEAR)
+            union = np.maximum(union, plate_person)
+            both = both & (plate_person > 0.5)
+        radius = max(1, int(round(SOFTEN_FRACTION * s)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        union = cv2.dilate(np.clip(union, 0.0, 1.0), kernel)
+        return cv2.GaussianBlur(union, (2 * radius + 1, 2 * radius + 1), 0), both
 
     def person_union(self, person: np.ndarray, plate_person: np.ndarray | None) -> np.ndarray:
         """``(h, w)`` where the render or the plate shows the person over the ROI, softened.
@@ -144,13 +168,7 @@ class Compositor:
             person: ``(S, S)`` the render's person opacity in [0, 1].
             plate_person: ``(M, M)`` the plate's person mask in [0, 1] (crop space), or ``None``.
         """
-        import cv2
-
-        union = self.placement.warp(person)
-        if plate_person is not None:
-            union = np.maximum(union, self.placement.warp(plate_person))
-        union = cv2.dilate(np.clip(union, 0.0, 1.0), self._kernel)
-        return cv2.GaussianBlur(union, (self._blur, self._blur), 0)
+        return self.placement.warp(self._masks(person, plate_person)[0])
 
     def weights(self, person: np.ndarray, plate_person: np.ndarray | None) -> np.ndarray:
         """``(h, w, 1)`` blend weight in [0, 1] of the render over the plate in the ROI
@@ -160,6 +178,9 @@ class Compositor:
     def compose(self, plate: np.ndarray, render: np.ndarray, person: np.ndarray,
                 plate_person: np.ndarray | None = None) -> np.ndarray:
         """One output frame.
+
+        The masks and the colour match are worked out in crop space (the render's pixels), then
+        colour and weight are resampled onto the frame in one warp.
 
         Args:
             plate: ``(H, W, 3)`` uint8 full frame (not modified).
@@ -173,24 +194,22 @@ class Compositor:
         rgb = np.asarray(render, dtype=np.float32)
         if render.dtype == np.uint8:
             rgb = rgb / 255.0
-        warped = self.placement.warp(rgb)
-        weight = self.weights(person, plate_person)
-        plate_roi = plate[y_lo:y_hi, x_lo:x_hi].astype(np.float32) / 255.0
+        union, both = self._masks(person, plate_person)
         if self.colour_match:
-            warped = warped + self._update_offset(warped, plate_roi, person, plate_person)
+            rgb = rgb + self._update_offset(rgb, self.placement.unwarp(plate, rgb.shape[0]), both)
+        warped = self.placement.warp(np.dstack([rgb, union]))  # (h, w, 4): colour and weight
+        weight = warped[..., 3:] * self.border
+        plate_roi = plate[y_lo:y_hi, x_lo:x_hi].astype(np.float32) * (1.0 / 255.0)
+        blended = plate_roi + weight * (warped[..., :3] - plate_roi)
         out = plate.copy()
-        blended = plate_roi + weight * (warped - plate_roi)
         out[y_lo:y_hi, x_lo:x_hi] = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return out
 
-    def _update_offset(self, warped: np.ndarray, plate_roi: np.ndarray, person: np.ndarray,
-                       plate_person: np.ndarray | None) -> np.ndarray:
-        """The smoothed per-channel plate-minus-render difference where both show the person."""
-        both = self.placement.warp(person) > 0.5
-        if plate_person is not None:
-            both &= self.placement.warp(plate_person) > 0.5
+    def _update_offset(self, rgb: np.ndarray, plate_crop: np.ndarray, both: np.ndarray) -> np.ndarray:
+        """The smoothed per-channel plate-minus-render difference where both show the person
+        (crop space: ``rgb``, ``plate_crop (S, S, 3)`` in [0, 1], ``both (S, S)`` bool)."""
         if both.sum() >= 64:
-            diff = (plate_roi[both] - warped[both]).mean(0).clip(-COLOUR_LIMIT, COLOUR_LIMIT)
+            diff = (plate_crop[both] - rgb[both]).mean(0).clip(-COLOUR_LIMIT, COLOUR_LIMIT)
             keep = COLOUR_SMOOTHING if self._frames else 0.0
             self.offset = (keep * self.offset + (1.0 - keep) * diff).astype(np.float32)
             self._frames += 1
