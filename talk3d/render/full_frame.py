@@ -78,11 +78,14 @@ class Placement:
                          [0.0, a, y0 + 0.5 * a - 0.5 - y_lo]], dtype=np.float64)
 
     def warp(self, image: np.ndarray, interpolation: int | None = None) -> np.ndarray:
-        """A square crop-space image ``(S, S[, C])`` resampled onto the ROI ``(h, w[, C])`` (float32)."""
+        """A square crop-space image ``(S, S[, C])`` resampled onto the ROI ``(h, w[, C])`` (uint8
+        stays uint8, anything else becomes float32)."""
         import cv2
 
         x_lo, y_lo, x_hi, y_hi = self.roi
-        img = np.asarray(image, dtype=np.float32)
+        img = np.asarray(image)
+        if img.dtype != np.uint8:
+            img = img.astype(np.float32, copy=False)
         target = int(round(self.box[2]))
         if target < 0.75 * img.shape[0]:  # shrinking: area-average first (a warp would alias)
             img = cv2.resize(img, (target, target), interpolation=cv2.INTER_AREA)
@@ -91,15 +94,13 @@ class Placement:
                               borderMode=cv2.BORDER_REPLICATE)
 
     def unwarp(self, frame: np.ndarray, render_side: int) -> np.ndarray:
-        """The crop of a full ``frame (H, W, 3)`` uint8 resampled to ``(S, S, 3)`` float32 in [0, 1]
-        (the inverse of :meth:`warp`; edge pixels repeat where the crop leaves the frame)."""
+        """The crop of a full ``frame (H, W, 3)`` uint8 resampled to ``(S, S, 3)`` uint8 (the
+        inverse of :meth:`warp`; edge pixels repeat where the crop leaves the frame)."""
         import cv2
 
         x_lo, y_lo, x_hi, y_hi = self.roi
-        roi = frame[y_lo:y_hi, x_lo:x_hi]
-        out = cv2.warpAffine(roi, self.affine(render_side), (render_side, render_side),
-                             flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        return out.astype(np.float32) * (1.0 / 255.0)
+        return cv2.warpAffine(frame[y_lo:y_hi, x_lo:x_hi], self.affine(render_side), (render_side, render_side),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
     def border_distance(self) -> np.ndarray:
         """``(h, w)`` float32 distance in pixels from each ROI pixel centre to the nearest crop side
@@ -190,26 +191,32 @@ class Compositor:
         Returns:
             ``(H, W, 3)`` uint8.
         """
+        import cv2
+
         x_lo, y_lo, x_hi, y_hi = self.placement.roi
-        rgb = np.asarray(render, dtype=np.float32)
-        if render.dtype == np.uint8:
-            rgb = rgb / 255.0
+        rgb = np.asarray(render)
+        if rgb.dtype != np.uint8:
+            rgb = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
         union, both = self._masks(person, plate_person)
         if self.colour_match:
-            rgb = rgb + self._update_offset(rgb, self.placement.unwarp(plate, rgb.shape[0]), both)
-        warped = self.placement.warp(np.dstack([rgb, union]))  # (h, w, 4): colour and weight
-        weight = warped[..., 3:] * self.border
-        plate_roi = plate[y_lo:y_hi, x_lo:x_hi].astype(np.float32) * (1.0 / 255.0)
-        blended = plate_roi + weight * (warped[..., :3] - plate_roi)
+            offset = self._update_offset(rgb, self.placement.unwarp(plate, rgb.shape[0]), both)
+            rgb = cv2.add(rgb, tuple(float(v) * 255.0 for v in offset) + (0.0,))  # saturating
+        weight = self.placement.warp(union)[..., None] * self.border  # (h, w, 1) float32
+        weight = np.ascontiguousarray(weight[..., 0])
         out = plate.copy()
-        out[y_lo:y_hi, x_lo:x_hi] = np.clip(blended * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        out[y_lo:y_hi, x_lo:x_hi] = cv2.blendLinear(self.placement.warp(rgb), np.ascontiguousarray(
+            plate[y_lo:y_hi, x_lo:x_hi]), weight, 1.0 - weight)
         return out
 
     def _update_offset(self, rgb: np.ndarray, plate_crop: np.ndarray, both: np.ndarray) -> np.ndarray:
-        """The smoothed per-channel plate-minus-render difference where both show the person
-        (crop space: ``rgb``, ``plate_crop (S, S, 3)`` in [0, 1], ``both (S, S)`` bool)."""
-        if both.sum() >= 64:
-            diff = (plate_crop[both] - rgb[both]).mean(0).clip(-COLOUR_LIMIT, COLOUR_LIMIT)
+        """The smoothed per-channel plate-minus-render difference (in [0, 1] units) where both
+        show the person (crop space: ``rgb``, ``plate_crop (S, S, 3)`` uint8, ``both (S, S)`` bool)."""
+        import cv2
+
+        mask = both.astype(np.uint8)
+        if cv2.countNonZero(mask) >= 64:
+            diff = (np.subtract(cv2.mean(plate_crop, mask)[:3], cv2.mean(rgb, mask)[:3]) / 255.0)
+            diff = diff.clip(-COLOUR_LIMIT, COLOUR_LIMIT)
             keep = COLOUR_SMOOTHING if self._frames else 0.0
             self.offset = (keep * self.offset + (1.0 - keep) * diff).astype(np.float32)
             self._frames += 1
