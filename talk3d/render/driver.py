@@ -11,6 +11,7 @@ import contextlib
 import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,9 +247,12 @@ class _FullFrame:
     """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in order."""
 
     def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path):
+        import cv2
+
         from talk3d.render.full_frame import Compositor, Placement
         from talk3d.render.plate import PlateFrames
 
+        cv2.setNumThreads(1)  # the paste runs on the writer thread beside torch's threads
         m = run.manifest
         self.placement = Placement.from_manifest(m, (info.width, info.height))
         self.compositor = Compositor(self.placement)
@@ -305,19 +309,31 @@ class _Outputs:
             self.extra["alpha"] = outputs.alpha_dir(out_path)
             self.alpha = stack.enter_context(atomic_dir(self.extra["alpha"]))
 
-    def write(self, first: int, res: dict[str, torch.Tensor]) -> None:
-        """Write a batch of :func:`_forward` outputs whose first output frame is ``first``."""
-        frames = outputs.to_uint8(res["rgb"])
+    def prepare(self, res: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The torch part of writing a batch of :func:`_forward` outputs (on the rendering thread):
+        uint8 frames ``(B, H, W, 3)`` and what the options need, as numpy arrays."""
+        batch = {"rgb": outputs.to_uint8(res["rgb"])}
         if self.full is not None:
-            frames = self.full.frames(frames, res["alpha_c"][:, 0].float().cpu().numpy())
-        for img in frames:
-            self.video.write(img)
+            batch["person"] = res["alpha_c"][:, 0].float().cpu().numpy()
         if self.depth is not None:
             dmap = outputs.colorize_depth(res["depth"], res["alpha"], *self.near_far)
-            for img in outputs.to_uint8(resize(dmap, res["rgb"].shape[-1])):
-                self.depth.write(img)
+            batch["depth"] = outputs.to_uint8(resize(dmap, res["rgb"].shape[-1]))
         if self.alpha is not None:
-            outputs.write_rgba_frames(self.alpha, first, outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
+            batch["rgba"] = outputs.to_uint8(outputs.straight_rgba(res["fg_c"], res["alpha_c"]))
+        return batch
+
+    def write(self, first: int, batch: dict[str, np.ndarray]) -> None:
+        """Write a batch from :meth:`prepare` whose first output frame is ``first`` (numpy, cv2 and
+        the encoders' pipes only: it may run on a thread beside the next batch's rendering)."""
+        frames = batch["rgb"]
+        if self.full is not None:
+            frames = self.full.frames(frames, batch["person"])
+        for img in frames:
+            self.video.write(img)
+        for img in batch.get("depth", ()):
+            self.depth.write(img)
+        if "rgba" in batch:
+            outputs.write_rgba_frames(self.alpha, first, batch["rgba"])
 
     def export_mpi(self, avatar, frame: int, cam: torch.Tensor, k: torch.Tensor, cond: dict[str, torch.Tensor]) -> None:
         """The MPI of output frame ``frame`` (conditioning ``cond`` of batch 1, camera ``cam (4, 4)``)."""
@@ -343,6 +359,16 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     with contextlib.ExitStack() as stack:
         out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run,
                        source_info)
+        # pasting and encoding overlap the next batch's rendering; one batch in flight (memory
+        # bounded, errors surface at once); shut down before the outputs close (LIFO)
+        writer = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="talk3d-write"))
+        pending: Future | None = None
+
+        def timed_write(first: int, batch: dict[str, np.ndarray]) -> None:
+            t0 = time.perf_counter()
+            out.write(first, batch)
+            timings["write"] += time.perf_counter() - t0  # on the writer thread, overlapping the model
+
         bar = stack.enter_context(make_progress())
         task = bar.add_task(f"rendering {out_path.name}", total=n, status="")
 
@@ -357,9 +383,10 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
         for fb in forward_frames(avatar, clip, drive.frame_indices, drive.cameras, k,
                                  cfg.batch or (8 if device.type == "cuda" else 1), forward=timed_forward,
                                  before_batch=threads.rebalance):
-            t = time.perf_counter()
-            out.write(fb.positions.start, fb.out)
-            timings["write"] += time.perf_counter() - t
+            batch = out.prepare(fb.out)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(timed_write, fb.positions.start, batch)
             for f in range(fb.positions.start, fb.positions.stop):
                 if f in mpi_frames:
                     t = time.perf_counter()
@@ -368,6 +395,8 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
                     timings["mpi"] += time.perf_counter() - t
             bar.update(task, advance=fb.positions.stop - fb.positions.start,
                        status=f"{fb.positions.stop / max(timings['model'], 1e-9):.1f} frames/s")
+        if pending is not None:
+            pending.result()
     width = 2 * size if cfg.stereo else size
     return out.extra, (out.full.placement.frame_size if out.full is not None else (width, size))
 

@@ -97,12 +97,11 @@ def straight_rgba(fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return torch.cat([col, a], 1)
 
 
-def write_rgba_frames(folder: Path, start: int, rgba: torch.Tensor) -> None:
-    """Write ``(B, 4, H, W)`` RGBA frames as ``folder/%06d.png`` starting at index ``start``."""
+def write_rgba_frames(folder: Path, start: int, rgba: np.ndarray) -> None:
+    """Write ``(B, H, W, 4)`` uint8 RGBA frames as ``folder/%06d.png`` starting at index ``start``."""
     from PIL import Image
 
-    arr = to_uint8(rgba)
-    for i, frame in enumerate(arr):
+    for i, frame in enumerate(rgba):
         Image.fromarray(frame, mode="RGBA").save(folder / f"{start + i:06d}.png")
 
 
