@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -282,26 +280,3 @@ def test_audio_normalisation_ignores_gain_and_noise_colour_and_keeps_pauses_quie
     normed = conditioning_for(ModelConfig.tiny(), feats, 100.0, 25.0, np.zeros(50), np.tile(np.eye(4), (50, 1, 1)),
                               np.arange(3))
     assert not torch.allclose(raw["audio"], normed["audio"])
-
-
-def test_unseen_view_entropy_is_low_for_binary_opacity_and_trains() -> None:
-    """The random-view opacity entropy: ~ln 2 for a half-transparent field, near 0 for empty
-    space, deterministic per frame with FrameNoise, and it has gradients."""
-    from talk3d.camera import frontal_cam2world, intrinsics_matrix
-    from talk3d.model.avatar import Avatar
-    from talk3d.model.config import ModelConfig
-    from talk3d.model.losses import unseen_view_entropy
-    from talk3d.model.noise import FrameNoise
-
-    torch.manual_seed(0)
-    avatar = Avatar(ModelConfig.tiny(audio_dim=80)).train()
-    cams, k = frontal_cam2world(4.0, 2), intrinsics_matrix(3.0)
-    planes = avatar.identity_planes()
-    loss = unseen_view_entropy(avatar, planes, cams, k, 8, FrameNoise(0, 5, [3, 4]))
-    again = unseen_view_entropy(avatar, planes, cams, k, 8, FrameNoise(0, 5, [3, 4]))
-    assert torch.equal(loss, again) and 0.0 < float(loss.detach()) <= math.log(2) + 1e-4
-    loss.backward()
-    assert avatar.triplane.planes.grad is not None and avatar.triplane.planes.grad.abs().sum() > 0
-    with torch.no_grad():
-        empty = unseen_view_entropy(avatar, planes * 0 - 50.0, cams, k, 8, FrameNoise(0, 5, [3, 4]))
-    assert float(empty) < float(loss.detach())

@@ -14,7 +14,6 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from talk3d.camera import generate_rays, orbit
 from talk3d.image import psnr, resize
 from talk3d.model.avatar import Avatar
 from talk3d.model.noise import FrameNoise
@@ -45,12 +44,6 @@ class LossWeights:
     """Landmarks sampled per frame for the depth prior."""
     symmetry: float = 0.01
     """L1 between the identity triplane and its mirror image in x."""
-    unseen_entropy: float = 0.0
-    """Opacity entropy of a low-resolution view of each frame from a random angle (yaw within
-    +-35, pitch within +-20 degrees about the head centre, mostly never seen): half-transparent
-    smears and floaters are what such views show (experiment of issue 15; 0 = off)."""
-    unseen_res: int = 24
-    """Side of the random view in rays."""
     delta_l2: float = 0.01
     """Mean squared deltaplane (keeps motion small so it cannot absorb geometry)."""
     delta_tv: float = 0.01
@@ -173,27 +166,6 @@ def _frame_planes(outputs: dict[str, torch.Tensor], avatar: Avatar) -> torch.Ten
     return planes
 
 
-def unseen_view_entropy(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
-                        size: int, noise: FrameNoise | None = None, yaw: float = 35.0,
-                        pitch: float = 20.0) -> torch.Tensor:
-    """Mean binary entropy of the opacity of ``size x size`` rays from each frame's camera
-    orbited by a random yaw in ``[-yaw, yaw]`` and pitch in ``[-pitch, pitch]`` degrees.
-
-    Args:
-        planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)``; cam2world ``(B, 4, 4)``; intrinsics
-            ``(B, 3, 3)`` or ``(3, 3)``.
-        noise: per-frame randomness (``None``: torch's generator).
-    """
-    b = cam2world.shape[0]
-    u = noise.rand(2).to(cam2world) if noise is not None else torch.rand(b, 2, device=cam2world.device,
-                                                                             dtype=cam2world.dtype)
-    cams = orbit(cam2world, (2.0 * u[:, 0] - 1.0) * yaw, (2.0 * u[:, 1] - 1.0) * pitch)
-    origins, dirs = generate_rays(cams, intrinsics, size, size)
-    a = avatar.render_rays(planes, origins, dirs, jitter=noise if noise is not None and avatar.training else None)
-    a = a["alpha"].clamp(1e-4, 1.0 - 1e-4)
-    return -(a * a.log() + (1.0 - a) * (1.0 - a).log()).mean()
-
-
 def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar,
                    weights: LossWeights) -> dict[str, torch.Tensor]:
     """All loss terms and their weighted sum.
@@ -231,9 +203,6 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
             batch.get("noise"))
     if w.symmetry > 0:
         out["symmetry"] = symmetry_loss(avatar.identity_planes())
-    if w.unseen_entropy > 0:
-        out["unseen_entropy"] = unseen_view_entropy(avatar, _frame_planes(outputs, avatar), batch["cam2world"].to(image),
-                                                    batch["intrinsics"].to(image), w.unseen_res, batch.get("noise"))
     dp = outputs.get("deltaplane")
     if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
         out["delta_l2"] = dp.pow(2).mean()
