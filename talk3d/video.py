@@ -142,16 +142,19 @@ class FrameReader:
         out_size: output side for ``crop``.
         start: the first frame yielded (frame numbers as with ``start=0``); the frames before it
             are decoded but neither scaled nor piped.
+        threads: decoder threads (``None``: ffmpeg's choice).
     """
 
     def __init__(self, info: VideoInfo, fps: float, queue_size: int = 8,
-                 crop: tuple[int, int, int] | None = None, out_size: int | None = None, start: int = 0):
+                 crop: tuple[int, int, int] | None = None, out_size: int | None = None, start: int = 0,
+                 threads: int | None = None):
         self.info = info
         self.fps = fps
         self.queue_size = queue_size
         self.crop = crop
         self.out_size = out_size
         self.start = int(start)
+        self.threads = threads
         self.frames_read = 0
 
     def expected_frames(self) -> int:
@@ -166,7 +169,9 @@ class FrameReader:
             vf += "," + crop_filter(self.crop, w, h, int(self.out_size or self.crop[2]))
             w = h = int(self.out_size or self.crop[2])
         vf += ",format=rgb24"
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", ffmpeg_path(self.info.path),
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+               *(["-threads", str(int(self.threads))] if self.threads is not None else []),
+               "-i", ffmpeg_path(self.info.path),
                "-map", "0:v:0", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         nbytes = w * h * 3

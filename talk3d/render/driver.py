@@ -246,7 +246,8 @@ def _mpi_frames(cfg: RenderConfig, n: int) -> list[int]:
 class _FullFrame:
     """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in order."""
 
-    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path):
+    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path,
+                 codec_threads: int | None):
         import cv2
 
         from talk3d.render.full_frame import Compositor, Placement
@@ -257,7 +258,7 @@ class _FullFrame:
         self.placement = Placement.from_manifest(m, (info.width, info.height))
         self.compositor = Compositor(self.placement)
         self.order = iter(np.asarray(plate_order).tolist())
-        plates = PlateFrames(info, m.fps, plate_order, cache_dir=cache_dir)
+        plates = PlateFrames(info, m.fps, plate_order, cache_dir=cache_dir, threads=codec_threads)
         self.plates = stack.enter_context(contextlib.closing(iter(plates)))
         self.masks = _person_masks(run)
 
@@ -297,14 +298,17 @@ class _Outputs:
     def __init__(self, stack: contextlib.ExitStack, out_path: Path, drive: Drive, cfg: RenderConfig,
                  near_far: tuple[float, float], run, source_info=None):
         self.cfg, self.near_far, self.extra = cfg, near_far, {}
-        self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality))
-        self.full = (_FullFrame(stack, run, drive.plate, source_info, out_path.parent.resolve())
+        # on a CPU the cores are rendering: the encoders and the plate's decoder get one thread each
+        codec = 1 if next(run.avatar.parameters()).device.type == "cpu" else None
+        self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality,
+                                                     threads=codec))
+        self.full = (_FullFrame(stack, run, drive.plate, source_info, out_path.parent.resolve(), codec)
                      if drive.plate is not None else None)  # after the writer made the output's folder
         self.depth = self.alpha = None
         if cfg.depth:
             self.extra["depth"] = outputs.depth_path(out_path)
             self.depth = stack.enter_context(VideoWriter(self.extra["depth"], drive.fps, audio=drive.mux_audio,
-                                                         quality=cfg.quality))
+                                                         quality=cfg.quality, threads=codec))
         if cfg.alpha:
             self.extra["alpha"] = outputs.alpha_dir(out_path)
             self.alpha = stack.enter_context(atomic_dir(self.extra["alpha"]))

@@ -67,10 +67,13 @@ class PlateFrames:
         order: ``(F,)`` source frame per output frame.
         cache_dir: where the temporary folder of reused frames goes (default the system's
             temporary folder, which may be in memory: ``talk3d render`` uses the output's folder).
+        threads: decoder threads (``None``: ffmpeg's choice; a CPU render passes 1).
     """
 
-    def __init__(self, info: VideoInfo, fps: float, order: np.ndarray, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, info: VideoInfo, fps: float, order: np.ndarray, cache_dir: str | os.PathLike | None = None,
+                 threads: int | None = None):
         self.info = info
+        self.threads = threads
         self.cache_dir = cache_dir
         self.fps = float(fps)
         self.order = np.asarray(order, dtype=np.int64)
@@ -127,7 +130,7 @@ class PlateFrames:
         if stream is not None:
             stream.close()
         self.decoder_starts += 1
-        return iter(FrameReader(self.info, self.fps, start=start))
+        return iter(FrameReader(self.info, self.fps, start=start, threads=self.threads))
 
     def _advance(self, stream, position: int, target: int) -> tuple[np.ndarray, int]:
         """Read up to source frame ``target``; returns it and the new position."""
