@@ -32,6 +32,7 @@ from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
 from talk3d.render.config import RENDER_BOUNDS, RenderConfig, RenderResult
 from talk3d.render.mpi import box_near_far, export_mpi, save_mpi
+from talk3d.render.plate import FullFrameOutput
 
 
 @dataclass
@@ -243,54 +244,6 @@ def _mpi_frames(cfg: RenderConfig, n: int) -> list[int]:
     return frames
 
 
-class _FullFrame:
-    """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in order."""
-
-    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path,
-                 codec_threads: int | None):
-        import cv2
-
-        from talk3d.render.full_frame import Compositor, Placement
-        from talk3d.render.plate import PlateFrames
-
-        cv2.setNumThreads(1)  # the paste runs on the writer thread beside torch's threads
-        m = run.manifest
-        self.placement = Placement.from_manifest(m, (info.width, info.height))
-        self.compositor = Compositor(self.placement)
-        self.order = iter(np.asarray(plate_order).tolist())
-        plates = PlateFrames(info, m.fps, plate_order, cache_dir=cache_dir, threads=codec_threads)
-        self.plates = stack.enter_context(contextlib.closing(iter(plates)))
-        self.masks = _person_masks(run)
-
-    def frames(self, rgb: np.ndarray, person: np.ndarray) -> list[np.ndarray]:
-        """Full frames ``(H, W, 3)`` uint8 of a batch: ``rgb (B, S, S, 3)`` uint8, ``person (B, S, S)``."""
-        out = []
-        for img, alpha in zip(rgb, person, strict=True):
-            index = next(self.order)
-            plate_person = self.masks(index) if self.masks is not None else None
-            out.append(self.compositor.compose(next(self.plates), img, alpha, plate_person))
-        return out
-
-
-def _person_masks(run):
-    """``index -> (M, M)`` float person mask of a source frame from the run's dataset, or ``None``
-    (with a warning) when that dataset is not at hand or is not the one the run was fitted on."""
-    from talk3d.dataset import TalkingHeadDataset
-    from talk3d.errors import DatasetError
-
-    try:
-        dataset = TalkingHeadDataset(run.dataset_dir)
-        same = all(getattr(dataset.manifest, k) == getattr(run.manifest, k)
-                   for k in ("source_sha256", "crop_box", "num_frames", "fps"))
-    except (DatasetError, OSError):
-        same = False
-    if not same:
-        warn(f"the run's dataset '{run.dataset_dir}' is not at hand (or was prepared again): the full-frame "
-             f"paste covers only the rendered person (with --yaw/--pitch the recorded head may show beside it)")
-        return None
-    return lambda index: (dataset.mask(index) > 0).astype(np.float32)
-
-
 class _Outputs:
     """The files one render writes: the video, and with their options the depth video, the
     RGBA frames and the MPIs. Enter it in an :class:`contextlib.ExitStack`."""
@@ -302,7 +255,7 @@ class _Outputs:
         codec = 1 if next(run.avatar.parameters()).device.type == "cpu" else None
         self.video = stack.enter_context(VideoWriter(out_path, drive.fps, audio=drive.mux_audio, quality=cfg.quality,
                                                      threads=codec))
-        self.full = (_FullFrame(stack, run, drive.plate, source_info, out_path.parent.resolve(), codec)
+        self.full = (FullFrameOutput(stack, run, drive.plate, source_info, out_path.parent.resolve(), codec)
                      if drive.plate is not None else None)  # after the writer made the output's folder
         self.depth = self.alpha = None
         if cfg.depth:

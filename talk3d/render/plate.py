@@ -1,4 +1,5 @@
-"""The plate of a full-frame render: the source video's own frames, streamed in any order.
+"""The plate of a full-frame render: the source video's own frames, streamed in any order, and
+the rendered crops pasted into them (:class:`FullFrameOutput`).
 
 The source is decoded exactly as prep decoded it (same frame rate resampling, so frame ``i``
 of the plate is dataset frame ``i``) but at the source's own resolution. Frames come from one
@@ -10,13 +11,15 @@ the output is; the folder holds at most one copy of each source frame.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from talk3d.console import warn
 from talk3d.errors import UserError
 from talk3d.video import FrameReader, VideoInfo, probe_video
 
@@ -158,3 +161,52 @@ def _read_image(path: Path) -> np.ndarray:
     if img is None:
         raise UserError(f"a cached plate frame '{path}' could not be read back")
     return np.ascontiguousarray(img[..., ::-1])
+
+
+class FullFrameOutput:
+    """Rendered crops pasted into the source's frames (:mod:`talk3d.render.full_frame`), in the
+    order ``plate_order`` gives (``talk3d render --full-frame``; the plate's person masks come from
+    the run's dataset when it is the one the run was fitted on)."""
+
+    def __init__(self, stack: contextlib.ExitStack, run, plate_order: np.ndarray, info, cache_dir: Path,
+                 codec_threads: int | None):
+        import cv2
+
+        from talk3d.render.full_frame import Compositor, Placement
+
+        cv2.setNumThreads(1)  # the paste runs on the writer thread beside torch's threads
+        m = run.manifest
+        self.placement = Placement.from_manifest(m, (info.width, info.height))
+        self.compositor = Compositor(self.placement)
+        self.order = iter(np.asarray(plate_order).tolist())
+        plates = PlateFrames(info, m.fps, plate_order, cache_dir=cache_dir, threads=codec_threads)
+        self.plates = stack.enter_context(contextlib.closing(iter(plates)))
+        self.masks = person_masks(run)
+
+    def frames(self, rgb: np.ndarray, person: np.ndarray) -> list[np.ndarray]:
+        """Full frames ``(H, W, 3)`` uint8 of a batch: ``rgb (B, S, S, 3)`` uint8, ``person (B, S, S)``."""
+        out = []
+        for img, alpha in zip(rgb, person, strict=True):
+            index = next(self.order)
+            plate_person = self.masks(index) if self.masks is not None else None
+            out.append(self.compositor.compose(next(self.plates), img, alpha, plate_person))
+        return out
+
+
+def person_masks(run) -> Callable[[int], np.ndarray] | None:
+    """``index -> (M, M)`` float person mask of a source frame from the run's dataset, or ``None``
+    (with a warning) when that dataset is not at hand or is not the one the run was fitted on."""
+    from talk3d.dataset import TalkingHeadDataset
+    from talk3d.errors import DatasetError
+
+    try:
+        dataset = TalkingHeadDataset(run.dataset_dir)
+        same = all(getattr(dataset.manifest, k) == getattr(run.manifest, k)
+                   for k in ("source_sha256", "crop_box", "num_frames", "fps"))
+    except (DatasetError, OSError):
+        same = False
+    if not same:
+        warn(f"the run's dataset '{run.dataset_dir}' is not at hand (or was prepared again): the full-frame "
+             f"paste covers only the rendered person (with --yaw/--pitch the recorded head may show beside it)")
+        return None
+    return lambda index: (dataset.mask(index) > 0).astype(np.float32)
