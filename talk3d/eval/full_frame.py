@@ -19,18 +19,13 @@ import numpy as np
 
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
-from talk3d.eval.suites import SuiteResult
+from talk3d.eval import metrics
+from talk3d.eval.suites import SuiteResult, _to_tensor
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images."""
-    import torch
-
-    from talk3d.image import psnr
-
-    ta = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255.0
-    tb = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].float() / 255.0
-    return float(psnr(ta, tb)[0])
+    """PSNR (dB) of two ``(H, W, 3)`` uint8 images."""
+    return float(metrics.psnr(_to_tensor(a[None]), _to_tensor(b[None]))[0])
 
 
 def full_frame(dataset: TalkingHeadDataset, arrays: dict[str, np.ndarray],

@@ -49,6 +49,9 @@ def render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndar
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float in [0, 1]."""
+    frames = np.asarray(frames)
+    if not frames.flags.writeable:  # decoded frames are read-only buffers; torch wants writable memory
+        frames = frames.copy()
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 

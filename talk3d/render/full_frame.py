@@ -17,6 +17,7 @@ Outside the blend weight the output is the plate itself. :func:`seam_step` measu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,15 @@ class Placement:
         return max(2.0, FEATHER_FRACTION * self.box[2])
 
 
+@functools.lru_cache(maxsize=8)
+def _soft_kernel(side: int) -> np.ndarray:
+    """Elliptic dilation kernel of the person-mask softening for a crop of ``side`` pixels (made once)."""
+    import cv2
+
+    radius = max(1, int(round(SOFTEN_FRACTION * side)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
 def smoothstep(x: np.ndarray) -> np.ndarray:
     """``3x^2 - 2x^3`` of ``x`` clipped to [0, 1]."""
     x = np.clip(x, 0.0, 1.0)
@@ -157,10 +167,9 @@ class Compositor:
                 plate_person = cv2.resize(plate_person, (s, s), interpolation=cv2.INTER_LINEAR)
             union = np.maximum(union, plate_person)
             both = both & (plate_person > 0.5)
-        radius = max(1, int(round(SOFTEN_FRACTION * s)))
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        kernel = _soft_kernel(s)
         union = cv2.dilate(np.clip(union, 0.0, 1.0), kernel)
-        return cv2.GaussianBlur(union, (2 * radius + 1, 2 * radius + 1), 0), both
+        return cv2.GaussianBlur(union, kernel.shape[::-1], 0), both
 
     def person_union(self, person: np.ndarray, plate_person: np.ndarray | None) -> np.ndarray:
         """``(h, w)`` where the render or the plate shows the person over the ROI, softened.

@@ -21,7 +21,7 @@ import numpy as np
 
 from talk3d.console import warn
 from talk3d.errors import UserError
-from talk3d.video import FrameReader, VideoInfo, probe_video
+from talk3d.video import FrameReader, VideoInfo, decode_size, probe_video
 
 CACHE_QUALITY = 97
 """JPEG quality of the frames kept for reuse."""
@@ -54,9 +54,9 @@ def find_source(manifest, source: str | os.PathLike | None = None) -> VideoInfo:
         raise UserError(f"'{path}' is not the video this avatar was prepared from (its SHA-256 differs: the file "
                         f"was changed or replaced); {hint}")
     info = probe_video(path, max_side=NO_DOWNSCALE)
-    decoded = probe_video(path, max_side=int(manifest.prep_settings.get("max_side", 1280)))  # prep's size
-    if [decoded.width, decoded.height] != [int(v) for v in manifest.source_size]:
-        raise UserError(f"'{path}' decodes to {decoded.width}x{decoded.height}, the dataset to "
+    decoded = decode_size(*info.rotated_size, int(manifest.prep_settings.get("max_side", 1280)))  # prep's size
+    if list(decoded) != [int(v) for v in manifest.source_size]:
+        raise UserError(f"'{path}' decodes to {decoded[0]}x{decoded[1]}, the dataset to "
                         f"{manifest.source_size[0]}x{manifest.source_size[1]}; re-run 'talk3d prep' with --force")
     return info
 
