@@ -58,7 +58,8 @@ def _split_times(avatar, cfg, clip, poses: torch.Tensor, k: torch.Tensor, n_fram
             alpha = res["alpha"].reshape(len(idx), 1, h, h)
             _sync(dev)
             t2 = time.perf_counter()
-            rgb_fg, alpha_hr = avatar.superres(feats_img, alpha)
+            with avatar.inference_convs(dev):
+                rgb_fg, alpha_hr = avatar.superres(feats_img, alpha)
             rgb = rgb_fg + (1 - alpha_hr) * resize(avatar.background[None], cfg.out_res)
             _sync(dev)
             t3 = time.perf_counter()

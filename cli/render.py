@@ -44,7 +44,9 @@ def command(
     plate_frame: int | None = typer.Option(None, "--plate-frame", help="Source frame behind a --full-frame "
                                            "--pose fixed render (default: the one nearest the mean head pose)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 1 on CPU, 8 on CUDA)."),
+    batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 4 on CPU, 8 on CUDA)."),
+    precision: str = typer.Option("auto", help="Number type of the U-Net and super-resolution: auto (bfloat16 "
+                                  "on CPUs that compute it natively, else float32), float32 or bfloat16."),
     threads: int = typer.Option(0, help="CPU threads (0: a fair share of the cores with other running talk3d "
                                         "commands)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
@@ -57,7 +59,7 @@ def command(
     apply_quiet(quiet)
     cfg = RenderConfig(yaw=yaw, pitch=pitch, orbit=orbit, orbit_range=orbit_range, orbit_period=orbit_period,
                        pose=pose, blink=blink, motion_scale=motion_scale, size=size, fps=fps, device=device,
-                       batch=batch, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
+                       batch=batch, precision=precision, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
                        mpi_dir=mpi, mpi_frames=parse_frame_list(mpi_frames), mpi_layers=mpi_layers,
                        mpi_size=mpi_size, full_frame=full_frame, source=source, plate_frame=plate_frame)
     render(run_dir, audio, out, cfg, force=force)

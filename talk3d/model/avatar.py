@@ -8,6 +8,8 @@ plate at neural resolution (``rgb_lr``) and the super-resolved one at output res
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +22,7 @@ from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
 from talk3d.model.noise import FrameNoise
 from talk3d.model.occupancy import OccupancyGrid
+from talk3d.model.precision import channels_last, conv_dtype, inference_convs
 from talk3d.model.renderer import Jitter, render_rays
 from talk3d.model.superres import SuperResolution
 from talk3d.model.torso import TorsoLayer
@@ -27,6 +30,9 @@ from talk3d.model.triplane import IdentityTriplane, SceneBox, sample_planes
 from talk3d.model.unet import DeltaplaneUNet
 
 NUM_LANDMARKS = 478
+FRAMES_PER_MARCH = 1
+"""Frames volume-rendered together without gradients (bounds the memory of bigger batches;
+enough rays to keep 2 CPU threads busy)."""
 
 
 def _current_key(name: str) -> str:
@@ -62,6 +68,8 @@ class Avatar(nn.Module):
             self.mouth_basis = nn.Parameter(torch.zeros(cfg.mouth_code, 3, cfg.triplane_channels, half, half))
         self.register_buffer("background", torch.full((3, cfg.out_res, cfg.out_res), 0.5))
         self.register_buffer("canonical_landmarks", torch.zeros(NUM_LANDMARKS, 3))
+        self.precision = "auto"
+        """Inference type of the U-Net and the SR: see :data:`talk3d.model.precision.PRECISIONS`."""
 
     # ----------------------------------------------------------------- state setters
     @torch.no_grad()
@@ -106,30 +114,50 @@ class Avatar(nn.Module):
         """``dP_t`` ``(B, 3, C, R, R)`` and the predicted lip-motion code ``(B, K)`` (None without one).
 
         With ``cfg.mouth_basis`` the lip-driven basis term is added (driven by
-        ``cond["mouth_drive"]`` when given, else by the predicted code).
+        ``cond["mouth_drive"]`` when given, else by the predicted code). Both terms are summed at
+        the U-Net's half resolution and upsampled once (bilinear upsampling is linear). Without
+        gradients the result is channels-last (``C`` innermost), the layout the CPU triplane
+        sampler reads.
         """
         tokens, code = self.tokens.encode(cond)
-        delta = self.unet(self.identity_planes(), tokens)
+        with self.inference_convs(tokens.device):
+            half = self.unet.half_res(self.identity_planes(), tokens)
         if self.cfg.mouth_basis and code is not None:
-            delta = delta + self.basis_delta(cond.get("mouth_drive", code).to(delta))
-        return delta, code
+            half = channels_last(half + self.basis_half(cond.get("mouth_drive", code).to(half)))
+        return self.unet.upsample(half), code
+
+    def basis_half(self, code: torch.Tensor) -> torch.Tensor:
+        """Lip-driven deltaplane ``sum_k code_k B_k`` at half the plane side ``(B * 3, C, R/2, R/2)``
+        for ``code (B, K)``."""
+        k, _, c, h, _ = self.mouth_basis.shape
+        return (code @ self.mouth_basis.reshape(k, -1)).reshape(-1, c, h, h)
 
     def basis_delta(self, code: torch.Tensor) -> torch.Tensor:
         """Lip-driven deltaplane ``sum_k code_k B_k`` ``(B, 3, C, R, R)`` for ``code (B, K)``."""
-        k, _, c, h, _ = self.mouth_basis.shape
-        mix = (code @ self.mouth_basis.reshape(k, -1)).reshape(-1, c, h, h)  # (B*3, C, R/2, R/2)
-        r = self.cfg.triplane_res
-        return F.interpolate(mix, size=(r, r), mode="bilinear", align_corners=False).reshape(-1, 3, c, r, r)
+        return self.unet.upsample(self.basis_half(code))
+
+    def inference_convs(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The numeric type the U-Net and the SR run in: float32 with gradients, else the type
+        :attr:`precision` picks for ``device`` (see :mod:`talk3d.model.precision`)."""
+        if torch.is_grad_enabled():
+            return contextlib.nullcontext()
+        return inference_convs(conv_dtype(self.precision, device), device)
 
     def planes(self, cond: dict[str, torch.Tensor] | None, motion_scale: float = 1.0,
                deltaplane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``P_t`` ``(B, 3, C, R, R)`` (or ``(3, C, R, R)`` with neither cond nor deltaplane) and ``dP_t``."""
+        """``P_t`` ``(B, 3, C, R, R)`` (or ``(3, C, R, R)`` with neither cond nor deltaplane) and ``dP_t``.
+
+        ``P_t`` has the memory layout of ``dP_t`` (channels-last without gradients)."""
         p_id = self.identity_planes()
         if deltaplane is None and cond is not None:
             deltaplane = self.deltaplane(cond)
         if deltaplane is None:
             return p_id, None
-        return p_id[None] + motion_scale * deltaplane, deltaplane
+        if torch.is_grad_enabled():
+            return p_id[None] + motion_scale * deltaplane, deltaplane
+        p_t = torch.empty_like(deltaplane, dtype=torch.promote_types(p_id.dtype, deltaplane.dtype))
+        p_id = channels_last(p_id)  # the layout of the deltaplane, so the sum runs over dense memory
+        return torch.add(p_id[None], deltaplane, alpha=motion_scale, out=p_t), deltaplane
 
     def query(self, planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query the field at world points (for MPI export, meshes, tests).
@@ -195,8 +223,18 @@ class Avatar(nn.Module):
         ``jitter``: ``None`` jitters in training mode only; a :class:`FrameNoise` (``B`` frames)
         draws the training randomness per frame.
         """
-        cfg = self.cfg
         jitter = self.training if jitter is None else jitter
+        step = FRAMES_PER_MARCH if not torch.is_grad_enabled() and jitter is False else origins.shape[0]
+        if origins.shape[0] <= step:
+            return self._render_rays(planes, origins, dirs, jitter)
+        parts = [self._render_rays(planes[i:i + step] if planes.dim() == 5 else planes, origins[i:i + step],
+                                   dirs[i:i + step], jitter) for i in range(0, origins.shape[0], step)]
+        return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+    def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                     jitter: Jitter) -> dict[str, torch.Tensor]:
+        """:meth:`render_rays` of all the given frames at once."""
+        cfg = self.cfg
         grid = self.occupancy if self.occupancy is not None and self.occupancy.is_ready else None
         return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
                            cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid)
@@ -235,7 +273,8 @@ class Avatar(nn.Module):
         depth = res["depth"].reshape(b, 1, h, h)
         bg = self.background[None].to(feats.dtype)
         rgb_lr = feats[:, :3] + (1.0 - alpha) * resize(bg, h)
-        rgb_fg, alpha_hr = self.superres(feats, alpha)
+        with self.inference_convs(feats.device):
+            rgb_fg, alpha_hr = self.superres(feats, alpha)
         if rgb_fg.shape[-1] != out_size:
             rgb_fg, alpha_hr = resize(rgb_fg, out_size), resize(alpha_hr, out_size)
         extra: dict[str, torch.Tensor] = {}

@@ -73,6 +73,15 @@ class OccupancyGrid(nn.Module):
     def is_ready(self) -> bool:
         return bool(self.ready)
 
+    def strides(self) -> tuple[int, int, int]:
+        """Flat-index strides of the cells ``(X, Y, Z)`` (row-major)."""
+        return (self.shape[1] * self.shape[2], self.shape[2], 1)
+
+    def signed_density(self) -> torch.Tensor:
+        """``(X, Y, Z)``: each cell's density, negated (and moved below zero) where the cell is not
+        occupied: one lookup gives both the occupancy and the density of a cell."""
+        return torch.where(self.occupied.bool(), self.density, -self.density - 1e-30)
+
     def cell_size(self) -> float:
         """Side of a (cubic) cell in world units."""
         return float((self.box_max[0] - self.box_min[0]) / self.shape[0])
@@ -133,13 +142,15 @@ class OccupancyGrid(nn.Module):
         frac = (torch.arange(steps, device=origins.device, dtype=origins.dtype) + 0.5) / steps
         length = t_far - t_near
         t = t_near[:, None] + length[:, None] * frac  # (R, M)
-        pts = origins[:, None, :] + t[..., None] * dirs[:, None, :]
-        u = (pts - self.box_min.to(pts)) / (self.box_max - self.box_min).to(pts)  # [0, 1] inside
-        size = torch.tensor(self.shape, device=pts.device)
-        cell = (u * size).long().clamp_min(0).minimum(size - 1)
-        flat = (cell[..., 0] * self.shape[1] + cell[..., 1]) * self.shape[2] + cell[..., 2]
-        occ = self.occupied.reshape(-1)[flat].bool()  # (R, M)
-        depth = torch.cumsum(self.density.reshape(-1)[flat] * (length / steps)[:, None].to(self.density), -1)
+        size = torch.tensor(self.shape, device=origins.device)
+        per_unit = size.to(origins) / (self.box_max - self.box_min).to(origins)  # cells per world unit
+        start = (origins - self.box_min.to(origins)) * per_unit
+        cell = torch.addcmul(start[:, None, :], t[..., None], (dirs * per_unit)[:, None, :]).long()  # (R, M, 3)
+        cell = cell.clamp_min_(0).minimum(size - 1)
+        flat = (cell * torch.tensor(self.strides(), device=cell.device)).sum(-1)
+        signed = self.signed_density().reshape(-1)[flat]  # (R, M): >= 0 in occupied cells
+        occ = signed >= 0
+        depth = torch.cumsum(signed.abs() * (length / steps)[:, None].to(signed), -1)
         found = occ.any(-1) & hit
         first = occ.to(torch.uint8).argmax(-1)
         last = steps - 1 - occ.flip(-1).to(torch.uint8).argmax(-1)

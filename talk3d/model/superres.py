@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talk3d.model.config import ModelConfig
+from talk3d.model.precision import channels_last
 
 
 class SuperResolution(nn.Module):
@@ -42,7 +43,7 @@ class SuperResolution(nn.Module):
             ``rgb_fg (B, 3, H, W)`` premultiplied foreground colour and ``alpha (B, 1, H, W)``,
             ``H = h * factor``.
         """
-        x = self.head(torch.cat([features, alpha], 1))
+        x = self.head(channels_last(torch.cat([features, alpha], 1)))
         for up in self.ups:
             x = up(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
         res = self.tail(x)
@@ -50,4 +51,5 @@ class SuperResolution(nn.Module):
         rgb_up = F.interpolate(features[:, :3], size=size, mode="bilinear", align_corners=False)
         a_up = F.interpolate(alpha, size=size, mode="bilinear", align_corners=False)
         a_logit = torch.logit(a_up.clamp(1e-4, 1.0 - 1e-4))
+        res = res.float()
         return rgb_up + res[:, :3], torch.sigmoid(a_logit + res[:, 3:])

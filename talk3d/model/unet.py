@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from talk3d.model.config import ModelConfig
+from talk3d.model.precision import channels_last
 
 
 class ResBlock(nn.Module):
@@ -93,7 +94,7 @@ class DeltaplaneUNet(nn.Module):
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if cacheable and self._first_cache is not None and self._first_cache[0] == key:
             return self._first_cache[1]
-        x = self.downs[0](planes + self.plane_emb)
+        x = self.downs[0](channels_last(planes + self.plane_emb))
         self._first_cache = (key, x) if cacheable else None
         return x
 
@@ -106,14 +107,18 @@ class DeltaplaneUNet(nn.Module):
         Returns:
             ``(B, 3, C, R, R)``.
         """
+        return self.upsample(self.half_res(planes, tokens))
+
+    def half_res(self, planes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The deltaplanes as predicted, at half the plane side: ``(B * 3, C, R/2, R/2)`` float32
+        (plane-major within each batch entry). Shapes of the arguments as in :meth:`forward`."""
         b = tokens.shape[0]
         if planes.dim() == 4:  # shared identity planes: the first level is the same for every frame
-            c, r = planes.shape[1], planes.shape[-1]
-            x = self._shared_first_level(planes).repeat(b, 1, 1, 1)
+            x = channels_last(self._shared_first_level(planes).repeat(b, 1, 1, 1))
             first = 1
         else:
             _, _, c, r, _ = planes.shape
-            x = (planes + self.plane_emb).reshape(b * 3, c, r, r)
+            x = channels_last((planes + self.plane_emb).reshape(b * 3, c, r, r))
             first = 0
         skips = []
         for i, (down, attn) in enumerate(zip(self.downs, self.down_attn, strict=True)):
@@ -126,6 +131,12 @@ class DeltaplaneUNet(nn.Module):
             skip = skips[len(skips) - 2 - j]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = up(torch.cat([x, skip], 1))
-        x = self.out(F.silu(x))
-        x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
-        return x.reshape(b, 3, c, r, r)
+        return self.out(F.silu(x)).float()
+
+    def upsample(self, half: torch.Tensor) -> torch.Tensor:
+        """Half-side deltaplanes ``(B * 3, C, R/2, R/2)`` -> ``(B, 3, C, R, R)`` (bilinear; the
+        memory layout of ``half`` is kept, so channels-last stays channels-last)."""
+        n, c = half.shape[:2]
+        r = self.triplane_res
+        x = F.interpolate(half, size=(r, r), mode="bilinear", align_corners=False)
+        return x.reshape(n // 3, 3, c, r, r)

@@ -28,6 +28,7 @@ from talk3d.folders import check_separate
 from talk3d.image import resize
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
+from talk3d.model.precision import PRECISIONS
 from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
 from talk3d.render.config import RENDER_BOUNDS, RenderConfig, RenderResult
@@ -69,6 +70,8 @@ def _check_config(cfg: RenderConfig) -> None:
         raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
     if cfg.batch < 0:
         raise UserError("--batch must be 0 (automatic) or a positive number of frames")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{cfg.precision}'")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
         raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
     if cfg.mpi_size is not None and not 8 <= cfg.mpi_size <= 4096:
@@ -306,6 +309,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     from talk3d.model.drive import DrivingClip, forward_frames
 
     avatar, mcfg = run.avatar, run.model_config
+    avatar.precision = cfg.precision
     device = next(avatar.parameters()).device
     n = drive.frame_indices.size
     mpi_frames = _mpi_frames(cfg, n)
@@ -338,7 +342,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
             return res
 
         for fb in forward_frames(avatar, clip, drive.frame_indices, drive.cameras, k,
-                                 cfg.batch or (8 if device.type == "cuda" else 1), forward=timed_forward,
+                                 cfg.batch or (8 if device.type == "cuda" else 4), forward=timed_forward,
                                  before_batch=threads.rebalance):
             batch = out.prepare(fb.out)
             if pending is not None:
