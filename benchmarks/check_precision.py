@@ -52,7 +52,7 @@ def main() -> None:
     run = load_run(args.run)
     avatar = run.avatar.eval()
     data = TrainingData(run.dataset_dir, run.model_config, 64, 0.3)
-    frames = list(data.val_subset(args.frames) if args.frames else data.val_frames)
+    frames = data.val_subset(args.frames or 10**9)
     batches = [data.batch(frames[i:i + args.batch]) for i in range(0, len(frames), args.batch)]
     rows, first = [], None
     for precision in args.precisions.split(","):

@@ -3,7 +3,7 @@
     python3 benchmarks/run_all.py                # full sizes, 3 repeats each
     python3 benchmarks/run_all.py --quick        # small sizes, 1 repeat (a few minutes on 2 CPU cores)
     python3 benchmarks/run_all.py --only fit render --out /tmp/bench
-    python3 benchmarks/run_all.py --only render_run --run RUN --against REV   # old vs new, one run
+    python3 benchmarks/run_all.py --only render_run render_e2e --run RUN --against REV   # old vs new, one run
 
 Each benchmark is a script in this folder run as a subprocess (argument list, return code
 checked, stderr tail kept on failure); a missing script is skipped with a note. Every script
@@ -13,8 +13,10 @@ generated synthetic clip. Ratios between figures come from the same run of this 
 
 ``--against REV`` also runs every script of git revision ``REV`` (checked out into a temporary
 worktree, imported through ``PYTHONPATH``), alternating old and new runs on the same machine,
-and reports each headline figure old vs new with their ratio. ``--run RUN`` adds
-``render_run``: the render speed of a fitted avatar (the speed a user sees); with
+and reports each headline figure old vs new with their ratio (a script the old revision lacks
+runs from this checkout where it only uses APIs both have). ``--run RUN`` adds ``render_run``
+(the model's speed, split U-Net / volume / SR) and ``render_e2e`` (``talk3d render`` end to
+end, tracked pose and ``--pose fixed``): the speed a user sees; with
 ``--against``, give a run the old revision can read (one it fitted: newer settings are refused
 by older code).
 """
@@ -62,6 +64,8 @@ class Bench:
     """When set, the script takes an output folder and writes this JSON file inside it."""
     headline: list[str] = field(default_factory=list)
     """Substrings of figure names shown in the markdown table (all figures stay in the JSON)."""
+    script_from_new: bool = False
+    """Old trees run this checkout's script (it only uses APIs they have) when they lack it."""
 
 
 BENCHES = [
@@ -75,6 +79,8 @@ BENCHES = [
     Bench("render_run", "bench_render.py", ["--run", "{run}", "--frames", "32", "--threads", "0"],
           ["--run", "{run}", "--frames", "8"], out_dir_json="bench_render.json",
           headline=["fps_forward", "ms_per_frame"]),
+    Bench("render_e2e", "render_e2e.py", ["--run", "{run}"], ["--run", "{run}"],
+          headline=["fps_e2e", "fps_model", "peak_rss"], script_from_new=True),
     Bench("model_256", "bench_model_speed.py", ["--size", "quick", "--frames", "20"],
           ["--size", "quick", "--frames", "3", "--warmup", "1"], headline=["fps", "total_ms", "ms_per_frame"]),
     Bench("model_512", "bench_model_speed.py", ["--size", "full", "--frames", "10"],
@@ -127,6 +133,8 @@ def run_bench(bench: Bench, quick: bool, values: dict[str, str], raw_dir: Path, 
         args.append(a)
     target = out if (bench.out_is_stem or bench.out_dir_json) else json_path
     script = tree.root / "benchmarks" / bench.script
+    if not script.is_file() and bench.script_from_new:
+        script = HERE / bench.script
     if not script.is_file():
         return {"ok": False, "seconds": 0.0, "error": f"{bench.script} is not in the {tree.label} tree"}
     cmd = [sys.executable, str(script), *args, bench.out_flag, str(target)]
