@@ -113,27 +113,31 @@ def test_frames_marched_one_at_a_time_match_one_batch(monkeypatch: pytest.Monkey
         torch.testing.assert_close(single[name], together[name], atol=1e-5, rtol=1e-5)
 
 
-def test_a_fixed_camera_reuses_its_ray_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fixed_camera_reuses_its_ray_bounds_until_the_grid_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     from talk3d.camera import generate_rays
-    from talk3d.model import avatar as avatar_module
     from talk3d.model.occupancy import OccupancyGrid
 
-    monkeypatch.setattr(avatar_module, "FRAMES_PER_MARCH", 4)
     av = _avatar()
     c2w, k, _ = _inputs(3, same_camera=True)
     o, d = generate_rays(c2w, k, CFG.neural_res, CFG.neural_res)
+    moved_o, moved_d = generate_rays(orbit(c2w[:1], 5.0, 0.0), k[:1], CFG.neural_res, CFG.neural_res)
     marched = []
-    original = OccupancyGrid.ray_bounds
+    original = OccupancyGrid._span
 
     def counting(self, origins, *args):
         marched.append(origins.shape[0])
         return original(self, origins, *args)
 
-    monkeypatch.setattr(OccupancyGrid, "ray_bounds", counting)
+    monkeypatch.setattr(OccupancyGrid, "_span", counting)
+    planes = av.identity_planes()
     with torch.no_grad():
-        shared = av.render_rays(av.identity_planes(), o, d, jitter=False)
-        each = [av.render_rays(av.identity_planes(), o[i:i + 1], d[i:i + 1], jitter=False) for i in range(3)]
-    n = CFG.neural_res ** 2
-    assert marched == [n, n, n, n]  # the batch of three marched one frame's rays
-    torch.testing.assert_close(shared["alpha"], torch.cat([e["alpha"] for e in each]))
+        shared = av.render_rays(planes, o, d, jitter=False)  # frame by frame: the same rays three times
+        n = CFG.neural_res ** 2
+        assert marched == [n]
+        av.render_rays(planes, moved_o, moved_d, jitter=False)  # other rays are marched
+        assert marched == [n, n]
+        av.refresh_occupancy()  # a refreshed grid is marched again
+        again = av.render_rays(planes, o[:1], d[:1], jitter=False)
+        assert marched == [n, n, n]
+    torch.testing.assert_close(shared["alpha"], again["alpha"].expand(3, -1))
     assert float(shared["alpha"].max()) > 0.5

@@ -68,6 +68,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("density", torch.zeros(self.shape, dtype=torch.float32))
         self.register_buffer("occupied", torch.ones(self.shape, dtype=torch.uint8))
         self.register_buffer("ready", torch.zeros((), dtype=torch.uint8))
+        self._last: tuple | None = None  # the last ray_bounds call: (grid versions, rays, bounds)
 
     @property
     def is_ready(self) -> bool:
@@ -119,13 +120,35 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def ray_bounds(self, origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
                    hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shrink box segments to their occupied part, :data:`CHUNK` // 64 rays at a time (see :meth:`_span`)."""
+        """Shrink box segments to their occupied part, :data:`CHUNK` // 64 rays at a time (see :meth:`_span`).
+
+        The last call's rays and bounds are kept: the same rays through the same grid (a fixed
+        camera, frame after frame) are not marched again.
+        """
+        rays = (origins, dirs, t_near, t_far, hit)
+        key = tuple((b.data_ptr(), b._version) for b in (self.occupied, self.density))
+        if self._last is not None and self._last[0] == key and all(
+                old.shape == new.shape and torch.equal(old, new) for old, new in zip(self._last[1], rays, strict=True)):
+            return self._last[2]
         step = max(1, CHUNK // 64)
         parts = [self._span(origins[i:i + step], dirs[i:i + step], t_near[i:i + step], t_far[i:i + step],
                             hit[i:i + step]) for i in range(0, origins.shape[0], step)]
-        if len(parts) == 1:
-            return parts[0]
-        return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+        bounds = parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts, strict=True))
+        self._last = (key, tuple(r.clone() for r in rays), bounds)
+        return bounds  # type: ignore[return-value]
+
+    def _cells(self, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Flat indices ``(R, M)`` of the cells holding the points ``origins + t dirs`` (``t (R, M)``),
+        clamped into the grid; computed one axis at a time on contiguous ``(R, M)`` tensors (float
+        arithmetic is exact: the flat indices are far below 2^24)."""
+        lo, hi = self.box_min.to(origins), self.box_max.to(origins)
+        flat = torch.zeros_like(t)
+        for axis, (cells, stride) in enumerate(zip(self.shape, self.strides(), strict=True)):
+            per_unit = cells / float(hi[axis] - lo[axis])
+            pos = torch.addcmul(((origins[:, axis] - lo[axis]) * per_unit)[:, None], t,
+                                (dirs[:, axis] * per_unit)[:, None])
+            flat.add_(pos.floor_().clamp_(0, cells - 1), alpha=stride)
+        return flat.long()
 
     def _span(self, origins: torch.Tensor, dirs: torch.Tensor, t_near: torch.Tensor, t_far: torch.Tensor,
               hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -142,13 +165,7 @@ class OccupancyGrid(nn.Module):
         frac = (torch.arange(steps, device=origins.device, dtype=origins.dtype) + 0.5) / steps
         length = t_far - t_near
         t = t_near[:, None] + length[:, None] * frac  # (R, M)
-        size = torch.tensor(self.shape, device=origins.device)
-        per_unit = size.to(origins) / (self.box_max - self.box_min).to(origins)  # cells per world unit
-        start = (origins - self.box_min.to(origins)) * per_unit
-        cell = torch.addcmul(start[:, None, :], t[..., None], (dirs * per_unit)[:, None, :]).long()  # (R, M, 3)
-        cell = cell.clamp_min_(0).minimum(size - 1)
-        flat = (cell * torch.tensor(self.strides(), device=cell.device)).sum(-1)
-        signed = self.signed_density().reshape(-1)[flat]  # (R, M): >= 0 in occupied cells
+        signed = self.signed_density().reshape(-1)[self._cells(origins, dirs, t)]  # (R, M): >= 0 in occupied cells
         occ = signed >= 0
         depth = torch.cumsum(signed.abs() * (length / steps)[:, None].to(signed), -1)
         found = occ.any(-1) & hit

@@ -152,7 +152,7 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_m
     t_near, box_far, hit = ray_box_intersect(o, d, box_min, box_max)
     t_far = box_far
     if occupancy is not None:
-        t_near, t_far, hit = _occupied_bounds(occupancy, o, d, t_near, box_far, hit, b)
+        t_near, t_far, hit = occupancy.ray_bounds(o, d, t_near, box_far, hit)
     rows = _rows_to_march(hit, b)
     if rows is None:
         feats, alpha, depth_raw = _march(field, o, d, t_near, t_far, hit, b, n_coarse, n_importance, jitter,
@@ -170,18 +170,6 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, box_m
         "depth_raw": depth_raw.reshape(b, n),
         "t_far": box_far.reshape(b, n),
     }
-
-
-def _occupied_bounds(grid: OccupancyGrid, o: torch.Tensor, d: torch.Tensor, t_near: torch.Tensor,
-                     t_far: torch.Tensor, hit: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:meth:`OccupancyGrid.ray_bounds` of rays ``(R, 3)`` in ``b`` frame blocks; when every frame
-    has the same rays (a fixed camera), the first block is marched and its bounds reused."""
-    n = o.shape[0] // b
-    if b > 1 and torch.equal(o.view(b, n, 3), o[:n].expand(b, n, 3)) and torch.equal(d.view(b, n, 3),
-                                                                                     d[:n].expand(b, n, 3)):
-        first = grid.ray_bounds(o[:n], d[:n], t_near[:n], t_far[:n], hit[:n])
-        return tuple(x.repeat(b) for x in first)  # type: ignore[return-value]
-    return grid.ray_bounds(o, d, t_near, t_far, hit)
 
 
 RowSubset = tuple[torch.Tensor, int]
