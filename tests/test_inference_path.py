@@ -58,9 +58,25 @@ def test_float32_inference_renders_what_the_training_layout_renders() -> None:
         fast = av(c2w, k, cond)
     with torch.enable_grad():
         slow = av(c2w, k, cond)
-    for name in ("rgb", "alpha", "depth", "deltaplane", "mouth_code"):
+    for name in ("rgb", "alpha", "depth", "mouth_code"):
         torch.testing.assert_close(fast[name], slow[name].detach(), atol=2e-5, rtol=1e-4, msg=name)
-    assert float(fast["deltaplane"].abs().max()) > 1e-2  # the U-Net and the basis really moved the planes
+    assert float(slow["deltaplane"].abs().max()) > 1e-2  # the U-Net and the basis really moved the planes
+    with torch.no_grad():
+        still = av(c2w, k, cond, motion_scale=0.0)["rgb"]
+    assert float((still - fast["rgb"]).abs().max()) > 1e-3  # ... and the picture
+
+
+def test_frame_planes_are_the_planes_of_each_frame() -> None:
+    from talk3d.model.avatar import FramePlanes
+
+    av = _avatar()
+    _, _, cond = _inputs(3)
+    with torch.no_grad():
+        planes, _ = av.planes(cond, motion_scale=0.7)
+        half, _ = av.half_deltaplane_and_code(cond)
+        lazy = FramePlanes(av.identity_planes(), half, 0.7, av.unet.upsample)
+        torch.testing.assert_close(lazy.frames(1, 3), planes[1:3])
+        assert lazy.frames(0, 1).permute(0, 1, 3, 4, 2).is_contiguous()
 
 
 def test_inference_planes_are_channels_last_and_equal_the_plain_sum() -> None:

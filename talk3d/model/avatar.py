@@ -9,6 +9,7 @@ plate at neural resolution (``rgb_lr``) and the super-resolved one at output res
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -40,6 +41,32 @@ def _current_key(name: str) -> str:
         if name.startswith(f"tokens.{old}"):
             return f"tokens.{new}{name[len('tokens.') + len(old):]}"
     return name
+
+
+class FramePlanes:
+    """The planes ``P_t = P_id + s dP_t`` of a batch of frames, built a few frames at a time.
+
+    Rendering without gradients keeps only the U-Net's half-resolution deltaplanes for the batch
+    and upsamples each group of :data:`FRAMES_PER_MARCH` frames just before it is volume-rendered:
+    a batch of 4 frames then holds one frame's full planes at a time instead of eight (the frames'
+    deltaplanes and planes; 50 MB at 256^2 on the quick model).
+
+    Args:
+        identity: ``(3, C, R, R)`` identity planes.
+        half: ``(B * 3, C, R/2, R/2)`` half-resolution deltaplanes, plane-major within each frame.
+        scale: the motion scale ``s``.
+        upsample: half-resolution deltaplanes -> ``(B', 3, C, R, R)``
+            (:meth:`talk3d.model.unet.DeltaplaneUNet.upsample`).
+    """
+
+    def __init__(self, identity: torch.Tensor, half: torch.Tensor, scale: float,
+                 upsample: Callable[[torch.Tensor], torch.Tensor]):
+        self.identity = channels_last(identity)[None]  # the deltaplanes' layout: the sum runs over dense memory
+        self.half, self.scale, self.upsample = half, scale, upsample
+
+    def frames(self, start: int, stop: int) -> torch.Tensor:
+        """``(stop - start, 3, C, R, R)`` planes of frames ``start..stop-1`` (channels-last without gradients)."""
+        return self.upsample(self.half[3 * start:3 * stop]).mul_(self.scale).add_(self.identity)
 
 
 class Avatar(nn.Module):
@@ -118,12 +145,17 @@ class Avatar(nn.Module):
         gradients the result is channels-last (``C`` innermost), the layout the CPU triplane
         sampler reads.
         """
+        half, code = self.half_deltaplane_and_code(cond)
+        return self.unet.upsample(half), code
+
+    def half_deltaplane_and_code(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`deltaplane_and_code` before the upsampling: ``(B * 3, C, R/2, R/2)`` and the code."""
         tokens, code = self.tokens.encode(cond)
         with self.inference_convs(tokens.device):
             half = self.unet.half_res(self.identity_planes(), tokens)
         if self.cfg.mouth_basis and code is not None:
             half = channels_last(half + self.basis_half(cond.get("mouth_drive", code).to(half)))
-        return self.unet.upsample(half), code
+        return half, code
 
     def basis_half(self, code: torch.Tensor) -> torch.Tensor:
         """Lip-driven deltaplane ``sum_k code_k B_k`` at half the plane side ``(B * 3, C, R/2, R/2)``
@@ -223,11 +255,18 @@ class Avatar(nn.Module):
         draws the training randomness per frame.
         """
         jitter = self.training if jitter is None else jitter
-        step = FRAMES_PER_MARCH if not torch.is_grad_enabled() and jitter is False else origins.shape[0]
-        if origins.shape[0] <= step:
-            return self._render_rays(planes, origins, dirs, jitter)
-        parts = [self._render_rays(planes[i:i + step] if planes.dim() == 5 else planes, origins[i:i + step],
-                                   dirs[i:i + step], jitter) for i in range(0, origins.shape[0], step)]
+        n = origins.shape[0]
+        step = FRAMES_PER_MARCH if not torch.is_grad_enabled() and jitter is False else n
+
+        def frames(start: int, stop: int) -> torch.Tensor:
+            if isinstance(planes, FramePlanes):
+                return planes.frames(start, stop)
+            return planes[start:stop] if planes.dim() == 5 and stop - start < n else planes
+
+        if n <= step:
+            return self._render_rays(frames(0, n), origins, dirs, jitter)
+        parts = [self._render_rays(frames(i, min(i + step, n)), origins[i:i + step], dirs[i:i + step], jitter)
+                 for i in range(0, n, step)]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
@@ -245,7 +284,7 @@ class Avatar(nn.Module):
         """Render given planes from cameras.
 
         Args:
-            planes: ``(3, C, R, R)`` (shared) or ``(B, 3, C, R, R)``.
+            planes: ``(3, C, R, R)`` (shared), ``(B, 3, C, R, R)`` or :class:`FramePlanes`.
             cam2world: ``(B, 4, 4)``; intrinsics: ``(B, 3, 3)`` or ``(3, 3)`` normalised.
             out_size: output side (default ``cfg.out_res``; other sizes resize the SR output).
             torso_pose: ``(B, 10)`` pose conditioning for the image-mode torso warp
@@ -307,23 +346,31 @@ class Avatar(nn.Module):
             noise: per-frame training randomness (see :mod:`talk3d.model.noise`).
         Returns:
             :meth:`render_planes` outputs plus ``deltaplane (B, 3, C, R, R)`` (zeros when
-            ``cond`` is None) and, for models with a lip-motion code, the predicted
+            ``cond`` is None; not returned when the U-Net runs without gradients, where the planes
+            are built a few frames at a time, see :class:`FramePlanes`) and, for models with a lip-motion code, the predicted
             ``mouth_code (B, K)`` (when the U-Net ran). In image torso mode ``cond["pose"]`` and ``cond["torso"]`` (the
             tracked offset, optional) place the torso (identity when ``cond`` is None), also
             when ``deltaplane`` is given.
         """
         code = None
-        if deltaplane is None and cond is not None:
-            deltaplane, code = self.deltaplane_and_code(cond)
-        planes, dp = self.planes(cond, motion_scale, deltaplane)
+        if deltaplane is None and cond is not None and not torch.is_grad_enabled():
+            half, code = self.half_deltaplane_and_code(cond)
+            planes: torch.Tensor | FramePlanes = FramePlanes(self.identity_planes(), half, motion_scale,
+                                                             self.unet.upsample)
+            dp = None
+        else:
+            if deltaplane is None and cond is not None:
+                deltaplane, code = self.deltaplane_and_code(cond)
+            planes, dp = self.planes(cond, motion_scale, deltaplane)
         pose = cond.get("pose") if cond is not None else None
         offset = cond.get("torso") if cond is not None else None
         out = self.render_planes(planes, cam2world, intrinsics, out_size, torso_pose=pose, torso_offset=offset,
                                  noise=noise)
-        if dp is None:
+        if dp is None and not isinstance(planes, FramePlanes):
             p = self.identity_planes()
             dp = p.new_zeros(cam2world.shape[0], *p.shape)
-        out["deltaplane"] = dp
+        if dp is not None:
+            out["deltaplane"] = dp
         if code is not None:
             out["mouth_code"] = code
         return out
