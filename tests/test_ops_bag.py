@@ -60,3 +60,27 @@ def test_dispatch_uses_bag_for_float32_cpu(render_impl_env) -> None:
     assert torch.equal(sample_triplane(planes, points, impl="torch"), sample_triplane_ref(planes, points))
     render_impl_env("torch")
     assert torch.equal(sample_triplane(planes, points), sample_triplane_ref(planes, points))
+
+
+def test_points_sampled_again_reuse_their_corners(monkeypatch: pytest.MonkeyPatch) -> None:
+    from talk3d.ops import bag
+
+    computed = []
+    original = bag._corners
+    monkeypatch.setattr(bag, "_corners", lambda p, r: computed.append(p.shape[0]) or original(p, r))
+    monkeypatch.setattr(bag, "_MEMO", bag._CornerMemo())
+    torch.manual_seed(0)
+    planes = torch.randn(1, 3, 4, 8, 8)
+    coarse, fine = torch.rand(1, 50, 3) * 2 - 1, torch.rand(1, 50, 3) * 2 - 1
+    with torch.no_grad():
+        first = sample_triplane_bag(planes, coarse)
+        for _ in range(3):  # a fixed camera: the coarse points again, new fine points every frame
+            again = sample_triplane_bag(planes * 2, coarse)
+            sample_triplane_bag(planes, torch.rand(1, 50, 3) * 2 - 1)
+        sample_triplane_bag(planes, fine)
+    assert computed == [50, 50, 50, 50, 50]  # the coarse set once, each fine set
+    torch.testing.assert_close(again, 2 * first)
+    torch.testing.assert_close(again, sample_triplane_ref(planes * 2, coarse), atol=1e-5, rtol=1e-5)
+    computed.clear()
+    sample_triplane_bag(planes.requires_grad_(), coarse).sum().backward()  # training: always computed
+    assert computed == [50]

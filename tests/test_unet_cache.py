@@ -44,3 +44,15 @@ def test_cache_follows_in_place_updates_of_planes_and_weights() -> None:
     assert not torch.allclose(before, after_planes)
     assert not torch.allclose(after_planes, after_weights)
     torch.testing.assert_close(after_weights, fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_keeps_one_result_per_autocast_type() -> None:
+    net, planes, tokens = _unet()
+    with torch.no_grad():
+        plain = net._shared_first_level(planes)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net._shared_first_level(planes)
+            assert net._shared_first_level(planes) is low  # kept under autocast too
+        assert low.dtype == torch.bfloat16 and plain.dtype == torch.float32
+        again = net._shared_first_level(planes)  # autocast off again: recomputed in float32
+    assert again.dtype == torch.float32 and torch.equal(again, plain)

@@ -84,14 +84,16 @@ class DeltaplaneUNet(nn.Module):
     def _shared_first_level(self, planes: torch.Tensor) -> torch.Tensor:
         """First down level of shared planes ``(3, C, R, R)`` -> ``(3, w0, R/2, R/2)``.
 
-        Without gradients and autocast (rendering) the result is kept until the planes or the
-        level's weights change (tensor versions, storage), so a render computes it once, not per
-        frame. Writes through ``.data`` do not change versions: call with gradients enabled, or
-        set ``_first_cache = None``, after such writes.
+        Without gradients (rendering) the result is kept until the planes, the level's weights
+        (tensor versions, storage) or the autocast type change, so a render computes it once, not
+        per frame. Writes through ``.data`` do not change versions: call with gradients enabled,
+        or set ``_first_cache = None``, after such writes.
         """
-        cacheable = not torch.is_grad_enabled() and not torch.is_autocast_enabled(planes.device.type)
+        cacheable = not torch.is_grad_enabled()
+        device = planes.device.type
         tensors = [planes, self.plane_emb, *self.downs[0].parameters()]
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        key = (autocast, *((t.data_ptr(), t._version, t.dtype) for t in tensors))
         if cacheable and self._first_cache is not None and self._first_cache[0] == key:
             return self._first_cache[1]
         x = self.downs[0](channels_last(planes + self.plane_emb))
