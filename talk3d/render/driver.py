@@ -28,7 +28,6 @@ from talk3d.folders import check_separate
 from talk3d.image import resize
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
-from talk3d.model.precision import PRECISIONS
 from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
 from talk3d.render.config import RENDER_BOUNDS, RenderConfig, RenderResult
@@ -70,6 +69,8 @@ def _check_config(cfg: RenderConfig) -> None:
         raise UserError(f"--frames must be 'audio' or 'val', got '{cfg.frames}'")
     if cfg.batch < 0:
         raise UserError("--batch must be 0 (automatic) or a positive number of frames")
+    from talk3d.model.precision import PRECISIONS  # (talk3d.model is imported when the run is loaded)
+
     if cfg.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{cfg.precision}'")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
