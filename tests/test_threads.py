@@ -72,3 +72,14 @@ def test_a_folder_others_can_write_is_not_used(tmp_path: Path, monkeypatch: pyte
     assert not threads._register()
     assert threads.running_processes() == 1  # counts itself only, registers nothing
     assert list(threads.registry().iterdir()) == []
+
+
+def test_allocator_settings_apply_once_and_report_glibc() -> None:
+    import platform
+
+    from talk3d import memory
+
+    first = memory.keep_freed_memory()
+    assert memory.keep_freed_memory() is first  # applied once per process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True

@@ -43,8 +43,10 @@ class RunDriver:
     def __init__(self, run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
         from talk3d import threads
         from talk3d.fit.checkpoint import load_run
+        from talk3d.memory import keep_freed_memory
 
         threads.start()
+        keep_freed_memory()
         self.run = load_run(run_dir, device)
         self.device = torch.device(device)
         m = self.run.manifest

@@ -48,6 +48,7 @@ from talk3d.fit.validation import plot_curves, save_preview
 from talk3d.folders import check_separate, commit_staged
 from talk3d.image import box_psnr, psnr, ssim
 from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json
+from talk3d.memory import keep_freed_memory
 from talk3d.model import losses as model_losses
 from talk3d.model.config import ModelConfig
 from talk3d.model.drive import forward_frames
@@ -244,6 +245,7 @@ class Fit:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         threads.start(cfg.threads, distributed.local_processes(self.ranks))
+        keep_freed_memory()
         self.model = model = Avatar(cfg.model)
         model.set_background(data.background())
         model.set_canonical_landmarks(torch.from_numpy(np.asarray(data.dataset.canonical_landmarks)))

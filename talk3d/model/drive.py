@@ -114,3 +114,4 @@ def forward_frames(avatar: torch.nn.Module, clip: DrivingClip, frames: np.ndarra
         with torch.no_grad():
             out = run(c, k.expand(c.shape[0], 3, 3), cond)
         yield FrameBatch(part, cond, c, out)
+        del out  # the caller holds the batch as long as it needs it: not alive during the next forward

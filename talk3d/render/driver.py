@@ -28,6 +28,7 @@ from talk3d.folders import check_separate
 from talk3d.image import resize
 from talk3d.io import atomic_dir
 from talk3d.media import AUDIO_RATE, VideoWriter, read_audio, write_wav
+from talk3d.memory import keep_freed_memory
 from talk3d.render import outputs, paths
 from talk3d.render.audio_drive import frame_count, load_driving_audio
 from talk3d.render.config import RENDER_BOUNDS, RenderConfig, RenderResult
@@ -213,6 +214,7 @@ def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: R
 
         source_info = find_source(run.manifest, cfg.source)
     threads.start(cfg.threads)
+    keep_freed_memory()
     size = int(cfg.size or run.model_config.out_res)
     timings = {"audio": 0.0, "model": 0.0, "write": 0.0, "mpi": 0.0}
     with tempfile.TemporaryDirectory(prefix="talk3d_render_") as tmpdir:
@@ -357,6 +359,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
                     timings["mpi"] += time.perf_counter() - t
             bar.update(task, advance=fb.positions.stop - fb.positions.start,
                        status=f"{fb.positions.stop / max(timings['model'], 1e-9):.1f} frames/s")
+            del fb  # the next batch's forward pass does not need this one's outputs alive
         if pending is not None:
             pending.result()
     width = 2 * size if cfg.stereo else size
