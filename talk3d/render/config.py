@@ -45,8 +45,10 @@ class RenderConfig:
     device: str = "auto"
     """Torch device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     batch: int = 0
-    """Frames rendered per forward pass; 0 = automatic: 4 on CPU (Obama avatar at 256^2 on 2 cores:
-    19-22 frames/s at batch 1, 21-24 at 2, 29-31 at 4; peak memory +70 MB over batch 1), 8 on CUDA."""
+    """Frames rendered per forward pass; 0 = automatic: 4 on CPU (the U-Net and SR run more
+    efficiently on 12 plane images than on 3: on the Obama avatar at 256^2 on 2 cores, measured
+    before the allocator settings, 19-22 model frames/s at batch 1, 29-31 at batch 4; batch 1
+    uses the least memory), 8 on CUDA."""
     precision: str = "auto"
     """Numeric type of the U-Net and the super-resolution: ``auto`` (bfloat16 on CPUs that compute it
     natively, float32 elsewhere), ``float32`` or ``bfloat16``; see :mod:`talk3d.model.precision`."""
