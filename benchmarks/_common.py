@@ -52,3 +52,16 @@ def package_shim(tree: Path, folder: Path) -> Path:
             if not (folder / name).is_symlink():
                 (folder / name).symlink_to(tree / source, target_is_directory=True)
     return folder
+
+
+def held_out_scores(images: list, batches: list[dict]) -> dict[str, float]:
+    """Mean PSNR and mouth-box PSNR of rendered ``images`` (one ``(B, 3, H, W)`` tensor per batch)
+    against the batches' video frames (``talk3d.fit.data.TrainingData.batch``)."""
+    import torch
+
+    from talk3d.image import box_psnr, psnr
+
+    truth = [b["image"] for b in batches]
+    return {"psnr": float(torch.cat([psnr(i, t) for i, t in zip(images, truth, strict=True)]).mean()),
+            "mouth_psnr": float(torch.cat([box_psnr(i, t, b["mouth_box"])
+                                           for i, t, b in zip(images, truth, batches, strict=True)]).mean())}

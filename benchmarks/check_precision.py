@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import held_out_scores
 
 
 def render_all(avatar, batches: list[dict], precision: str) -> dict:
     """Render the batches at one precision: ``{"images", "psnr", "mouth_psnr", "ms_per_frame"}``."""
-    from talk3d.image import box_psnr, psnr
-
     avatar.precision = precision
     frames = sum(b["image"].shape[0] for b in batches)
     with torch.no_grad():
@@ -29,12 +28,7 @@ def render_all(avatar, batches: list[dict], precision: str) -> dict:
         t0 = time.perf_counter()
         images = [avatar(b["cam2world"], b["intrinsics"], b["cond"])["rgb"] for b in batches]
         ms = (time.perf_counter() - t0) / frames * 1000
-    truth = [b["image"] for b in batches]
-    return {"images": torch.cat(images),
-            "psnr": float(torch.cat([psnr(i, t) for i, t in zip(images, truth, strict=True)]).mean()),
-            "mouth_psnr": float(torch.cat([box_psnr(i, t, b["mouth_box"])
-                                           for i, t, b in zip(images, truth, batches, strict=True)]).mean()),
-            "ms_per_frame": ms}
+    return {"images": torch.cat(images), **held_out_scores(images, batches), "ms_per_frame": ms}
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import torch
+from _common import held_out_scores
 
 
 def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] | None, reference: bool) -> dict:
     """Render the batches with one sampling setup; ``{"images", "psnr", "mouth_psnr", "ms_per_frame"}``."""
     from talk3d.fit.trainer import _forward
-    from talk3d.image import box_psnr, psnr
     from talk3d.ops import render_impl, set_render_impl
 
     saved_impl = render_impl()
@@ -40,12 +40,7 @@ def render_variant(avatar, batches: list[dict], grid, samples: tuple[int, int] |
     finally:
         avatar.cfg.coarse_samples, avatar.cfg.importance_samples = saved
         set_render_impl(saved_impl)
-    truth = [b["image"] for b in batches]
-    return {"images": torch.cat(images),
-            "psnr": float(torch.cat([psnr(i, t) for i, t in zip(images, truth, strict=True)]).mean()),
-            "mouth_psnr": float(torch.cat([box_psnr(i, t, b["mouth_box"])
-                                           for i, t, b in zip(images, truth, batches, strict=True)]).mean()),
-            "ms_per_frame": ms}
+    return {"images": torch.cat(images), **held_out_scores(images, batches), "ms_per_frame": ms}
 
 
 def main() -> None:
