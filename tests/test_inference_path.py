@@ -157,3 +157,14 @@ def test_a_fixed_camera_reuses_its_ray_bounds_until_the_grid_changes(monkeypatch
         assert marched == [n, n, n]
     torch.testing.assert_close(shared["alpha"], again["alpha"].expand(3, -1))
     assert float(shared["alpha"].max()) > 0.5
+
+
+def test_decoder_and_render_run_under_an_outer_autocast_without_gradients() -> None:
+    """Fit validation on CUDA renders under autocast without gradients: the chunked decoder must step aside."""
+    av = _avatar()
+    c2w, k, cond = _inputs(2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        sigma, colour = av.decoder(torch.randn(2, 40, CFG.triplane_channels))
+        out = av(c2w, k, cond)["rgb"]
+    assert sigma.shape == (2, 40) and colour.shape == (2, 40, CFG.feature_channels)
+    assert torch.isfinite(out.float()).all()

@@ -31,8 +31,8 @@ from talk3d.model.unet import DeltaplaneUNet
 
 NUM_LANDMARKS = 478
 FRAMES_PER_MARCH = 1
-"""Frames volume-rendered together without gradients (bounds the memory of bigger batches;
-enough rays to keep 2 CPU threads busy)."""
+"""Frames volume-rendered together on CPU without gradients (bounds the memory of bigger
+batches; enough rays to keep 2 CPU threads busy). CUDA renders the whole batch at once."""
 
 
 def _current_key(name: str) -> str:
@@ -168,8 +168,9 @@ class Avatar(nn.Module):
         return self.unet.upsample(self.basis_half(code))
 
     def inference_convs(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The numeric type the U-Net and the SR run in: float32 with gradients, else the type
-        :attr:`precision` picks for ``device`` (see :mod:`talk3d.model.precision`)."""
+        """The autocast the U-Net and the SR run under: none of its own with gradients (an outer
+        autocast, as in CUDA fits, still applies), else the type :attr:`precision` picks for
+        ``device`` (see :mod:`talk3d.model.precision`)."""
         if torch.is_grad_enabled():
             return contextlib.nullcontext()
         return inference_convs(conv_dtype(self.precision, device), device)
@@ -256,7 +257,8 @@ class Avatar(nn.Module):
         """
         jitter = self.training if jitter is None else jitter
         n = origins.shape[0]
-        step = FRAMES_PER_MARCH if not torch.is_grad_enabled() and jitter is False else n
+        cpu = origins.device.type == "cpu"
+        step = FRAMES_PER_MARCH if cpu and not torch.is_grad_enabled() and jitter is False else n
 
         def frames(start: int, stop: int) -> torch.Tensor:
             if isinstance(planes, FramePlanes):

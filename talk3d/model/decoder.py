@@ -9,7 +9,7 @@ from torch import nn
 from talk3d.model.config import ModelConfig
 
 INFERENCE_CHUNK = 8192
-"""Points decoded at a time without gradients."""
+"""Points decoded at a time on CPU without gradients (and without autocast)."""
 
 
 class Decoder(nn.Module):
@@ -28,7 +28,9 @@ class Decoder(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``feats (..., C)`` -> ``sigma (...,)`` >= 0 and ``features (..., F)``."""
-        raw = self.out(self.hidden(feats)) if torch.is_grad_enabled() else self._raw_in_chunks(feats)
+        device = feats.device.type
+        chunked = device == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled(device)
+        raw = self._raw_in_chunks(feats) if chunked else self.out(self.hidden(feats))
         sigma = F.softplus(raw[..., 0] + self.density_bias)
         features = torch.sigmoid(raw[..., 1:]) * 1.002 - 0.001
         return sigma, features

@@ -122,19 +122,20 @@ class OccupancyGrid(nn.Module):
                    hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shrink box segments to their occupied part, :data:`CHUNK` // 64 rays at a time (see :meth:`_span`).
 
-        The last call's rays and bounds are kept: the same rays through the same grid (a fixed
-        camera, frame after frame) are not marched again.
+        On CPU the last call's rays and bounds are kept: the same rays through the same grid (a
+        fixed camera, frame after frame) are not marched again.
         """
         rays = (origins, dirs, t_near, t_far, hit)
         key = tuple((b.data_ptr(), b._version) for b in (self.occupied, self.density))
-        if self._last is not None and self._last[0] == key and all(
+        cpu = origins.device.type == "cpu"  # (on CUDA the comparison would wait for the GPU)
+        if cpu and self._last is not None and self._last[0] == key and all(
                 old.shape == new.shape and torch.equal(old, new) for old, new in zip(self._last[1], rays, strict=True)):
             return self._last[2]
         step = max(1, CHUNK // 64)
         parts = [self._span(origins[i:i + step], dirs[i:i + step], t_near[i:i + step], t_far[i:i + step],
                             hit[i:i + step]) for i in range(0, origins.shape[0], step)]
         bounds = parts[0] if len(parts) == 1 else tuple(torch.cat(p) for p in zip(*parts, strict=True))
-        self._last = (key, tuple(r.clone() for r in rays), bounds)
+        self._last = (key, tuple(r.clone() for r in rays), bounds) if cpu else None
         return bounds  # type: ignore[return-value]
 
     def _cells(self, origins: torch.Tensor, dirs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Training always runs them in float32 (CUDA fits add their own mixed precision). Without
 gradients, they take channels-last inputs, where oneDNN's convolutions are faster on CPU, and,
-where the CPU computes bfloat16 natively (AVX512-BF16 or AMX), they run in bfloat16 under
-autocast. Measured on 2 AMD EPYC cores (docs/render.md "Inference precision"): U-Net + SR
+where the CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX), they run in bfloat16
+under autocast. Measured on 2 AMD EPYC cores (docs/render.md "Inference precision"): U-Net + SR
 30.7 -> 12.0 ms per frame; held-out frames differ from float32 ones by about 0.01 dB PSNR.
 The volume rendering (triplane sampling, decoder, compositing) stays float32 everywhere.
 """
@@ -21,9 +21,12 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 convolutions natively (oneDNN's own test)."""
+    """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX). oneDNN's own
+    ``_is_mkldnn_bf16_supported`` also answers yes on AVX-512 CPUs that only emulate it (slower
+    than float32 there)."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.backends.mkldnn.is_available()
+                    and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
     except (AttributeError, RuntimeError):
         return False
 

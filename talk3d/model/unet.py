@@ -112,8 +112,8 @@ class DeltaplaneUNet(nn.Module):
         return self.upsample(self.half_res(planes, tokens))
 
     def half_res(self, planes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """The deltaplanes as predicted, at half the plane side: ``(B * 3, C, R/2, R/2)`` float32
-        (plane-major within each batch entry). Shapes of the arguments as in :meth:`forward`."""
+        """The deltaplanes as predicted, at half the plane side: ``(B * 3, C, R/2, R/2)``, float32
+        without gradients (plane-major within each batch entry). Shapes of the arguments as in :meth:`forward`."""
         b = tokens.shape[0]
         if planes.dim() == 4:  # shared identity planes: the first level is the same for every frame
             x = channels_last(self._shared_first_level(planes).repeat(b, 1, 1, 1))
@@ -133,7 +133,8 @@ class DeltaplaneUNet(nn.Module):
             skip = skips[len(skips) - 2 - j]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = up(torch.cat([x, skip], 1))
-        return self.out(F.silu(x)).float()
+        out = self.out(F.silu(x))
+        return out if torch.is_grad_enabled() else out.float()  # (training keeps its autocast type)
 
     def upsample(self, half: torch.Tensor) -> torch.Tensor:
         """Half-side deltaplanes ``(B * 3, C, R/2, R/2)`` -> ``(B, 3, C, R, R)`` (bilinear; the

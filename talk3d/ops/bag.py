@@ -65,8 +65,8 @@ class _CornerMemo:
         """:func:`_corners` of ``points (M, 3)``, from the memo when the same points were asked for."""
         for entry in self.entries:
             kept, kept_res, index, weight = entry
-            if kept_res == res and kept.shape == points.shape and kept.device == points.device \
-                    and torch.equal(kept, points):
+            if kept_res == res and kept.shape == points.shape and kept.dtype == points.dtype \
+                    and kept.device == points.device and torch.equal(kept, points):
                 self.entries = [entry, *(e for e in self.entries if e is not entry)]  # most recent first
                 return index, weight
         index, weight = _corners(points, res)
@@ -77,8 +77,9 @@ class _CornerMemo:
 
 MEMO_ENTRIES = 2
 """Point sets whose corners :class:`_CornerMemo` keeps (a render alternates coarse and fine sets)."""
-MEMO_POINTS = 1 << 18
-"""Largest point set kept (a 64^2 frame's coarse samples are ~31k points)."""
+MEMO_POINTS = 1 << 16
+"""Largest point set kept (a 64^2 frame's coarse samples are ~31k points; the occupancy grid's
+refresh and MPI exports sample larger sets, which are not kept)."""
 _MEMO = _CornerMemo()
 
 
