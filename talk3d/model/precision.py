@@ -11,6 +11,7 @@ The volume rendering (triplane sampling, decoder, compositing) stays float32 eve
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -20,10 +21,11 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 (CUDA included, until a GPU run has measured it); the others force a type."""
 
 
+@functools.cache
 def native_bf16_cpu() -> bool:
     """Whether this CPU has bfloat16 arithmetic in hardware (AVX512-BF16 or AMX). oneDNN's own
     ``_is_mkldnn_bf16_supported`` also answers yes on AVX-512 CPUs that only emulate it (slower
-    than float32 there)."""
+    than float32 there). Asked once per process: :func:`conv_dtype` runs for every batch."""
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
