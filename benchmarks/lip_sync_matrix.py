@@ -5,6 +5,9 @@ and audio without video (voice-activity figures).
     python3 benchmarks/lip_sync_matrix.py obama=runs/obama feifei=runs/feifei ... \\
         --shared ../shared/data --seconds 6 --out /tmp/lip_matrix.json   # (+ .md beside it)
 
+``--lip-drive audio`` drives the mouth with the model's own audio-to-lip head even where the run
+has a phonetic lip prior (the defaults before it), so both drives compare on the same weights.
+
 A clip is "the avatar's own" when its file name is the one the avatar's dataset was prepared
 from; it is left out of the cross-speaker cells and replaced by the held-out figures: the lip
 code's held-out correlation from the fit, and the fixed-pose mouth correlation on held-out frames.
@@ -26,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def held_out(driver: Any, batch: int) -> dict[str, Any]:
-    """The avatar's own held-out figures: the lip code's correlation (from the fit) and the
-    fixed-pose mouth-opening correlation with the tracked ground truth."""
+    """The avatar's own held-out figures: the lip code's correlation (the fit's audio head, or the
+    phonetic prior's code when it drives the mouth) and the fixed-pose mouth-opening correlation
+    of the render with the tracked ground truth."""
     from talk3d.dataset import TalkingHeadDataset
     from talk3d.eval import metrics, suites
 
@@ -35,20 +39,41 @@ def held_out(driver: Any, batch: int) -> dict[str, Any]:
     idx = np.asarray(ds.manifest.val_frames)
     open_gt = metrics.mouth_opening(np.asarray(ds.landmarks)[idx])
     fixed = suites.fixed_pose_lip_sync(driver, idx, open_gt, batch)
-    return {"frames": int(idx.size), "lip_code_val_corr": driver.run.metrics.get("lip_code_val_corr"),
+    code_corr = driver.run.metrics.get("lip_code_val_corr")
+    if driver.run.lip_prior is not None:
+        code_corr = prior_code_corr(driver, ds, idx)
+    return {"frames": int(idx.size), "lip_code_val_corr": code_corr,
             "fixed_pose_corr": fixed["mouth_open_corr_fixed_pose"],
             "fixed_pose_std_ratio": fixed["mouth_open_std_ratio_fixed_pose"]}
 
 
-def avatar_row(name: str, run: Path, clips: list[Path], audios: list[Path], seconds: float, batch: int) -> dict:
-    """Every figure of one avatar."""
+def prior_code_corr(driver: Any, ds: Any, idx: np.ndarray) -> float:
+    """Correlation of the prior's first lip-code component with the tracked one on frames ``idx``
+    (the fit's ``lip_code_val_corr``, for the prior's codes)."""
+    from talk3d.fit.lipsync import lip_codes
+    from talk3d.model.drive import DrivingClip
+
+    m = ds.manifest
+    tracked = lip_codes(ds.landmarks, ds.canonical_landmarks, np.asarray(m.train_frames), driver.run.model_config.mouth_code)
+    clip = DrivingClip.from_arrays(driver.run.model_config, driver.audio_feats, driver.feature_rate, driver.fps,
+                                   driver.blink, driver.poses, None, driver.run.lip_prior, driver.phones)
+    return float(np.corrcoef(clip.mouth[idx, 0].numpy(), tracked[idx, 0])[0, 1])
+
+
+def avatar_row(name: str, run: Path, clips: list[Path], audios: list[Path], seconds: float, batch: int,
+               lip_drive: str = "auto") -> dict:
+    """Every figure of one avatar (``lip_drive="audio"``: its phonetic lip prior left out)."""
     from talk3d.eval import suites
     from talk3d.eval.drive_video import video_driven
     from talk3d.eval.driver import RunDriver
 
     driver = RunDriver(run, "cpu")
+    if lip_drive == "audio":
+        driver.run.lip_prior = driver.phones = None
     own = Path(str(driver.manifest.source)).name
-    row: dict[str, Any] = {"avatar": name, "run": str(run), "own_clip": own, "held_out": held_out(driver, batch),
+    row: dict[str, Any] = {"avatar": name, "run": str(run), "own_clip": own,
+                           "lip_drive": "prior" if driver.run.lip_prior is not None else "audio",
+                           "held_out": held_out(driver, batch),
                            "drivers": {}, "audio": {}}
     for clip in clips:
         if clip.name == own:
@@ -109,14 +134,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds of each driver rendered")
     ap.add_argument("--audio", nargs="*", default=["macron_fr_12s.wav"], help="audio-only drivers in shared/audio")
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lip-drive", choices=("auto", "audio"), default="auto",
+                    help="auto: each run's phonetic lip prior where it has one; audio: the model's audio head")
     ap.add_argument("--out", type=Path, default=Path("/tmp/lip_sync_matrix.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     clips = sorted((args.shared / "video").glob("*.mp4"))
     audios = [args.shared / "audio" / a for a in args.audio if (args.shared / "audio" / a).is_file()]
-    rows = [avatar_row(*spec.split("=", 1)[:1], Path(spec.split("=", 1)[1]), clips, audios, args.seconds, args.batch)
-            for spec in args.runs]
-    report = {"seconds": args.seconds, "rows": rows, "summary": summary(rows)}
+    rows = [avatar_row(*spec.split("=", 1)[:1], Path(spec.split("=", 1)[1]), clips, audios, args.seconds, args.batch,
+                       args.lip_drive) for spec in args.runs]
+    report = {"seconds": args.seconds, "lip_drive": args.lip_drive, "rows": rows, "summary": summary(rows)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))

@@ -335,8 +335,9 @@ def _step_refine_poses(out: Path, work: Path, lm: np.ndarray, valid: np.ndarray,
 def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> None:
     from talk3d.audio import compute_logmel
     from talk3d.media import AUDIO_RATE, read_audio, write_wav
+    from talk3d.phonemes import phone_rows
 
-    if (out / "audio.wav").is_file() and (out / "audio_feats.npy").is_file():
+    if all((out / name).is_file() for name in ("audio.wav", "audio_feats.npy", "phonemes.npy")):
         info("audio: done already (resuming)")
         return
     source = Path(config.audio) if config.audio is not None else video
@@ -348,6 +349,7 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
     audio = np.pad(audio[:target], (0, max(0, target - audio.size)))
     write_wav(out / "audio.wav", audio, AUDIO_RATE)
     write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
+    write_npy(out / "phonemes.npy", phone_rows(audio).astype(np.float16))
 
 
 def _step_torso(out: Path, work: Path, num_frames: int, train: np.ndarray) -> dict[str, float]:
@@ -559,7 +561,7 @@ def _build_dataset(video: Path, vinfo: VideoInfo, folders: PrepFolders, config: 
                       for j, name in enumerate(("yaw", "pitch"))},
         source=str(video.resolve()), source_sha256=source_hash, source_size=[vinfo.width, vinfo.height],
         crop_box=[float(v) for v in crop_box], crop_exact=True, audio_sample_rate=16000, audio_feature_rate=100.0,
-        audio_feature_dim=80, has_phonemes=False, scene_scale=float(focal * config.size / distance),
+        audio_feature_dim=80, has_phonemes=True, scene_scale=float(focal * config.size / distance),
         camera_distance=distance, frames_format="jpg", prep_settings=config.settings(), stats=stats,
     )
     write_manifest(out, manifest)

@@ -5,7 +5,7 @@ audio (render), so the model sees one distribution. librosa is not used (its fir
 JIT-compiles numba for ~14 s); the Slaney-style mel filterbank is built here in numpy and
 the STFT runs in torch.
 
-Phoneme posteriors (pocketsphinx) are not computed yet; see ``docs/dependencies.md``.
+Phones (pocketsphinx) are computed on the same rows by :mod:`talk3d.phonemes`.
 """
 
 from __future__ import annotations

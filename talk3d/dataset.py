@@ -14,7 +14,7 @@ A dataset is a folder::
     canonical_landmarks.npy (478, 3) float32 the video's canonical shape in world units
     audio.wav          16 kHz mono PCM16
     audio_feats.npy    (T, 80) float16 log-mel at ``audio_feature_rate`` Hz (100 Hz)
-    phonemes.npy       optional (T, P) float16 phoneme posteriors at the same rate
+    phonemes.npy       optional (T, P) float16 one-hot phone rows at the same rate (talk3d.phonemes)
     blink.npy          (N,) float32 eye closure in [0, 1]
     torso_offsets.npy  optional (N, 2) float32 torso shift in image widths (x right, y down)
                        relative to its median position (datasets before it: zeros)
@@ -314,6 +314,13 @@ def validate(root: str | os.PathLike, manifest: Manifest | None = None) -> Manif
     feats = _array(root, "audio_feats.npy", mmap=True)
     if feats.ndim != 2 or feats.shape[1] != manifest.audio_feature_dim or feats.shape[0] < 1:
         raise DatasetError(f"dataset '{root}': audio_feats.npy has shape {feats.shape}; {FIX_DATASET}")
+    if (root / "phonemes.npy").is_file():
+        from talk3d.phonemes import PHONES
+
+        got = _array(root, "phonemes.npy", mmap=True).shape
+        if tuple(got) != (feats.shape[0], len(PHONES)):
+            raise DatasetError(f"dataset '{root}': phonemes.npy has shape {tuple(got)}, expected "
+                               f"{(feats.shape[0], len(PHONES))}; {FIX_DATASET}")
     if not 0 < manifest.train_end <= n or manifest.val_frames.size == 0 or manifest.train_frames.size == 0:
         raise DatasetError(f"dataset '{root}' has no validation split (train_end={manifest.train_end}, N={n}, "
                            f"{len(manifest.val_runs)} held-out runs); {FIX_DATASET}")
@@ -403,7 +410,8 @@ class TalkingHeadDataset:
 
     @functools.cached_property
     def phonemes(self) -> np.ndarray | None:
-        """``(T, P)`` phoneme posteriors, or ``None`` when prep did not compute them."""
+        """``(T, P)`` one-hot phone rows (:mod:`talk3d.phonemes`), or ``None`` for datasets prepared
+        before prep wrote them."""
         path = self.root / "phonemes.npy"
         return _array(self.root, "phonemes.npy", mmap=True, finite=False) if path.is_file() else None
 

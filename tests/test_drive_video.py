@@ -37,7 +37,7 @@ class ClipDriver(EchoDriver):
         self.frames = np.stack(list(read_frames(clip)))
         self.frozen = frozen
 
-    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
+    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None, phones=None):
         idx = np.asarray(frame_indices)
         for s in range(0, len(idx), batch_size):
             sel = np.minimum(idx[s:s + batch_size], len(self.frames) - 1)

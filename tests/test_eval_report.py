@@ -33,6 +33,7 @@ class EchoDriver:
         self.manifest, self.size, self.fps = m, m.size, m.fps
         self.poses, self.blink = np.asarray(self.ds.poses), np.asarray(self.ds.blink)
         self.audio_feats = np.asarray(self.ds.audio_feats, dtype=np.float32)
+        self.phones = None
         self.feature_rate, self.intrinsics = m.audio_feature_rate, self.ds.intrinsics
         self.dataset_dir, self.step, self.device = root, 0, "cpu"
         self.torso_offsets = np.zeros((m.num_frames, 2), np.float32)
@@ -48,7 +49,7 @@ class EchoDriver:
         return DrivingSequence(audio=audio, features=feats, feature_rate=100.0, blink=self.blink[src],
                                poses=self.poses[src], torso=self.torso_offsets[src])
 
-    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
+    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None, phones=None):
         idx = np.asarray(frame_indices)
         self.calls.append((yaw, pitch, len(idx)))
         self.posed.append(np.asarray(poses)[idx])
@@ -152,7 +153,7 @@ class PoseEchoDriver(EchoDriver):
     """Renders the dataset frame whose tracked pose is nearest the requested one (a perfect
     avatar at seen poses): the nearest-training-pose baseline then shows another frame."""
 
-    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None):
+    def render(self, audio_feats, blink, poses, frame_indices, yaw=0.0, pitch=0.0, batch_size=4, torso=None, phones=None):
         idx = np.asarray(frame_indices)
         wanted = np.asarray(poses)[idx]
         nearest = [int(i) if np.array_equal(self.poses[i], p) else int(np.abs(self.poses - p).sum((1, 2)).argmin())

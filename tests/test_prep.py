@@ -36,6 +36,7 @@ def test_dataset_is_complete_and_valid(synthetic: dict) -> None:
     labels = set(np.unique(ds.mask(40)).tolist())
     assert {0, 2} <= labels  # background and head present
     assert ds.audio_feats.shape == (320, 80) and ds.audio_feats.dtype == np.float16
+    assert m.has_phonemes and ds.phonemes.shape == (320, 41) and np.all(ds.phonemes.astype(np.float32).sum(1) == 1)
     assert ds.blink.min() >= 0 and ds.blink.max() <= 1
     assert (out / "torso_offsets.npy").is_file() and ds.torso_offsets.shape == (80, 2)
     assert np.isfinite(ds.torso_offsets).all() and np.abs(ds.torso_offsets).max() < 0.25
@@ -134,6 +135,10 @@ def test_audio_override_and_cli(synthetic: dict, tmp_path: Path) -> None:
     feats = np.load(out / "audio_feats.npy")
     assert feats.shape[0] == 320  # padded to the video length (3.2 s)
     assert feats[250:].astype(np.float32).max() < -10  # silence after the 2 s of audio
+    from talk3d.phonemes import NOISE, SIL
+
+    phones = np.load(out / "phonemes.npy").astype(np.float32)
+    assert phones.shape == (320, 41) and phones[260:, [SIL, NOISE]].sum() == 60  # no phone in the silence
     res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(out)])
     assert res.exit_code == 1 and "--force" in res.output
     res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(out), "--size", "64", "--force", "-q"])

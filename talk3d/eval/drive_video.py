@@ -121,7 +121,8 @@ def video_driven(driver: Any, clip: str | Path, max_seconds: float, batch_size: 
     seq = driver.driving_sequence(clip, max_seconds)
     n = len(seq.blink)
     speaker, tracked = speaker_opening(clip, driver.fps, n)
-    rgb = render_fixed_pose(driver, seq.features, np.arange(n), batch_size, f"driven by {Path(clip).name}")
+    rgb = render_fixed_pose(driver, seq.features, np.arange(n), batch_size, f"driven by {Path(clip).name}",
+                            seq.phones)
     lm, ok = detect_sequence(rgb)
     avatar = np.where(ok, metrics.mouth_opening(np.nan_to_num(lm)), np.nan).astype(np.float64)
     own = training_opening(driver)

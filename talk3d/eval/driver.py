@@ -67,10 +67,13 @@ class RunDriver:
 
             feats = read_npy(self.dataset_dir / "audio_feats.npy")
         self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
+        self.phones = self.run.phonemes
+        """``(T, P)`` phone rows of the training audio (rows of :attr:`audio_feats`), or None."""
 
     def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,
                yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4,
-               size: int | None = None, torso: np.ndarray | None = None) -> Iterator[Rendered]:
+               size: int | None = None, torso: np.ndarray | None = None,
+               phones: np.ndarray | None = None) -> Iterator[Rendered]:
         """Render frames ``frame_indices`` of a driving sequence.
 
         Args:
@@ -84,6 +87,8 @@ class RunDriver:
             size: output side (default :attr:`size`, the dataset's working resolution, so
                 renders compare with the ground-truth frames pixel for pixel).
             torso: ``(N, 2)`` torso offsets per sequence frame (None: resting torso).
+            phones: ``(T, P)`` phone rows of the driving audio: with them the run's phonetic lip
+                prior drives the mouth (None: the model's audio-to-lip head).
         Yields:
             :class:`Rendered` batches in order.
         """
@@ -91,7 +96,7 @@ class RunDriver:
         from talk3d.model.drive import DrivingClip, forward_frames
 
         clip = DrivingClip.from_arrays(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
-                                       torso)
+                                       torso, self.run.lip_prior, phones)
         idx = np.asarray(frame_indices, dtype=np.int64)
         cams = clip.poses[torch.from_numpy(idx)]
         if yaw or pitch:
@@ -108,6 +113,7 @@ class RunDriver:
     def driving_sequence(self, audio_path: str | os.PathLike, max_seconds: float) -> DrivingSequence:
         """New audio driving the avatar exactly as ``talk3d render`` does (defaults: tracked
         head motion and blinks of the training clip, ping-ponged)."""
+        from talk3d.model.lip_prior import driving_phones
         from talk3d.render import paths
         from talk3d.render.audio_drive import frame_count, load_driving_audio
 
@@ -117,7 +123,8 @@ class RunDriver:
         blink = paths.blink_track(self.blink, n, "auto")
         return DrivingSequence(audio=audio.samples, features=audio.features, feature_rate=audio.feature_rate,
                                blink=blink, poses=head.numpy().astype(np.float32),
-                               torso=paths.torso_track(self.torso_offsets, source))
+                               torso=paths.torso_track(self.torso_offsets, source),
+                               phones=driving_phones(self.run.lip_prior, audio.samples))
 
 
 @dataclass
@@ -136,3 +143,5 @@ class DrivingSequence:
     """``(F, 4, 4)`` camera-to-world per output frame (head motion)."""
     torso: np.ndarray | None = None
     """``(F, 2)`` torso offsets per output frame (None: resting torso)."""
+    phones: np.ndarray | None = None
+    """``(T, P)`` phone rows of the audio (rows of ``features``) when the run has a lip prior."""

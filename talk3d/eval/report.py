@@ -214,7 +214,7 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
         if driver.audio_feats is not None:
             side = suites.render_all(driver, driver.audio_feats, driver.blink, driver.poses,
                                      sd.arrays["indices"], 30.0, 0.0, config.batch_size, "video yaw +30",
-                                     torso=driver.torso_offsets).rgb
+                                     torso=driver.torso_offsets, phones=driver.phones).rgb
         write_side_by_side(out / "side_by_side.mp4", sd.arrays["gt"], sd.arrays["rgb"], side, sd.arrays["depth"],
                            driver.fps, driver.dataset_dir / "audio.wav", sd.arrays["indices"])
         files.append("side_by_side.mp4")

@@ -35,12 +35,14 @@ class SuiteResult:
 
 def render_all(driver: Any, feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, indices: np.ndarray,
                 yaw: float, pitch: float, batch_size: int, what: str,
-                torso: np.ndarray | None = None) -> Rendered:
+                torso: np.ndarray | None = None, phones: np.ndarray | None = None) -> Rendered:
     """Render ``indices``: rgb ``(F, H, W, 3)`` uint8, depth ``(F, h, w)``, person ``(F, H, W)``.
 
-    ``torso``: ``(N, 2)`` torso offsets of the sequence (None: resting torso).
+    ``torso``: ``(N, 2)`` torso offsets of the sequence (None: resting torso). ``phones``:
+    ``(T, P)`` phone rows of ``feats`` (the run's lip prior drives the mouth; None: its audio head).
     """
-    batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size, torso=torso)
+    batches = driver.render(feats, blink, poses, indices, yaw=yaw, pitch=pitch, batch_size=batch_size, torso=torso,
+                            phones=phones)
     total = math.ceil(len(indices) / batch_size)
     parts = list(progress(batches, what, total=total))
     return Rendered(rgb=np.concatenate([p.rgb for p in parts]), depth=np.concatenate([p.depth for p in parts]),
@@ -73,7 +75,7 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
 
         raise UserError("the run has no audio features of its dataset; re-run 'talk3d fit' or keep its dataset")
     rendered = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, batch_size,
-                          "self-driven", torso=driver.torso_offsets)
+                          "self-driven", torso=driver.torso_offsets, phones=driver.phones)
     rgb, depth = rendered.rgb, rendered.depth
     gt = np.stack([dataset.frame(int(i)) for i in idx])
     if gt.shape != rgb.shape:
@@ -124,7 +126,7 @@ def self_driven(driver: Any, dataset: TalkingHeadDataset, max_frames: int, batch
 
 
 def render_fixed_pose(driver: Any, features: np.ndarray, indices: np.ndarray, batch_size: int,
-                      what: str) -> np.ndarray:
+                      what: str, phones: np.ndarray | None = None) -> np.ndarray:
     """``(F, H, W, 3)`` uint8 renders of frames ``indices`` of ``features`` at the mean training
     pose, eyes open, torso at rest: only the audio moves the face."""
     from talk3d.render.paths import mean_pose
@@ -132,7 +134,7 @@ def render_fixed_pose(driver: Any, features: np.ndarray, indices: np.ndarray, ba
     fixed = mean_pose(torch.from_numpy(np.asarray(driver.poses, np.float32))).numpy().reshape(4, 4)
     count = int(np.max(indices)) + 1 if len(indices) else 0
     return render_all(driver, features, np.zeros(count, np.float32), np.broadcast_to(fixed, (count, 4, 4)).copy(),
-                      indices, 0.0, 0.0, batch_size, what).rgb
+                      indices, 0.0, 0.0, batch_size, what, phones=phones).rgb
 
 
 def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, batch_size: int) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def fixed_pose_lip_sync(driver: Any, indices: np.ndarray, open_gt: np.ndarray, b
         ``mouth_open_corr_fixed_pose`` and ``mouth_open_std_ratio_fixed_pose`` (rendered / true
         standard deviation of the opening; ~0 when the mouth does not move).
     """
-    rgb = render_fixed_pose(driver, driver.audio_feats, indices, batch_size, "fixed-pose lip sync")
+    rgb = render_fixed_pose(driver, driver.audio_feats, indices, batch_size, "fixed-pose lip sync", driver.phones)
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     true_std = float(np.nanstd(open_gt))
@@ -164,7 +166,7 @@ def cross_driven(driver: Any, audio_path: str | Path, max_seconds: float, batch_
     seq = driver.driving_sequence(audio_path, max_seconds)
     n, audio = len(seq.blink), seq.audio
     rgb = render_all(driver, seq.features, seq.blink, seq.poses, np.arange(n), 0.0, 0.0, batch_size,
-                     f"cross-driven {Path(audio_path).name}", torso=seq.torso).rgb
+                     f"cross-driven {Path(audio_path).name}", torso=seq.torso, phones=seq.phones).rgb
     lm, ok = detect_sequence(rgb)
     opening = metrics.mouth_opening(lm)
     activity, method = voice_activity(audio, 16000, vad_method)
@@ -205,7 +207,8 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
     canon = dataset.canonical_landmarks
     for yaw, pitch in views:
         rgb = render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, yaw, pitch,
-                         batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets).rgb
+                         batch_size, f"view yaw {yaw:+g} pitch {pitch:+g}", torso=driver.torso_offsets,
+                         phones=driver.phones).rgb
         frames[f"{yaw:+g},{pitch:+g}"] = rgb
         lm, ok = detect_sequence(rgb, static=True)
         size = rgb.shape[1]
@@ -247,6 +250,7 @@ def speed(driver: Any, num_frames: int, batch_size: int = 1) -> SuiteResult:
     model_size = getattr(driver, "model_size", None)
     kw = {"size": model_size} if model_size else {}
     kw["torso"] = getattr(driver, "torso_offsets", None)
+    kw["phones"] = driver.phones
     next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1, **kw)))  # warm-up
     if cuda:
         torch.cuda.synchronize()

@@ -87,11 +87,11 @@ def turned_views(driver: Any, dataset: TalkingHeadDataset, batch_size: int, max_
     head = np.stack([dataset.mask(int(i)) == MASK_HEAD for i in idx])
     torso = np.asarray(driver.torso_offsets, dtype=np.float32)
     render = render_all(driver, driver.audio_feats, driver.blink, poses, idx, 0.0, 0.0, batch_size,
-                        "turned held-out frames", torso=torso).rgb
+                        "turned held-out frames", torso=torso, phones=driver.phones).rgb
     poses_b, torso_b = poses.copy(), torso.copy()
     poses_b[idx], torso_b[idx] = poses[nearest], torso[nearest]
     baseline = render_all(driver, driver.audio_feats, driver.blink, poses_b, idx, 0.0, 0.0, batch_size,
-                          "baseline: nearest training pose", torso=torso_b).rgb
+                          "baseline: nearest training pose", torso=torso_b, phones=driver.phones).rgb
     got_r, got_b = _image_figures(render, gt, head), _image_figures(baseline, gt, head)
     figures = {
         "available": True, "frames": int(idx.size), "held_out_frames": int(val.size),

@@ -10,6 +10,8 @@ A run folder holds::
     avatar.safetensors / avatar.json     final model tensors + model config and metrics
     dataset_manifest.json, poses.npy, blink.npy, audio_feats.npy   copied from the dataset
     torso_offsets.npy                                               (and this one when it has it)
+    phonemes.npy, lip_prior.json         the training audio's phone rows and the avatar's
+                                         calibration of the phonetic lip prior (lip-code models)
     metrics.jsonl, fit.log, previews/, curves.png
 
 :func:`load_run` turns a run folder into a ready avatar for rendering and evaluation.
@@ -42,6 +44,8 @@ from talk3d.io import (
     sha256_file,
     write_json,
 )
+from talk3d.model.lip_prior import read_lip_prior
+from talk3d.phonemes import PHONES
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -50,6 +54,8 @@ AVATAR_META = "avatar.json"
 CHECKPOINTS = "checkpoints"
 RUN_COPIES = ("poses.npy", "blink.npy", "audio_feats.npy")
 OPTIONAL_RUN_COPIES = ("torso_offsets.npy",)
+PHONEMES = "phonemes.npy"
+LIP_PRIOR = "lip_prior.json"
 DATASET_MANIFEST = "dataset_manifest.json"
 _STEP_RE = re.compile(r"^step_(\d{7,})\.json$")
 
@@ -325,6 +331,11 @@ class Run:
     """``(T, D)`` audio features of the training video (self-driven validation), if copied."""
     torso_offsets: np.ndarray
     """``(N, 2)`` float32 tracked torso shift of the training video (zeros when not tracked)."""
+    phonemes: np.ndarray | None
+    """``(T, P)`` phone rows of the training audio (rows of ``audio_feats``), or None."""
+    lip_prior: Any
+    """The avatar's :class:`talk3d.model.lip_prior.LipPrior`, or None (runs fitted before it:
+    the model's own audio-to-lip head drives the mouth)."""
     dataset_dir: Path
     """The dataset folder it was fitted on (may no longer exist)."""
     run_dir: Path
@@ -359,7 +370,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     avatar.to(device).eval()
     manifest = _run_manifest(run_dir)
     arrays = _run_arrays(run_dir, manifest.num_frames)
+    lip_prior = read_lip_prior(run_dir, model_config.mouth_code) if model_config.mouth_code > 0 else None
+    if lip_prior is not None and arrays["phonemes"] is None:
+        raise CheckpointError(f"run folder '{run_dir}' is incomplete: {PHONEMES} is missing; re-run 'talk3d fit' on it")
     return Run(avatar=avatar, model_config=model_config, fit_config=fit_config, manifest=manifest, **arrays,
+               lip_prior=lip_prior,
                dataset_dir=Path(str(info["dataset_dir"])), run_dir=run_dir, step=info["step"],
                metrics=info["metrics"], final=info["final"])
 
@@ -448,9 +463,11 @@ def _run_arrays(run_dir: Path, num_frames: int) -> dict[str, np.ndarray | None]:
     poses = load("poses.npy", (num_frames, 4, 4)).astype(np.float32)
     torso_path = run_dir / "torso_offsets.npy"
     feats_path = run_dir / "audio_feats.npy"
+    phones_path = run_dir / PHONEMES
     return {
         "poses": poses, "blink": load("blink.npy", (num_frames,)).astype(np.float32),
         "torso_offsets": (load("torso_offsets.npy", (num_frames, 2)).astype(np.float32) if torso_path.is_file()
                           else np.zeros((num_frames, 2), np.float32)),
         "audio_feats": load("audio_feats.npy", (None, None)) if feats_path.is_file() else None,
+        "phonemes": load(PHONEMES, (None, len(PHONES))).astype(np.float32) if phones_path.is_file() else None,
     }

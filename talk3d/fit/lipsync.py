@@ -181,3 +181,37 @@ def pretrain_mouth_head(encoder: torch.nn.Module, audio: torch.Tensor, codes: to
             progress(step + 1, float(np.mean(losses[-50:])))
     encoder.train(was_training)
     return losses
+
+
+def training_phones(dataset) -> np.ndarray:
+    """``(T, P)`` phone rows of a dataset's audio: its ``phonemes.npy`` (prep), or decoded from its
+    ``audio.wav`` for datasets prepared before prep wrote them."""
+    from talk3d.media import AUDIO_RATE, read_audio
+    from talk3d.phonemes import PHONES, phone_rows
+
+    phones = dataset.phonemes
+    if phones is not None and phones.ndim == 2 and phones.shape[1] == len(PHONES):
+        return np.asarray(phones, np.float32)
+    return phone_rows(read_audio(dataset.root / "audio.wav", AUDIO_RATE))
+
+
+def calibrate_lip_prior(dataset, codes: np.ndarray, train: np.ndarray, phones: np.ndarray) -> tuple:
+    """The avatar's calibration of the phonetic lip prior (:mod:`talk3d.model.lip_prior`).
+
+    Args:
+        dataset: a :class:`talk3d.dataset.TalkingHeadDataset`.
+        codes: ``(N, K)`` tracked lip codes of every frame.
+        train: training frame indices.
+        phones: ``(T, P)`` phone rows of the dataset's audio.
+    Returns:
+        the :class:`LipPrior` and the ``(N,)`` prior of every frame (for held-out figures).
+    """
+    from talk3d.face.landmarks import mouth_opening
+    from talk3d.model.audio_encoder import normalize_floor
+    from talk3d.model.lip_prior import LipPrior, at_frames, prior_rows
+
+    m = dataset.manifest
+    feats = normalize_floor(np.asarray(dataset.audio_feats, np.float32)).numpy()
+    prior = at_frames(prior_rows(phones, feats), m.audio_feature_rate, m.fps, np.arange(m.num_frames))
+    opening = mouth_opening(np.asarray(dataset.landmarks))
+    return LipPrior.fit(prior[train], opening[train], codes[train]), prior

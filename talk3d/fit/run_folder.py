@@ -24,7 +24,7 @@ PREVIEWS = "previews"
 CURVES = "curves.png"
 # Files and folders a fit writes; --force removes only these (never unknown user files).
 RUN_ENTRIES = (ck.CONFIG, ck.CHECKPOINTS, ck.AVATAR, ck.AVATAR_META, ck.DATASET_MANIFEST, *ck.RUN_COPIES,
-               *ck.OPTIONAL_RUN_COPIES, METRICS, PREVIEWS, CURVES, "fit.log")
+               *ck.OPTIONAL_RUN_COPIES, ck.PHONEMES, ck.LIP_PRIOR, METRICS, PREVIEWS, CURVES, "fit.log")
 # A fit that replaces an earlier run (--force) is built here and moved in only once complete.
 STAGING = ".fit-new"
 

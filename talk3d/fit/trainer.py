@@ -227,6 +227,9 @@ class Fit:
                  f"{self.start}")
             return None
         meta = json.loads((self.run_dir / ck.AVATAR_META).read_text())
+        if self.data.mouth_codes is not None and not (self.run_dir / ck.LIP_PRIOR).is_file():
+            info("the run predates the phonetic lip prior: adding it (the avatar's weights stay as they are)")
+            self.ranks.main_only(self._write_lip_prior)
         if self.run_dir != self.final_dir:  # a refit that finished but was not swapped in yet
             self.ranks.main_only(lambda: commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES))
             self.run_dir = self.final_dir
@@ -279,6 +282,27 @@ class Fit:
     def _write_run_files(self) -> None:
         write_json(self.run_dir / ck.CONFIG, self.cfg_dict)
         ck.copy_dataset_files(self.dataset_dir, self.run_dir)
+        if self.data.mouth_codes is not None:
+            self._write_lip_prior()
+
+    def _write_lip_prior(self) -> None:
+        """Calibrate the phonetic lip prior on the training frames (seconds) and save it with the
+        training audio's phone rows; log its held-out correlation with the tracked mouth."""
+        from talk3d.face.landmarks import mouth_opening
+        from talk3d.fit.lipsync import calibrate_lip_prior, training_phones
+        from talk3d.io import write_npy
+        from talk3d.model.lip_prior import write_lip_prior
+
+        data = self.data
+        phones = training_phones(data.dataset)
+        prior, values = calibrate_lip_prior(data.dataset, data.mouth_codes, np.asarray(data.train_indices), phones)
+        write_npy(self.run_dir / ck.PHONEMES, phones.astype(np.float16))
+        write_lip_prior(self.run_dir, prior)
+        val = np.asarray(data.val_indices)
+        if val.size > 2:
+            opening = mouth_opening(np.asarray(data.dataset.landmarks)[val])
+            info(f"phonetic lip prior: held-out correlation with the tracked mouth opening "
+                 f"{np.corrcoef(prior.opening(values[val]), opening)[0, 1]:.2f}")
 
     def _ranks_note(self) -> str:
         w = self.ranks.world

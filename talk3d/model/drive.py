@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from talk3d.model.audio_encoder import as_tensor, normalize_clip
+from talk3d.model.audio_encoder import as_tensor, normalize_clip, normalize_floor
 from talk3d.model.conditioning import frame_conditioning
 from talk3d.model.config import ModelConfig
+from talk3d.model.lip_prior import LipPrior
 
 
 @dataclass
@@ -36,21 +37,37 @@ class DrivingClip:
     """``(N, 4, 4)`` camera-to-world per frame: the conditioning pose (head motion)."""
     torso: torch.Tensor | None = None
     """``(N, 2)`` tracked torso offsets per frame (None: resting torso)."""
+    mouth: torch.Tensor | None = None
+    """``(N, K)`` lip codes that drive the mouth (the phonetic lip prior's), or None: the model
+    predicts them from the audio."""
 
     @classmethod
     def from_arrays(cls, cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,
                     blink: np.ndarray | torch.Tensor, poses: np.ndarray | torch.Tensor,
-                    torso: np.ndarray | torch.Tensor | None = None) -> DrivingClip:
+                    torso: np.ndarray | torch.Tensor | None = None, lip_prior: LipPrior | None = None,
+                    phones: np.ndarray | None = None) -> DrivingClip:
         """A clip from its raw ``(T, D)`` features (the whole clip: they are normalised here) and
-        per-frame ``blink (N,)``, ``poses (N, 4, 4)``, ``torso (N, 2)``."""
-        return cls(cfg, normalize_clip(cfg, audio_feats), float(feature_rate), float(fps), as_tensor(blink),
-                   as_tensor(poses), None if torso is None else as_tensor(torso))
+        per-frame ``blink (N,)``, ``poses (N, 4, 4)``, ``torso (N, 2)``. With an avatar's
+        ``lip_prior`` and the clip's ``phones (T, P)`` (:func:`talk3d.phonemes.phone_rows`), the
+        prior drives the mouth."""
+        audio = normalize_clip(cfg, audio_feats)
+        mouth = None
+        if lip_prior is not None and phones is not None:
+            values = lip_prior.values(phones, normalize_floor(audio_feats).numpy(), feature_rate, fps,
+                                      np.arange(len(blink)))
+            mouth = torch.from_numpy(lip_prior.codes(values))
+        return cls(cfg, audio, float(feature_rate), float(fps), as_tensor(blink), as_tensor(poses),
+                   None if torso is None else as_tensor(torso), mouth)
 
     def conditioning(self, frames: np.ndarray | torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
         """The model's conditioning (:func:`frame_conditioning`) of ``frames (B,)``, CPU float32."""
-        return frame_conditioning(self.audio, self.feature_rate, self.fps, self.blink, self.poses,
-                                  np.asarray(frames, dtype=np.int64), window=self.cfg.audio_window,
-                                  rows_per_frame=self.cfg.mel_per_frame, torso_offsets=self.torso)
+        idx = np.asarray(frames, dtype=np.int64)
+        cond = frame_conditioning(self.audio, self.feature_rate, self.fps, self.blink, self.poses, idx,
+                                  window=self.cfg.audio_window, rows_per_frame=self.cfg.mel_per_frame,
+                                  torso_offsets=self.torso)
+        if self.mouth is not None:
+            cond["mouth_drive"] = self.mouth[torch.from_numpy(idx)]
+        return cond
 
 
 def conditioning_for(cfg: ModelConfig, audio_feats: np.ndarray | torch.Tensor, feature_rate: float, fps: float,

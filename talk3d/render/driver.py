@@ -62,6 +62,8 @@ class Drive:
     """``(N, 2)`` torso offsets indexed by ``frame_indices`` (None: resting torso)."""
     plate: np.ndarray | None = None
     """``(F,)`` the source frame each output frame stands for (the full-frame plate)."""
+    phones: np.ndarray | None = None
+    """``(T, P)`` phone rows of the audio (rows of ``features``): the run's lip prior drives the mouth."""
 
 
 def _check_config(cfg: RenderConfig) -> None:
@@ -141,6 +143,8 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
 
 
 def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps: float) -> Drive:
+    from talk3d.model.lip_prior import driving_phones
+
     audio = load_driving_audio(audio_path)
     n = frame_count(audio.duration, fps)
     poses = torch.as_tensor(run.poses, dtype=torch.float32)
@@ -156,7 +160,8 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     cams = paths.view_cameras(head, yaw, cfg.pitch)
     return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
                  frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
-                 mux_audio=audio.path, duration=audio.duration, torso=torso, plate=plate)
+                 mux_audio=audio.path, duration=audio.duration, torso=torso, plate=plate,
+                 phones=driving_phones(run.lip_prior, audio.samples))
 
 
 def _still_frame(poses: torch.Tensor, chosen: int | None) -> int:
@@ -199,7 +204,8 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     torso = np.asarray(run.torso_offsets, dtype=np.float32) if cfg.pose == "tracked" or cfg.full_frame else None
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
-                 duration=idx.size / m.fps, torso=torso, plate=idx if cfg.full_frame else None)
+                 duration=idx.size / m.fps, torso=torso, plate=idx if cfg.full_frame else None,
+                 phones=run.phonemes)
 
 
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
@@ -319,7 +325,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     k = torch.as_tensor(np.asarray(run.manifest.intrinsics, dtype=np.float32))
     radius = float(np.linalg.norm(np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max))))
     clip = DrivingClip.from_arrays(mcfg, drive.features, drive.feature_rate, drive.fps, drive.blink, drive.head,
-                                   drive.torso)
+                                   drive.torso, run.lip_prior, drive.phones)
     with contextlib.ExitStack() as stack:
         out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run,
                        source_info)

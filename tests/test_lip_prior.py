@@ -1,0 +1,177 @@
+"""Phone rows (pocketsphinx) and the phonetic lip prior: alignment with the log-mel rows,
+the prior's behaviour, its calibration, its file, and fit -> run -> render using it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talk3d.audio import compute_logmel, num_feature_frames
+from talk3d.errors import CheckpointError
+from talk3d.model.audio_encoder import normalize_floor
+from talk3d.model.config import ModelConfig
+from talk3d.model.drive import DrivingClip
+from talk3d.model.lip_prior import (
+    LEAD_SECONDS,
+    QUANTILES,
+    LipPrior,
+    at_frames,
+    prior_rows,
+    read_lip_prior,
+    write_lip_prior,
+)
+from talk3d.phonemes import NOISE, PHONES, SIL, phone_rows, segments_to_rows
+
+
+def _one_hot(names: list[str]) -> np.ndarray:
+    rows = np.zeros((len(names), len(PHONES)), np.float32)
+    rows[np.arange(len(names)), [PHONES.index(n) for n in names]] = 1.0
+    return rows
+
+
+def test_segments_land_one_row_later_and_fillers_are_noise():
+    rows = segments_to_rows([("AA", 2, 4), ("+NSN+", 6, 6), ("M", 8, 20)], 12)
+    assert rows.shape == (12, len(PHONES)) and np.all(rows.sum(1) == 1)
+    names = [PHONES[i] for i in rows.argmax(1)]
+    # pocketsphinx frame i is centred on feature row i + 1; rows no segment covers are silence
+    assert names[:3] == ["SIL"] * 3 and names[3:6] == ["AA"] * 3 and names[6] == "SIL"
+    assert names[7] == "NOISE" and rows[7, NOISE] == 1 and names[9:] == ["M"] * 3
+
+
+def test_phone_rows_match_the_logmel_rows_and_find_speech_sounds(shared_data: Path):
+    from talk3d.media import read_audio
+
+    audio = read_audio(shared_data / "audio" / "zozo_en_11s.wav", 16000)
+    rows = phone_rows(audio)
+    assert rows.shape == (compute_logmel(audio).shape[0], len(PHONES)) == (num_feature_frames(audio.size), 41)
+    assert np.all(rows.sum(1) == 1)
+    used = {PHONES[i] for i in np.unique(rows.argmax(1))}
+    assert len(used) > 20 and {"AA", "M", "S"} <= used  # 11 s of English speech
+    assert rows[:, SIL].mean() < 0.5
+
+
+def test_phone_rows_of_silence_and_of_nothing():
+    assert phone_rows(np.zeros(0, np.float32)).shape == (0, len(PHONES))
+    rows = phone_rows(0.001 * np.random.default_rng(0).standard_normal(16000).astype(np.float32))
+    assert rows.shape == (100, len(PHONES)) and rows[:, [SIL, NOISE]].sum() == 100  # room tone
+
+
+def test_digital_silence_keeps_the_mouth_closed_whatever_phone_is_named():
+    zeros = np.zeros(8000, np.float32)
+    rows = phone_rows(zeros)  # the phone loop names a phone even here
+    feats = normalize_floor(np.concatenate([compute_logmel(zeros), np.full((50, 80), 2.0, np.float32)])).numpy()
+    prior = prior_rows(np.concatenate([rows, _one_hot(["AA"] * 50)]), feats)
+    assert prior[:40].max() == pytest.approx(0.0, abs=1e-6) and prior[60:].min() > 0.5
+
+
+def test_prior_opens_for_open_vowels_closes_for_bilabials_and_silence():
+    names = ["SIL"] * 20 + ["AA"] * 20 + ["M"] * 20 + ["IY"] * 20
+    speech = np.ones((80, 80), np.float32)
+    prior = prior_rows(_one_hot(names), speech)
+    assert prior.shape == (80,)
+    assert prior[30] > prior[70] > prior[50] == prior[5]  # AA wide, IY less, M closed like silence
+    loud = prior_rows(_one_hot(names), 2 * speech)
+    assert np.all(loud > prior)  # the speech level adds opening
+    with pytest.raises(ValueError):
+        prior_rows(_one_hot(names), speech[:10])
+
+
+def test_frames_read_the_prior_ahead_of_the_sound():
+    rows = np.zeros(200, np.float32)
+    rows[100:] = 1.0  # the sound starts at 1.0 s
+    fps = 25.0
+    got = at_frames(rows, 100.0, fps, np.arange(50))
+    first_open = int(np.argmax(got > 0.5))
+    # frame f reads (f + 0.5) / fps + LEAD seconds: the mouth opens LEAD_SECONDS before the sound
+    assert (first_open + 0.5) / fps == pytest.approx(1.0 - LEAD_SECONDS, abs=1.0 / fps)
+    assert at_frames(np.zeros(0), 100.0, fps, np.arange(3)).shape == (3,)
+
+
+def _calibration(seed: int = 0, n: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray, LipPrior]:
+    rng = np.random.default_rng(seed)
+    opening = np.clip(rng.gamma(2.0, 0.05, n), 0, None)
+    prior = 3.0 * opening ** 2 + 0.01 * rng.standard_normal(n)  # monotone, not linear
+    direction = rng.standard_normal(8)
+    codes = (opening - opening.mean())[:, None] * direction[None] + 0.2
+    return prior, opening, codes, LipPrior.fit(prior, opening, codes)
+
+
+def test_calibration_maps_the_prior_onto_this_persons_opening_and_code():
+    prior, opening, codes, lp = _calibration()
+    got = lp.opening(prior)
+    # the quantile map turns the prior's distribution into the person's opening distribution
+    assert np.percentile(got, 10) == pytest.approx(np.percentile(opening, 10), rel=0.1)
+    assert np.percentile(got, 90) == pytest.approx(np.percentile(opening, 90), rel=0.1)
+    assert np.corrcoef(got, opening)[0, 1] > 0.95
+    assert np.all(np.diff(lp.opening(np.linspace(-1, 5, 50))) >= 0)  # monotone, flat beyond the ends
+    out = lp.codes(prior)
+    assert out.shape == (len(prior), 8) and out.dtype == np.float32
+    assert np.corrcoef(out[:, 0], codes[:, 0])[0, 1] > 0.95
+    assert np.abs(out - codes).mean() < 0.25 * codes.std(0).mean()
+
+
+def test_lip_prior_file_round_trip_and_bad_files(tmp_path: Path):
+    *_, lp = _calibration()
+    write_lip_prior(tmp_path, lp)
+    back = read_lip_prior(tmp_path, 8)
+    x = np.linspace(0, 1, 30)
+    np.testing.assert_allclose(back.codes(x), lp.codes(x), rtol=1e-6)
+    assert read_lip_prior(tmp_path / "nothing", 8) is None
+    with pytest.raises(CheckpointError, match="lip code"):
+        read_lip_prior(tmp_path, 4)  # another model's code size
+    data = json.loads((tmp_path / "lip_prior.json").read_text())
+    for bad in ({"prior_quantiles": [1.0] * (QUANTILES - 1)}, {"mean_code": [float("nan")] * 8},
+                {"prior_quantiles": list(range(QUANTILES))[::-1]}, {"format": "x"}):
+        (tmp_path / "lip_prior.json").write_text(json.dumps({**data, **bad}))
+        with pytest.raises(CheckpointError, match="re-run 'talk3d fit'"):
+            read_lip_prior(tmp_path, 8)
+
+
+def test_driving_clip_hands_the_prior_codes_to_the_model():
+    cfg = ModelConfig.tiny(audio_dim=80)
+    *_, lp = _calibration()
+    n, t = 10, 40
+    feats = np.random.default_rng(0).standard_normal((t, 80)).astype(np.float32)
+    phones = _one_hot((["SIL", "AA", "M", "EH"] * 10)[:t])
+    blink, poses = np.zeros(n, np.float32), np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    plain = DrivingClip.from_arrays(cfg, feats, 100.0, 25.0, blink, poses)
+    assert "mouth_drive" not in plain.conditioning([0, 3])
+    clip = DrivingClip.from_arrays(cfg, feats, 100.0, 25.0, blink, poses, lip_prior=lp, phones=phones)
+    cond = clip.conditioning([0, 3])
+    assert cond["mouth_drive"].shape == (2, 8)
+    torch.testing.assert_close(cond["mouth_drive"], clip.mouth[[0, 3]])
+    torch.testing.assert_close(cond["audio"], plain.conditioning([0, 3])["audio"])
+
+
+def test_fit_writes_the_prior_render_uses_it_and_old_runs_get_it(tmp_path: Path):
+    from talk3d.fit.checkpoint import load_run
+    from talk3d.fit.config import tiny_config
+    from talk3d.fit.trainer import fit
+    from talk3d.model.lip_prior import driving_phones
+    from talk3d.render.audio_drive import load_driving_audio
+    from tests.tiny_data import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    fit(data, run_dir, tiny_config(steps=2))
+    run = load_run(run_dir)
+    assert run.lip_prior is not None and run.phonemes.shape == (np.load(data / "audio_feats.npy").shape[0], 41)
+    # render computes exactly the phone rows the fit computed for the same audio
+    audio = load_driving_audio(data / "audio.wav")
+    np.testing.assert_array_equal(driving_phones(run.lip_prior, audio.samples), run.phonemes)
+    assert driving_phones(None, audio.samples) is None
+    # a run fitted before the prior gets it from 'talk3d fit' without training again
+    weights = (run_dir / "avatar.safetensors").read_bytes()
+    (run_dir / "lip_prior.json").unlink()
+    (run_dir / "phonemes.npy").unlink()
+    assert load_run(run_dir).lip_prior is None
+    fit(data, run_dir, tiny_config(steps=2))
+    assert load_run(run_dir).lip_prior is not None
+    assert (run_dir / "avatar.safetensors").read_bytes() == weights
+    (run_dir / "phonemes.npy").unlink()
+    with pytest.raises(CheckpointError, match="phonemes.npy is missing"):
+        load_run(run_dir)
