@@ -39,7 +39,7 @@ def held_out(run_dir: Path, frames: int) -> dict:
     dataset = TalkingHeadDataset(driver.dataset_dir)
     idx = suites.val_indices(driver, frames)
     r = suites.render_all(driver, driver.audio_feats, driver.blink, driver.poses, idx, 0.0, 0.0, 4, "held-out",
-                          torso=driver.torso_offsets)
+                          torso=driver.torso_offsets, phones=driver.phones)
     gt = np.stack([dataset.frame(int(i)) for i in idx])
     crop_psnr = metrics.finite_mean(metrics.psnr(suites._to_tensor(r.rgb), suites._to_tensor(gt)).numpy())
     arrays = {"indices": idx, "rgb": r.rgb, "person": r.person}

@@ -349,7 +349,8 @@ def _step_audio(out: Path, video: Path, config: PrepConfig, num_frames: int) -> 
     audio = np.pad(audio[:target], (0, max(0, target - audio.size)))
     write_wav(out / "audio.wav", audio, AUDIO_RATE)
     write_npy(out / "audio_feats.npy", compute_logmel(audio).astype(np.float16))
-    write_npy(out / "phonemes.npy", phone_rows(audio).astype(np.float16))
+    # phones of the samples as stored: what render and fit read back from audio.wav
+    write_npy(out / "phonemes.npy", phone_rows(read_audio(out / "audio.wav", AUDIO_RATE)).astype(np.float16))
 
 
 def _step_torso(out: Path, work: Path, num_frames: int, train: np.ndarray) -> dict[str, float]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from talk3d.audio import num_feature_frames
+from talk3d.errors import UserError
 
 PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
           "UH UW V W Y Z ZH SIL NOISE").split()
@@ -29,12 +30,22 @@ FRAME_OFFSET = 1
 """pocketsphinx frame ``i`` is centred on feature row ``i + FRAME_OFFSET`` (see the module note)."""
 
 
+INSTALL = "install it with 'python3 -m pip install \"pocketsphinx>=5,<6\"' (or run 'bash install.sh' again)"
+
+
+def _pocketsphinx():
+    """The pocketsphinx module, or a one-line :class:`UserError` saying how to install it."""
+    try:
+        import pocketsphinx
+    except ImportError:
+        raise UserError(f"phone decoding needs the 'pocketsphinx' package, which is missing: {INSTALL}") from None
+    return pocketsphinx
+
+
 @functools.cache
 def _model_files() -> tuple[str, str]:
     """The acoustic model folder and the phone language model of pocketsphinx's wheel."""
-    from pocketsphinx import get_model_path
-
-    root = Path(get_model_path()) / "en-us"
+    root = Path(_pocketsphinx().get_model_path()) / "en-us"
     return str(root / "en-us"), str(root / "en-us-phone.lm.bin")
 
 
@@ -45,15 +56,17 @@ def phone_segments(audio: np.ndarray) -> list[tuple[str, int, int]]:
         ``[(phone, first_frame, last_frame), ...]`` in pocketsphinx frames (10 ms, last inclusive);
         fillers keep their pocketsphinx names (``+NSN+``, ...).
     """
-    from pocketsphinx import Decoder
-
     hmm, phone_lm = _model_files()
     pcm = (np.clip(np.asarray(audio, np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    decoder = Decoder(hmm=hmm, allphone=phone_lm, lw=2.0, beam=1e-20, pbeam=1e-20, loglevel="FATAL")
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    return [(seg.word, int(seg.start_frame), int(seg.end_frame)) for seg in decoder.seg()]
+    try:
+        decoder = _pocketsphinx().Decoder(hmm=hmm, allphone=phone_lm, lw=2.0, beam=1e-20, pbeam=1e-20,
+                                          loglevel="FATAL")
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        return [(seg.word, int(seg.start_frame), int(seg.end_frame)) for seg in decoder.seg()]
+    except (RuntimeError, ValueError) as exc:  # a damaged model folder
+        raise UserError(f"pocketsphinx could not decode phones ({exc}); reinstall it: {INSTALL}") from None
 
 
 def segments_to_rows(segments: list[tuple[str, int, int]], rows: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from talk3d.audio import compute_logmel, num_feature_frames
-from talk3d.errors import CheckpointError
+from talk3d.errors import CheckpointError, UserError
 from talk3d.model.audio_encoder import normalize_floor
 from talk3d.model.config import ModelConfig
 from talk3d.model.drive import DrivingClip
@@ -62,10 +62,16 @@ def test_phone_rows_of_silence_and_of_nothing():
 
 def test_digital_silence_keeps_the_mouth_closed_whatever_phone_is_named():
     zeros = np.zeros(8000, np.float32)
-    rows = phone_rows(zeros)  # the phone loop names a phone even here
     feats = normalize_floor(np.concatenate([compute_logmel(zeros), np.full((50, 80), 2.0, np.float32)])).numpy()
-    prior = prior_rows(np.concatenate([rows, _one_hot(["AA"] * 50)]), feats)
+    # the phone loop names a phone even in digital silence (here: the most open one)
+    prior = prior_rows(_one_hot(["AA"] * 100), feats)
     assert prior[:40].max() == pytest.approx(0.0, abs=1e-6) and prior[60:].min() > 0.5
+
+
+def test_prior_of_clips_shorter_than_its_smoothing_keeps_their_length():
+    for rows in (1, 3, 8):
+        prior = prior_rows(_one_hot(["AA"] * rows), np.ones((rows, 80), np.float32))
+        assert prior.shape == (rows,) and np.allclose(prior, prior[0])
 
 
 def test_prior_opens_for_open_vowels_closes_for_bilabials_and_silence():
@@ -85,9 +91,9 @@ def test_frames_read_the_prior_ahead_of_the_sound():
     rows[100:] = 1.0  # the sound starts at 1.0 s
     fps = 25.0
     got = at_frames(rows, 100.0, fps, np.arange(50))
-    first_open = int(np.argmax(got > 0.5))
-    # frame f reads (f + 0.5) / fps + LEAD seconds: the mouth opens LEAD_SECONDS before the sound
-    assert (first_open + 0.5) / fps == pytest.approx(1.0 - LEAD_SECONDS, abs=1.0 / fps)
+    # frame f reads row ((f + 0.5) / fps + LEAD) * 100: the mouth opens LEAD_SECONDS before the sound
+    times = (np.arange(50) + 0.5) / fps + LEAD_SECONDS
+    np.testing.assert_allclose(got, np.clip((times - 0.99) * 100, 0, 1), atol=1e-5)
     assert at_frames(np.zeros(0), 100.0, fps, np.arange(3)).shape == (3,)
 
 
@@ -125,10 +131,19 @@ def test_lip_prior_file_round_trip_and_bad_files(tmp_path: Path):
         read_lip_prior(tmp_path, 4)  # another model's code size
     data = json.loads((tmp_path / "lip_prior.json").read_text())
     for bad in ({"prior_quantiles": [1.0] * (QUANTILES - 1)}, {"mean_code": [float("nan")] * 8},
-                {"prior_quantiles": list(range(QUANTILES))[::-1]}, {"format": "x"}):
+                {"prior_quantiles": list(range(QUANTILES))[::-1]}, {"format": "x"}, {"smooth_rows": 1e400},
+                {"lead_seconds": "soon"}):
         (tmp_path / "lip_prior.json").write_text(json.dumps({**data, **bad}))
-        with pytest.raises(CheckpointError, match="re-run 'talk3d fit'"):
+        with pytest.raises(CheckpointError, match="talk3d fit DATASET"):
             read_lip_prior(tmp_path, 8)
+
+
+def test_silence_maps_to_the_mean_of_the_closed_frames_not_the_most_closed_one():
+    rng = np.random.default_rng(1)
+    opening = rng.uniform(0.0, 0.4, 300)
+    prior = np.where(opening < 0.12, 0.0, opening)  # 30 % of the frames: silence, prior exactly 0
+    lp = LipPrior.fit(prior, opening, opening[:, None] * np.ones((1, 8)))
+    assert lp.opening(np.zeros(1))[0] == pytest.approx(opening[opening < 0.12].mean(), abs=0.02)
 
 
 def test_driving_clip_hands_the_prior_codes_to_the_model():
@@ -142,9 +157,11 @@ def test_driving_clip_hands_the_prior_codes_to_the_model():
     assert "mouth_drive" not in plain.conditioning([0, 3])
     clip = DrivingClip.from_arrays(cfg, feats, 100.0, 25.0, blink, poses, lip_prior=lp, phones=phones)
     cond = clip.conditioning([0, 3])
-    assert cond["mouth_drive"].shape == (2, 8)
-    torch.testing.assert_close(cond["mouth_drive"], clip.mouth[[0, 3]])
+    expected = lp.codes(lp.values(phones, normalize_floor(feats).numpy(), 100.0, 25.0, np.arange(n)))[[0, 3]]
+    torch.testing.assert_close(cond["mouth_drive"], torch.from_numpy(expected))
     torch.testing.assert_close(cond["audio"], plain.conditioning([0, 3])["audio"])
+    with pytest.raises(ValueError, match="phone rows"):
+        DrivingClip.from_arrays(cfg, feats, 100.0, 25.0, blink, poses, lip_prior=lp)
 
 
 def test_fit_writes_the_prior_render_uses_it_and_old_runs_get_it(tmp_path: Path):
@@ -172,6 +189,32 @@ def test_fit_writes_the_prior_render_uses_it_and_old_runs_get_it(tmp_path: Path)
     fit(data, run_dir, tiny_config(steps=2))
     assert load_run(run_dir).lip_prior is not None
     assert (run_dir / "avatar.safetensors").read_bytes() == weights
+    # a damaged or missing part is refused in one line, and 'talk3d fit' writes it again
+    np.save(run_dir / "phonemes.npy", np.zeros((5, 41), np.float16))
+    with pytest.raises(CheckpointError, match="5 rows for"):
+        load_run(run_dir)
     (run_dir / "phonemes.npy").unlink()
     with pytest.raises(CheckpointError, match="phonemes.npy is missing"):
         load_run(run_dir)
+    fit(data, run_dir, tiny_config(steps=2))
+    np.testing.assert_array_equal(load_run(run_dir).phonemes, run.phonemes)
+    # ... but only from the dataset the run was fitted on
+    (run_dir / "lip_prior.json").unlink()
+    other = make_tiny_dataset(tmp_path / "other", num_frames=14)
+    with pytest.raises(UserError, match="another dataset"):
+        fit(other, run_dir, tiny_config(steps=2))
+    assert not (run_dir / "lip_prior.json").exists()
+
+
+def test_fit_validates_with_the_prior(tmp_path: Path):
+    from talk3d.fit.config import tiny_config
+    from talk3d.fit.data import TrainingData
+    from tests.tiny_data import make_tiny_dataset
+
+    data = TrainingData(make_tiny_dataset(tmp_path / "data"), tiny_config().model)
+    assert data.validation_clip is data.clip and data.clip.mouth is None
+    *_, lp = _calibration()
+    phones = _one_hot((["SIL", "AA"] * 400)[:np.asarray(data.dataset.audio_feats).shape[0]])
+    data.use_lip_prior(lp, phones)
+    assert data.validation_clip.mouth.shape == (len(data.blink), 8) and data.clip.mouth is None
+    assert "mouth_drive" not in data.batch([0])["cond"]  # training keeps the tracked codes

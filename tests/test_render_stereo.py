@@ -52,7 +52,8 @@ def ball_run() -> SimpleNamespace:
     return SimpleNamespace(avatar=avatar, model_config=avatar.cfg, manifest=manifest,
                            poses=frontal_cam2world(DIST, 4).numpy(), blink=np.zeros(4, np.float32),
                            audio_feats=None, torso_offsets=np.zeros((4, 2), np.float32),
-                           dataset_dir=Path("/nonexistent"), run_dir=Path("/nonexistent"))
+                           dataset_dir=Path("/nonexistent"), run_dir=Path("/nonexistent"), lip_prior=None,
+                           phonemes=None)
 
 
 def centroid_x(img: np.ndarray) -> float:

@@ -67,7 +67,7 @@ class RunDriver:
 
             feats = read_npy(self.dataset_dir / "audio_feats.npy")
         self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
-        self.phones = self.run.phonemes
+        self.phones = self.run.phonemes if self.run.lip_prior is not None else None
         """``(T, P)`` phone rows of the training audio (rows of :attr:`audio_feats`), or None."""
 
     def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,

@@ -150,6 +150,8 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
 
     report: dict[str, Any] = {
         "run": str(run_dir), "step": getattr(driver, "step", None), "machine": machine_info(device),
+        # what drives the mouth: the run's phonetic lip prior, or the model's audio-to-lip head
+        "lip_drive": "phonetic prior" if getattr(driver, "phones", None) is not None else "audio head",
         "config": asdict(config), "optional_extra": {
             "dlib": dlib_face.available(), "silero_vad": _silero(),
         },
@@ -342,7 +344,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     parts = [
         f"# talk3d eval: {report['run']}",
         f"Step {report.get('step')}; {m['cpu']} ({m['cores']} cores), torch {m['torch']}, device {m['device']}"
-        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + ".",
+        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + f"; mouth driven by the {report['lip_drive']}.",
         "## Self-driven (held-out frames, never trained on)",
         _table(["figure", "value"], [
             ["frames", f"{sd['frames']} (from {sd['first_frame']})"],

@@ -250,7 +250,7 @@ def speed(driver: Any, num_frames: int, batch_size: int = 1) -> SuiteResult:
     model_size = getattr(driver, "model_size", None)
     kw = {"size": model_size} if model_size else {}
     kw["torso"] = getattr(driver, "torso_offsets", None)
-    kw["phones"] = driver.phones
+    kw["phones"] = getattr(driver, "phones", None)
     next(iter(driver.render(feats, blink, poses, idx[:1], batch_size=1, **kw)))  # warm-up
     if cuda:
         torch.cuda.synchronize()

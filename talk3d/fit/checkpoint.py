@@ -371,12 +371,37 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     manifest = _run_manifest(run_dir)
     arrays = _run_arrays(run_dir, manifest.num_frames)
     lip_prior = read_lip_prior(run_dir, model_config.mouth_code) if model_config.mouth_code > 0 else None
-    if lip_prior is not None and arrays["phonemes"] is None:
-        raise CheckpointError(f"run folder '{run_dir}' is incomplete: {PHONEMES} is missing; re-run 'talk3d fit' on it")
+    if lip_prior is not None:
+        _check_phonemes(run_dir, arrays["phonemes"], arrays["audio_feats"])
     return Run(avatar=avatar, model_config=model_config, fit_config=fit_config, manifest=manifest, **arrays,
                lip_prior=lip_prior,
                dataset_dir=Path(str(info["dataset_dir"])), run_dir=run_dir, step=info["step"],
                metrics=info["metrics"], final=info["final"])
+
+
+def lip_prior_intact(run_dir: str | os.PathLike, code_size: int) -> bool:
+    """Whether a run's ``lip_prior.json`` and ``phonemes.npy`` are present and readable, with one
+    phone row per audio feature row."""
+    run_dir = Path(run_dir)
+    try:
+        if read_lip_prior(run_dir, code_size) is None or not (run_dir / PHONEMES).is_file():
+            return False
+        feats = run_dir / "audio_feats.npy"
+        _check_phonemes(run_dir, read_npy(run_dir / PHONEMES, mmap=True),
+                        read_npy(feats, mmap=True) if feats.is_file() else None)
+    except UserError:  # CheckpointError is one
+        return False
+    return True
+
+
+def _check_phonemes(run_dir: Path, phonemes: np.ndarray | None, audio_feats: np.ndarray | None) -> None:
+    """A run with a lip prior needs its training audio's phone rows, one per audio feature row."""
+    fix = f"delete it and run 'talk3d fit DATASET -o {run_dir}' (it writes them again, without training)"
+    if phonemes is None:
+        raise CheckpointError(f"run folder '{run_dir}' is incomplete: {PHONEMES} is missing; {fix}")
+    if audio_feats is not None and phonemes.shape[0] != audio_feats.shape[0]:
+        raise CheckpointError(f"'{run_dir / PHONEMES}' has {phonemes.shape[0]} rows for {audio_feats.shape[0]} audio "
+                              f"feature rows; {fix.replace('delete it', 'delete it and ' + LIP_PRIOR)}")
 
 
 def _load_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -440,6 +465,11 @@ def _build_avatar(run_dir: Path, model_config: Any, state: dict[str, torch.Tenso
     avatar.load_state_dict(avatar.complete_state(state), strict=True)
     avatar.ensure_occupancy()
     return avatar
+
+
+def load_run_manifest(run_dir: str | os.PathLike) -> Manifest:
+    """The manifest of the dataset a run was fitted on (its ``dataset_manifest.json`` copy)."""
+    return _run_manifest(Path(run_dir))
 
 
 def _run_manifest(run_dir: Path) -> Manifest:

@@ -129,7 +129,7 @@ def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], devi
     ps, ss, ms = [], [], []
     first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
     idx = np.asarray(frames, dtype=np.int64)
-    for fb in forward_frames(model, data.clip, idx, None, data.intrinsics, batch_size=chunk,
+    for fb in forward_frames(model, data.validation_clip, idx, None, data.intrinsics, batch_size=chunk,
                              forward=lambda c, k, cond: _forward(model, c, k, cond, amp)):
         target = data.targets(idx[fb.positions], device)
         out, image = fb.out, target["image"]
@@ -227,9 +227,8 @@ class Fit:
                  f"{self.start}")
             return None
         meta = json.loads((self.run_dir / ck.AVATAR_META).read_text())
-        if self.data.mouth_codes is not None and not (self.run_dir / ck.LIP_PRIOR).is_file():
-            info("the run predates the phonetic lip prior: adding it (the avatar's weights stay as they are)")
-            self.ranks.main_only(self._write_lip_prior)
+        if self.data.mouth_codes is not None:
+            self.ranks.main_only(self._repair_lip_prior)
         if self.run_dir != self.final_dir:  # a refit that finished but was not swapped in yet
             self.ranks.main_only(lambda: commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES))
             self.run_dir = self.final_dir
@@ -245,6 +244,12 @@ class Fit:
 
         cfg, data = self.cfg, self.data
         self.ranks.main_only(self._write_run_files)
+        if data.mouth_codes is not None:  # written by rank 0 above; every rank validates with it
+            from talk3d.io import read_npy
+            from talk3d.model.lip_prior import read_lip_prior
+
+            data.use_lip_prior(read_lip_prior(self.run_dir, cfg.model.mouth_code),
+                               np.asarray(read_npy(self.run_dir / ck.PHONEMES), np.float32))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         threads.start(cfg.threads, distributed.local_processes(self.ranks))
@@ -284,6 +289,20 @@ class Fit:
         ck.copy_dataset_files(self.dataset_dir, self.run_dir)
         if self.data.mouth_codes is not None:
             self._write_lip_prior()
+
+    def _repair_lip_prior(self) -> None:
+        """Rank 0, for a finished run: write the phonetic lip prior where it is missing or damaged
+        (runs fitted before it), from this dataset, which must be the one the run was fitted on."""
+        if ck.lip_prior_intact(self.run_dir, self.cfg.model.mouth_code):
+            return
+        fitted_on = ck.load_run_manifest(self.run_dir)
+        m = self.data.manifest
+        ours = (fitted_on.source_sha256, fitted_on.num_frames, fitted_on.val_frames.tolist())
+        if ours != (m.source_sha256, m.num_frames, m.val_frames.tolist()):
+            raise UserError(f"run '{self.final_dir}' was fitted on another dataset than '{self.dataset_dir}' (source, "
+                            f"frames or held-out split differ): give the dataset it was fitted on")
+        info("the run has no (intact) phonetic lip prior: writing it; the avatar's weights stay as they are")
+        self._write_lip_prior()
 
     def _write_lip_prior(self) -> None:
         """Calibrate the phonetic lip prior on the training frames (seconds) and save it with the

@@ -52,7 +52,9 @@ class DrivingClip:
         prior drives the mouth."""
         audio = normalize_clip(cfg, audio_feats)
         mouth = None
-        if lip_prior is not None and phones is not None:
+        if lip_prior is not None and phones is None:
+            raise ValueError("a lip prior needs the clip's phone rows (talk3d.phonemes.phone_rows)")
+        if lip_prior is not None:
             values = lip_prior.values(phones, normalize_floor(audio_feats).numpy(), feature_rate, fps,
                                       np.arange(len(blink)))
             mouth = torch.from_numpy(lip_prior.codes(values))

@@ -74,7 +74,9 @@ def prior_rows(phones: np.ndarray, normalised_feats: np.ndarray, energy_weight: 
     level = np.clip(feats.mean(axis=1), 0.0, None)
     raw = (phones @ _OPENNESS) * np.clip(level / SPEECH_LEVEL, 0.0, 1.0) + energy_weight * level
     kernel = np.hanning(smooth_rows + 2)[1:-1]
-    return np.convolve(raw, kernel / kernel.sum(), mode="same").astype(np.float32)
+    half = smooth_rows // 2
+    padded = np.pad(raw, (half, smooth_rows - 1 - half), mode="edge") if raw.size else raw
+    return np.convolve(padded, kernel / kernel.sum(), mode="valid").astype(np.float32)
 
 
 def at_frames(rows: np.ndarray, feature_rate: float, fps: float, frames: np.ndarray,
@@ -131,10 +133,12 @@ class LipPrior:
         return cls(np.quantile(prior, q), np.quantile(opening, q), float(opening.mean()), codes.mean(0), slope)
 
     def opening(self, prior: np.ndarray) -> np.ndarray:
-        """Mouth opening ``(N,)`` for prior values ``(N,)`` (the quantile map; flat beyond its ends)."""
-        xp, fp = self.prior_quantiles, self.opening_quantiles
-        # equal prior quantiles (many closed frames) would make interp ill-defined: spread them by a hair
-        xp = xp + np.arange(xp.size) * 1e-9
+        """Mouth opening ``(N,)`` for prior values ``(N,)`` (the quantile map; flat beyond its ends).
+
+        Equal prior quantiles (silence: many frames at exactly 0) map to the mean of their
+        openings, not to the most closed frame the person ever made."""
+        xp, inverse = np.unique(self.prior_quantiles, return_inverse=True)
+        fp = np.bincount(inverse, self.opening_quantiles) / np.bincount(inverse)
         return np.interp(np.asarray(prior, np.float64), xp, fp)
 
     def codes(self, prior: np.ndarray) -> np.ndarray:
@@ -161,12 +165,11 @@ class LipPrior:
             raise ValueError(f"codes must hold {code_size} numbers (the model's lip code)")
         if not all(np.isfinite(a).all() for a in arrays.values()) or np.any(np.diff(arrays["prior_quantiles"]) < 0):
             raise ValueError("values must be finite and the prior's quantiles non-decreasing")
-        smooth = int(data["smooth_rows"])
-        settings = (float(data["mean_opening"]), float(data["energy_weight"]), float(data["lead_seconds"]))
-        if not (np.isfinite(settings).all() and 1 <= smooth <= 101 and abs(settings[2]) <= 1.0):
+        settings = [float(data[k]) for k in ("mean_opening", "energy_weight", "lead_seconds", "smooth_rows")]
+        if not (np.isfinite(settings).all() and 1 <= settings[3] <= 101 and abs(settings[2]) <= 1.0):
             raise ValueError("settings out of range (smooth_rows 1-101, lead_seconds within +-1 s)")
-        return cls(mean_opening=settings[0], energy_weight=settings[1], smooth_rows=smooth,
-                   lead_seconds=settings[2], **arrays)
+        return cls(mean_opening=settings[0], energy_weight=settings[1], lead_seconds=settings[2],
+                   smooth_rows=int(settings[3]), **arrays)
 
 
 def driving_phones(prior: LipPrior | None, samples: np.ndarray) -> np.ndarray | None:
@@ -194,8 +197,8 @@ def read_lip_prior(run_dir: str | os.PathLike, code_size: int) -> LipPrior | Non
     path = Path(run_dir) / LIP_PRIOR
     if not path.is_file():
         return None
-    fix = "re-run 'talk3d fit' on it with --force"
+    fix = f"delete it and run 'talk3d fit DATASET -o {run_dir}' (it calibrates the prior again, without training)"
     try:
         return LipPrior.from_dict(read_json_object(path, fix), code_size)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"'{path}' is invalid ({exc}); {fix}") from None
