@@ -6,7 +6,9 @@ and audio without video (voice-activity figures).
         --shared ../shared/data --seconds 6 --out /tmp/lip_matrix.json   # (+ .md beside it)
 
 ``--lip-drive audio`` drives the mouth with the model's own audio-to-lip head even where the run
-has a phonetic lip prior (the defaults before it), so both drives compare on the same weights.
+has a phonetic lip prior (the defaults before it), so both drives compare on the same weights;
+``auto`` (the default, as ``talk3d render``): the prior for the other speakers' audio, the head
+for the avatar's own held-out frames; ``prior``: the prior for both.
 
 A clip is "the avatar's own" when its file name is the one the avatar's dataset was prepared
 from; it is left out of the cross-speaker cells and replaced by the held-out figures: the lip
@@ -40,7 +42,7 @@ def held_out(driver: Any, batch: int) -> dict[str, Any]:
     open_gt = metrics.mouth_opening(np.asarray(ds.landmarks)[idx])
     fixed = suites.fixed_pose_lip_sync(driver, idx, open_gt, batch)
     code_corr = driver.run.metrics.get("lip_code_val_corr")
-    if driver.run.lip_prior is not None:
+    if driver.phones is not None:  # the prior drives the held-out frames too
         code_corr = prior_code_corr(driver, ds, idx)
     return {"frames": int(idx.size), "lip_code_val_corr": code_corr,
             "fixed_pose_corr": fixed["mouth_open_corr_fixed_pose"],
@@ -62,17 +64,14 @@ def prior_code_corr(driver: Any, ds: Any, idx: np.ndarray) -> float:
 
 def avatar_row(name: str, run: Path, clips: list[Path], audios: list[Path], seconds: float, batch: int,
                lip_drive: str = "auto") -> dict:
-    """Every figure of one avatar (``lip_drive="audio"``: its phonetic lip prior left out)."""
+    """Every figure of one avatar (``lip_drive``: see :data:`talk3d.model.lip_prior.LIP_DRIVES`)."""
     from talk3d.eval import suites
     from talk3d.eval.drive_video import video_driven
     from talk3d.eval.driver import RunDriver
 
-    driver = RunDriver(run, "cpu")
-    if lip_drive == "audio":
-        driver.run.lip_prior = driver.phones = None
+    driver = RunDriver(run, "cpu", lip_drive)
     own = Path(str(driver.manifest.source)).name
-    row: dict[str, Any] = {"avatar": name, "run": str(run), "own_clip": own,
-                           "lip_drive": "prior" if driver.run.lip_prior is not None else "audio",
+    row: dict[str, Any] = {"avatar": name, "run": str(run), "own_clip": own, "lip_drive": lip_drive,
                            "held_out": held_out(driver, batch),
                            "drivers": {}, "audio": {}}
     for clip in clips:
@@ -134,8 +133,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0, help="seconds of each driver rendered")
     ap.add_argument("--audio", nargs="*", default=["macron_fr_12s.wav"], help="audio-only drivers in shared/audio")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lip-drive", choices=("auto", "audio"), default="auto",
-                    help="auto: each run's phonetic lip prior where it has one; audio: the model's audio head")
+    ap.add_argument("--lip-drive", choices=("auto", "prior", "audio"), default="auto",
+                    help="auto: the runs' phonetic lip priors for other speakers, the audio head for the avatar's own "
+                         "held-out frames; prior: the priors for both; audio: the model's audio head for both")
     ap.add_argument("--out", type=Path, default=Path("/tmp/lip_sync_matrix.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))

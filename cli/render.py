@@ -47,6 +47,9 @@ def command(
     batch: int = typer.Option(0, help="Frames per forward pass (0: automatic, 4 on CPU, 8 on CUDA)."),
     precision: str = typer.Option("auto", help="Number type of the U-Net and super-resolution: auto (bfloat16 "
                                   "on CPUs that compute it natively, else float32), float32 or bfloat16."),
+    lip_drive: str = typer.Option("auto", "--lip-drive", help="What moves the mouth: auto (the phonetic lip prior "
+                                  "for new audio, which carries to any voice and language; the model's own audio head "
+                                  "for --frames val), prior, or audio (the head learned on the training voice)."),
     threads: int = typer.Option(0, help="CPU threads (0: a fair share of the cores with other running talk3d "
                                         "commands)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
@@ -59,7 +62,7 @@ def command(
     apply_quiet(quiet)
     cfg = RenderConfig(yaw=yaw, pitch=pitch, orbit=orbit, orbit_range=orbit_range, orbit_period=orbit_period,
                        pose=pose, blink=blink, motion_scale=motion_scale, size=size, fps=fps, device=device,
-                       batch=batch, precision=precision, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
+                       batch=batch, precision=precision, lip_drive=lip_drive, threads=threads, frames=frames, depth=depth, alpha=alpha, stereo=stereo, ipd=parse_ipd(ipd),
                        mpi_dir=mpi, mpi_frames=parse_frame_list(mpi_frames), mpi_layers=mpi_layers,
                        mpi_size=mpi_size, full_frame=full_frame, source=source, plate_frame=plate_frame)
     render(run_dir, audio, out, cfg, force=force)

@@ -206,15 +206,46 @@ def test_fit_writes_the_prior_render_uses_it_and_old_runs_get_it(tmp_path: Path)
     assert not (run_dir / "lip_prior.json").exists()
 
 
-def test_fit_validates_with_the_prior(tmp_path: Path):
+def test_the_training_voice_is_driven_by_the_audio_head_other_audio_by_the_prior():
+    from talk3d.model.lip_prior import LIP_DRIVES, driving_phones, own_clip_phones
+
+    *_, lp = _calibration()
+    samples = 0.001 * np.random.default_rng(0).standard_normal(1600).astype(np.float32)
+    own = _one_hot(["SIL"] * 10)
+    assert LIP_DRIVES == ("auto", "prior", "audio")
+    assert driving_phones(lp, samples, "auto").shape == (10, len(PHONES))
+    assert driving_phones(lp, samples, "prior").shape == (10, len(PHONES))
+    assert driving_phones(lp, samples, "audio") is None and driving_phones(None, samples, "prior") is None
+    assert own_clip_phones(lp, own, "auto") is None and own_clip_phones(lp, own, "audio") is None
+    assert own_clip_phones(lp, own, "prior") is own and own_clip_phones(None, own, "prior") is None
+
+
+def test_render_drives_new_audio_with_the_prior_and_its_own_clip_with_the_head(tmp_path: Path, monkeypatch):
     from talk3d.fit.config import tiny_config
-    from talk3d.fit.data import TrainingData
+    from talk3d.fit.trainer import fit
+    from talk3d.model import drive
+    from talk3d.render.config import RenderConfig
+    from talk3d.render.driver import render
+    from tests.render_helpers import write_speech_like
     from tests.tiny_data import make_tiny_dataset
 
-    data = TrainingData(make_tiny_dataset(tmp_path / "data"), tiny_config().model)
-    assert data.validation_clip is data.clip and data.clip.mouth is None
-    *_, lp = _calibration()
-    phones = _one_hot((["SIL", "AA"] * 400)[:np.asarray(data.dataset.audio_feats).shape[0]])
-    data.use_lip_prior(lp, phones)
-    assert data.validation_clip.mouth.shape == (len(data.blink), 8) and data.clip.mouth is None
-    assert "mouth_drive" not in data.batch([0])["cond"]  # training keeps the tracked codes
+    run_dir = tmp_path / "run"
+    fit(make_tiny_dataset(tmp_path / "data"), run_dir, tiny_config(steps=2))
+    wav = write_speech_like(tmp_path / "speech.wav", 0.6)
+    seen = []
+    original = drive.DrivingClip.from_arrays.__func__
+
+    def spy(cls, *args, **kwargs):
+        clip = original(cls, *args, **kwargs)
+        seen.append(clip.mouth is not None)
+        return clip
+
+    monkeypatch.setattr(drive.DrivingClip, "from_arrays", classmethod(spy))
+    for frames, lip_drive, uses_prior in (("audio", "auto", True), ("audio", "audio", False),
+                                          ("val", "auto", False), ("val", "prior", True)):
+        seen.clear()
+        out = tmp_path / f"{frames}_{lip_drive}.mp4"
+        render(run_dir, wav if frames == "audio" else None, out, RenderConfig(frames=frames, lip_drive=lip_drive))
+        assert seen == [uses_prior] and out.is_file(), (frames, lip_drive)
+    with pytest.raises(UserError, match="--lip-drive must be one of auto, prior, audio"):
+        render(run_dir, wav, tmp_path / "bad.mp4", RenderConfig(lip_drive="phones"))

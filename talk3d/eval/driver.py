@@ -40,7 +40,7 @@ class RunDriver:
         feature_rate, intrinsics ``(3, 3)``, dataset_dir, manifest, step, device.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    def __init__(self, run_dir: str | os.PathLike, device: str | torch.device = "cpu", lip_drive: str = "auto"):
         from talk3d import threads
         from talk3d.fit.checkpoint import load_run
         from talk3d.memory import keep_freed_memory
@@ -67,8 +67,12 @@ class RunDriver:
 
             feats = read_npy(self.dataset_dir / "audio_feats.npy")
         self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
-        self.phones = self.run.phonemes if self.run.lip_prior is not None else None
-        """``(T, P)`` phone rows of the training audio (rows of :attr:`audio_feats`), or None."""
+        from talk3d.model.lip_prior import own_clip_phones
+
+        self.lip_drive = lip_drive
+        """``talk3d.model.lip_prior.LIP_DRIVES``: what drives the mouth on new audio and on the clip's own."""
+        self.phones = own_clip_phones(self.run.lip_prior, self.run.phonemes, lip_drive)
+        """``(T, P)`` phone rows of the training audio when the prior drives the mouth on it, else None."""
 
     def render(self, audio_feats: np.ndarray, blink: np.ndarray, poses: np.ndarray, frame_indices: np.ndarray,
                yaw: float = 0.0, pitch: float = 0.0, batch_size: int = 4,
@@ -88,7 +92,7 @@ class RunDriver:
                 renders compare with the ground-truth frames pixel for pixel).
             torso: ``(N, 2)`` torso offsets per sequence frame (None: resting torso).
             phones: ``(T, P)`` phone rows of the driving audio: with them the run's phonetic lip
-                prior drives the mouth (None: the model's audio-to-lip head).
+                prior drives the mouth (None: the model's audio-to-lip head; see :attr:`lip_drive`).
         Yields:
             :class:`Rendered` batches in order.
         """
@@ -96,7 +100,7 @@ class RunDriver:
         from talk3d.model.drive import DrivingClip, forward_frames
 
         clip = DrivingClip.from_arrays(self.run.model_config, audio_feats, self.feature_rate, self.fps, blink, poses,
-                                       torso, self.run.lip_prior, phones)
+                                       torso, self.run.lip_prior if phones is not None else None, phones)
         idx = np.asarray(frame_indices, dtype=np.int64)
         cams = clip.poses[torch.from_numpy(idx)]
         if yaw or pitch:
@@ -124,7 +128,7 @@ class RunDriver:
         return DrivingSequence(audio=audio.samples, features=audio.features, feature_rate=audio.feature_rate,
                                blink=blink, poses=head.numpy().astype(np.float32),
                                torso=paths.torso_track(self.torso_offsets, source),
-                               phones=driving_phones(self.run.lip_prior, audio.samples))
+                               phones=driving_phones(self.run.lip_prior, audio.samples, self.lip_drive))
 
 
 @dataclass

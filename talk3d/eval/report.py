@@ -151,7 +151,7 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
     report: dict[str, Any] = {
         "run": str(run_dir), "step": getattr(driver, "step", None), "machine": machine_info(device),
         # what drives the mouth: the run's phonetic lip prior, or the model's audio-to-lip head
-        "lip_drive": "phonetic prior" if getattr(driver, "phones", None) is not None else "audio head",
+        "lip_drive": _lip_drive(driver),
         "config": asdict(config), "optional_extra": {
             "dlib": dlib_face.available(), "silero_vad": _silero(),
         },
@@ -255,6 +255,16 @@ def _plot_turned(tv: suites.SuiteResult, path: Path, count: int = 4) -> None:
                           title="turned held-out frames (degrees beyond the training range)")
 
 
+def _lip_drive(driver: Any) -> str:
+    """What drives the evaluated mouth, on new audio and on the training clip's own."""
+    run = getattr(driver, "run", None)
+    if getattr(run, "lip_prior", None) is None:
+        return "the model's audio head (the run has no phonetic lip prior)"
+    own = "phonetic prior" if getattr(driver, "phones", None) is not None else "audio head"
+    new = "audio head" if getattr(driver, "lip_drive", "auto") == "audio" else "phonetic prior"
+    return f"{new} on new audio, {own} on the training clip's own audio"
+
+
 def _silero() -> bool:
     from talk3d.eval.vad import silero_available
 
@@ -344,7 +354,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     parts = [
         f"# talk3d eval: {report['run']}",
         f"Step {report.get('step')}; {m['cpu']} ({m['cores']} cores), torch {m['torch']}, device {m['device']}"
-        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + f"; mouth driven by the {report['lip_drive']}.",
+        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + f". Mouth: {report['lip_drive']}.",
         "## Self-driven (held-out frames, never trained on)",
         _table(["figure", "value"], [
             ["frames", f"{sd['frames']} (from {sd['first_frame']})"],

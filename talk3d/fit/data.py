@@ -23,7 +23,6 @@ from talk3d.fit.lipsync import lip_codes
 from talk3d.image import resize
 from talk3d.model.config import ModelConfig
 from talk3d.model.drive import DrivingClip
-from talk3d.model.lip_prior import LipPrior
 
 # mediapipe FaceMesh lip contour indices (outer + inner; FACEMESH_LIPS).
 LIP_INDICES = tuple(int(k) for k in MOUTH)
@@ -99,8 +98,6 @@ class TrainingData:
         self.clip = DrivingClip.from_arrays(model_config, np.array(self.dataset.audio_feats),
                                             self.manifest.audio_feature_rate, self.manifest.fps, self.blink,
                                             self.poses, self.torso_offsets)
-        # validation renders like render and eval: with the lip prior once the fit has calibrated it
-        self.validation_clip = self.clip
         # (N, K) lip-motion codes from the tracked lips (models with a lip-motion code only).
         self.mouth_codes: np.ndarray | None = None
         if model_config.mouth_code > 0:
@@ -173,14 +170,7 @@ class TrainingData:
 
     def set_model_config(self, model_config: ModelConfig) -> None:
         """Use ``model_config`` from now on (its window sizes shape the conditioning)."""
-        self.model_config = self.clip.cfg = self.validation_clip.cfg = model_config
-
-    def use_lip_prior(self, prior: LipPrior, phones: np.ndarray) -> None:
-        """Validate with the mouth driven by the phonetic lip ``prior`` (phone rows ``phones (T, P)``
-        of the dataset's audio), as render and eval drive it; training batches keep the tracked codes."""
-        self.validation_clip = DrivingClip.from_arrays(
-            self.model_config, np.array(self.dataset.audio_feats), self.manifest.audio_feature_rate, self.manifest.fps,
-            self.blink, self.poses, self.torso_offsets, prior, phones)
+        self.model_config = self.clip.cfg = model_config
 
     def train_index_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
         """Endless arrays of training frame indices (reshuffled every epoch, deterministic in ``seed``).

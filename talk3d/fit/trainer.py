@@ -129,7 +129,7 @@ def validate(model: torch.nn.Module, data: TrainingData, frames: list[int], devi
     ps, ss, ms = [], [], []
     first: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
     idx = np.asarray(frames, dtype=np.int64)
-    for fb in forward_frames(model, data.validation_clip, idx, None, data.intrinsics, batch_size=chunk,
+    for fb in forward_frames(model, data.clip, idx, None, data.intrinsics, batch_size=chunk,
                              forward=lambda c, k, cond: _forward(model, c, k, cond, amp)):
         target = data.targets(idx[fb.positions], device)
         out, image = fb.out, target["image"]
@@ -244,12 +244,6 @@ class Fit:
 
         cfg, data = self.cfg, self.data
         self.ranks.main_only(self._write_run_files)
-        if data.mouth_codes is not None:  # written by rank 0 above; every rank validates with it
-            from talk3d.io import read_npy
-            from talk3d.model.lip_prior import read_lip_prior
-
-            data.use_lip_prior(read_lip_prior(self.run_dir, cfg.model.mouth_code),
-                               np.asarray(read_npy(self.run_dir / ck.PHONEMES), np.float32))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         threads.start(cfg.threads, distributed.local_processes(self.ranks))

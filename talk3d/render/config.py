@@ -52,6 +52,10 @@ class RenderConfig:
     precision: str = "auto"
     """Numeric type of the U-Net and the super-resolution: ``auto`` (bfloat16 on CPUs that compute it
     natively, float32 elsewhere), ``float32`` or ``bfloat16``; see :mod:`talk3d.model.precision`."""
+    lip_drive: str = "auto"
+    """What drives the mouth of an avatar with a phonetic lip prior: ``auto`` (the prior for new
+    audio, the audio head for ``--frames val``), ``prior`` or ``audio``; see
+    :data:`talk3d.model.lip_prior.LIP_DRIVES`."""
     threads: int = 0
     """CPU threads for torch; 0 = a fair share of the cores, re-counted while other talk3d
     processes start and end (:mod:`talk3d.threads`)."""

@@ -76,6 +76,10 @@ def _check_config(cfg: RenderConfig) -> None:
 
     if cfg.precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{cfg.precision}'")
+    from talk3d.model.lip_prior import LIP_DRIVES
+
+    if cfg.lip_drive not in LIP_DRIVES:
+        raise UserError(f"--lip-drive must be one of {', '.join(LIP_DRIVES)}, got '{cfg.lip_drive}'")
     if cfg.size is not None and not 8 <= cfg.size <= 4096:
         raise UserError(f"--size {cfg.size} is out of range: give a side between 8 and 4096 pixels")
     if cfg.mpi_size is not None and not 8 <= cfg.mpi_size <= 4096:
@@ -161,7 +165,7 @@ def _drive_from_audio(run, audio_path: str | os.PathLike, cfg: RenderConfig, fps
     return Drive(features=audio.features, feature_rate=audio.feature_rate, fps=fps,
                  frame_indices=np.arange(n), blink=blink, head=head, cameras=cams,
                  mux_audio=audio.path, duration=audio.duration, torso=torso, plate=plate,
-                 phones=driving_phones(run.lip_prior, audio.samples))
+                 phones=driving_phones(run.lip_prior, audio.samples, cfg.lip_drive))
 
 
 def _still_frame(poses: torch.Tensor, chosen: int | None) -> int:
@@ -176,6 +180,8 @@ def _still_frame(poses: torch.Tensor, chosen: int | None) -> int:
 
 
 def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
+    from talk3d.model.lip_prior import own_clip_phones
+
     m = run.manifest
     if run.audio_feats is None:
         raise UserError(f"run '{run.run_dir}' has no audio_feats.npy copy: re-run 'talk3d fit' to render --frames val")
@@ -205,7 +211,7 @@ def _drive_val(run, cfg: RenderConfig, tmp: Path) -> Drive:
     return Drive(features=np.asarray(run.audio_feats, dtype=np.float32), feature_rate=m.audio_feature_rate,
                  fps=m.fps, frame_indices=idx, blink=blink, head=head, cameras=cams, mux_audio=mux,
                  duration=idx.size / m.fps, torso=torso, plate=idx if cfg.full_frame else None,
-                 phones=run.phonemes)
+                 phones=own_clip_phones(run.lip_prior, run.phonemes, cfg.lip_drive))
 
 
 def render_run(run, audio_path: str | os.PathLike | None, out_path: Path, cfg: RenderConfig,
@@ -325,7 +331,7 @@ def _render_video(run, drive: Drive, out_path: Path, cfg: RenderConfig, size: in
     k = torch.as_tensor(np.asarray(run.manifest.intrinsics, dtype=np.float32))
     radius = float(np.linalg.norm(np.maximum(np.abs(mcfg.box_min), np.abs(mcfg.box_max))))
     clip = DrivingClip.from_arrays(mcfg, drive.features, drive.feature_rate, drive.fps, drive.blink, drive.head,
-                                   drive.torso, run.lip_prior, drive.phones)
+                                   drive.torso, run.lip_prior if drive.phones is not None else None, drive.phones)
     with contextlib.ExitStack() as stack:
         out = _Outputs(stack, out_path, drive, cfg, box_near_far(drive.cameras[0], radius=radius), run,
                        source_info)
