@@ -23,6 +23,9 @@ def command(
     source: Path | None = typer.Option(None, "--source", help="The source video, when it has moved since prep, for "
                                        "the full-frame figures (checked by SHA-256)."),
     vad: str = typer.Option("auto", "--vad", help="Voice activity detector: auto, silero or energy."),
+    lip_drive: str = typer.Option("auto", "--lip-drive", help="What moves the mouth: auto (the phonetic lip prior "
+                                  "for --audio/--drive-video, the audio head on the held-out frames, as render), "
+                                  "prior or audio (one of them everywhere)."),
     video: bool = typer.Option(True, "--video/--no-video", help="Write the side-by-side comparison video."),
     batch_size: int = typer.Option(4, "--batch-size", help="Frames per forward pass."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -40,6 +43,6 @@ def command(
         raise UserError("--frames must be >= 3, --view-frames and --batch-size >= 1, --seconds between 0 and 3600")
     cfg = EvalConfig(audio=[str(a) for a in audio], drive_videos=[str(c) for c in drive_video],
                      out=str(out) if out else None, device=device,
-                     max_val_frames=frames, view_frames=view_frames, max_cross_seconds=seconds, vad=vad,
+                     max_val_frames=frames, view_frames=view_frames, max_cross_seconds=seconds, vad=vad, lip_drive=lip_drive,
                      video=video, batch_size=batch_size, force=force, source=str(source) if source else None)
     evaluate(run_dir, cfg)

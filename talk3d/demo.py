@@ -145,8 +145,10 @@ def run_render_stage(run_dir: Path, audio: Path, out_path: Path, config: DemoCon
     t0 = time.perf_counter()
     render_config_cls = _stage_attr("render", "talk3d.render.config", "RenderConfig")
     render = _stage_attr("render", "talk3d.render.driver", "render")
+    # the sample's own (synthetic) audio: the audio head learned it; the phonetic prior is for speech
     cfg = _set_fields(render_config_cls(), {"orbit": True, "orbit_range": config.orbit_range,
-                                            "pose": "fixed", "device": config.device}, "RenderConfig")
+                                            "pose": "fixed", "device": config.device, "lip_drive": "audio"},
+                      "RenderConfig")
     result = render(run_dir, audio, out_path, cfg, force=True)
     return {"render_fps": float(getattr(result, "render_fps", math.nan)), "render_s": time.perf_counter() - t0}
 

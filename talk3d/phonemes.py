@@ -30,7 +30,8 @@ FRAME_OFFSET = 1
 """pocketsphinx frame ``i`` is centred on feature row ``i + FRAME_OFFSET`` (see the module note)."""
 
 
-INSTALL = "install it with 'python3 -m pip install \"pocketsphinx>=5,<6\"' (or run 'bash install.sh' again)"
+INSTALL = ("install it with 'python3 -m pip install \"pocketsphinx>=5,<6\"' (or run 'bash install.sh' again), or "
+           "render with --lip-drive audio")
 
 
 def _pocketsphinx():

@@ -79,9 +79,11 @@ def test_prior_opens_for_open_vowels_closes_for_bilabials_and_silence():
     speech = np.ones((80, 80), np.float32)
     prior = prior_rows(_one_hot(names), speech)
     assert prior.shape == (80,)
-    assert prior[30] > prior[70] > prior[50] == prior[5]  # AA wide, IY less, M closed like silence
+    assert prior[30] > prior[70] > prior[5] > prior[50]  # AA wide, IY less, silence's level, M shut
+    assert prior[50] == pytest.approx(0.0, abs=1e-6)
     loud = prior_rows(_one_hot(names), 2 * speech)
-    assert np.all(loud > prior)  # the speech level adds opening
+    shut = prior == 0
+    assert np.all(loud[~shut] > prior[~shut]) and np.all(loud[shut] == 0)  # the level adds opening, not in an m
     with pytest.raises(ValueError):
         prior_rows(_one_hot(names), speech[:10])
 
@@ -249,3 +251,34 @@ def test_render_drives_new_audio_with_the_prior_and_its_own_clip_with_the_head(t
         assert seen == [uses_prior] and out.is_file(), (frames, lip_drive)
     with pytest.raises(UserError, match="--lip-drive must be one of auto, prior, audio"):
         render(run_dir, wav, tmp_path / "bad.mp4", RenderConfig(lip_drive="phones"))
+
+
+def test_bilabial_closures_shut_the_lips_between_open_vowels():
+    names = ["AA"] * 20 + ["M"] * 6 + ["AA"] * 20 + ["N"] * 6 + ["AA"] * 20
+    prior = prior_rows(_one_hot(names), np.ones((len(names), 80), np.float32))
+    assert prior[23] == pytest.approx(0.0, abs=0.05)  # inside the m
+    assert prior[49] > 0.3  # an n (tongue, not lips) leaves them open
+
+
+def test_lip_drive_prior_on_a_run_without_one_and_unknown_drives_are_refused(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from talk3d.eval.driver import RunDriver
+    from talk3d.render.config import RenderConfig
+    from talk3d.render.driver import render
+    from talk3d_cli.main import app
+    from tests.render_helpers import make_run_folder, write_speech_like
+
+    run = make_run_folder(tmp_path)  # written without a lip prior (like runs fitted before it)
+    wav = write_speech_like(tmp_path / "speech.wav", 0.4)
+    with pytest.raises(UserError, match="no phonetic lip prior.*--lip-drive audio"):
+        render(run, wav, tmp_path / "p.mp4", RenderConfig(lip_drive="prior"))
+    assert not (tmp_path / "p.mp4").exists()
+    render(run, wav, tmp_path / "a.mp4", RenderConfig(lip_drive="auto"))  # falls back to the audio head
+    with pytest.raises(UserError, match="--lip-drive must be one of"):
+        RunDriver(run, "cpu", "Prior")
+    res = CliRunner().invoke(app, ["eval", str(run), "--lip-drive", "phones", "--no-video", "-q"])
+    assert res.exit_code != 0 and "--lip-drive must be one of" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["render", str(run), str(wav), "-o", str(tmp_path / "c.mp4"), "--lip-drive",
+                                   "prior", "-q"])
+    assert res.exit_code != 0 and "no phonetic lip prior" in res.output and "Traceback" not in res.output

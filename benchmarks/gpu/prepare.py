@@ -46,10 +46,11 @@ def download_wheels(folder: Path) -> None:
 
 
 def prepare_dataset(video: Path, out: Path) -> None:
-    """``talk3d prep`` of ``video`` at 512^2 into ``out`` (kept when it is already there)."""
-    if (out / "manifest.json").is_file():
+    """``talk3d prep`` of ``video`` at 512^2 into ``out`` (kept when it is already there, with its
+    phone rows: the GPU image has no pocketsphinx, so the fit must find ``phonemes.npy``)."""
+    if (out / "manifest.json").is_file() and (out / "phonemes.npy").is_file():
         return
-    run(["talk3d", "prep", str(video), "-o", str(out), "--size", "512", "--quiet"])
+    run(["talk3d", "prep", str(video), "-o", str(out), "--size", "512", "--quiet", "--force"])
 
 
 def folder_size(folder: Path) -> int:

@@ -67,8 +67,9 @@ class RunDriver:
 
             feats = read_npy(self.dataset_dir / "audio_feats.npy")
         self.audio_feats = None if feats is None else np.asarray(feats, dtype=np.float32)
-        from talk3d.model.lip_prior import own_clip_phones
+        from talk3d.model.lip_prior import check_lip_drive, own_clip_phones
 
+        check_lip_drive(lip_drive, self.run.lip_prior, run_dir)
         self.lip_drive = lip_drive
         """``talk3d.model.lip_prior.LIP_DRIVES``: what drives the mouth on new audio and on the clip's own."""
         self.phones = own_clip_phones(self.run.lip_prior, self.run.phonemes, lip_drive)

@@ -81,6 +81,9 @@ class EvalConfig:
     recorded; the figures are skipped, with the reason, when it cannot be found)."""
     vad: str = "auto"
     """Voice activity detector: 'auto' (silero-vad when installed, else energy), 'silero', 'energy'."""
+    lip_drive: str = "auto"
+    """What drives the mouth (``talk3d.model.lip_prior.LIP_DRIVES``): ``auto`` = the phonetic lip
+    prior on ``--audio``/``--drive-video``, the audio head on the held-out frames (as render)."""
     video: bool = True
     """Write the side-by-side video (renders the held-out frames once more at yaw 30)."""
     force: bool = False
@@ -117,7 +120,7 @@ def evaluate(run_dir: str | os.PathLike, config: EvalConfig, driver: Any = None)
         raise UserError(f"--source '{config.source}' does not exist; give the moved copy of the source video")
     device = str(resolve_device(config.device))
     if driver is None:
-        driver = RunDriver(run_dir, device)
+        driver = RunDriver(run_dir, device, config.lip_drive)
     check_separate(out, [("dataset", driver.dataset_dir)])
     if not (driver.dataset_dir / "manifest.json").is_file():
         raise UserError(f"the run's dataset '{driver.dataset_dir}' is missing: the self-driven and view figures "
@@ -151,7 +154,7 @@ def _evaluate(run_dir: Path, final_out: Path, config: EvalConfig, driver: Any, d
     report: dict[str, Any] = {
         "run": str(run_dir), "step": getattr(driver, "step", None), "machine": machine_info(device),
         # what drives the mouth: the run's phonetic lip prior, or the model's audio-to-lip head
-        "lip_drive": _lip_drive(driver),
+        "lip_drive": getattr(driver, "lip_drive", "auto"), "mouth_driven_by": _lip_drive(driver),
         "config": asdict(config), "optional_extra": {
             "dlib": dlib_face.available(), "silero_vad": _silero(),
         },
@@ -354,7 +357,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     parts = [
         f"# talk3d eval: {report['run']}",
         f"Step {report.get('step')}; {m['cpu']} ({m['cores']} cores), torch {m['torch']}, device {m['device']}"
-        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + f". Mouth: {report['lip_drive']}.",
+        + (f" ({m['cuda_device']})" if "cuda_device" in m else "") + f". Mouth: {report['mouth_driven_by']} (--lip-drive {report['lip_drive']}).",
         "## Self-driven (held-out frames, never trained on)",
         _table(["figure", "value"], [
             ["frames", f"{sd['frames']} (from {sd['first_frame']})"],

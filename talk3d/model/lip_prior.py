@@ -44,6 +44,11 @@ padded or synthetic audio has such silence. (On the shared clips, which have non
 0.003 of correlation.)"""
 SMOOTH_ROWS = 9
 """Hann smoothing of the prior over feature rows (90 ms: the lips cannot move faster)."""
+CLOSURE_ROWS = 5
+"""Hann width (rows) of the bilabial closures (p, b, m), which multiply the smoothed prior by
+``1 - closure``: the lips shut on them whatever the vowels around them, where smoothing alone
+left a 60-ms closure at ~40 % of its neighbours' opening (on the shared clips: correlation 0.345
+-> 0.372, closure recall 0.44 -> 0.50)."""
 LEAD_SECONDS = 0.12
 """The mouth leads the sound: frame ``f`` reads the prior ``LEAD_SECONDS`` later. Measured on
 the shared clips (best lead of the prior against each speaker's tracked mouth: 2-4 frames at 25 fps)."""
@@ -53,6 +58,10 @@ LIP_PRIOR = "lip_prior.json"
 """The calibration's file in a run folder (``talk3d.fit.checkpoint.LIP_PRIOR``)."""
 
 _OPENNESS = np.array([OPENNESS[p] for p in PHONES], np.float32)
+_BILABIAL = np.array([p in ("B", "P", "M") for p in PHONES], np.float32)
+FORMAT_VERSION = 2
+"""Of ``lip_prior.json``; a calibration of another version (made with another prior) is redone by
+``talk3d fit``."""
 
 
 def prior_rows(phones: np.ndarray, normalised_feats: np.ndarray, energy_weight: float = ENERGY_WEIGHT,
@@ -73,10 +82,17 @@ def prior_rows(phones: np.ndarray, normalised_feats: np.ndarray, energy_weight: 
         raise ValueError(f"phones {phones.shape} and features {feats.shape} must be (T, {len(PHONES)}) and (T, D)")
     level = np.clip(feats.mean(axis=1), 0.0, None)
     raw = (phones @ _OPENNESS) * np.clip(level / SPEECH_LEVEL, 0.0, 1.0) + energy_weight * level
-    kernel = np.hanning(smooth_rows + 2)[1:-1]
-    half = smooth_rows // 2
-    padded = np.pad(raw, (half, smooth_rows - 1 - half), mode="edge") if raw.size else raw
-    return np.convolve(padded, kernel / kernel.sum(), mode="valid").astype(np.float32)
+    closure = np.clip(_smooth(phones @ _BILABIAL, CLOSURE_ROWS), 0.0, 1.0)
+    return (_smooth(raw, smooth_rows) * (1.0 - closure)).astype(np.float32)
+
+
+def _smooth(rows: np.ndarray, width: int) -> np.ndarray:
+    """``rows (T,)`` convolved with a unit-sum Hann window of ``width`` rows; the ends are extended,
+    so the output has ``T`` rows for any ``T``."""
+    kernel = np.hanning(width + 2)[1:-1]
+    half = width // 2
+    padded = np.pad(rows, (half, width - 1 - half), mode="edge") if rows.size else rows
+    return np.convolve(padded, kernel / kernel.sum(), mode="valid")
 
 
 def at_frames(rows: np.ndarray, feature_rate: float, fps: float, frames: np.ndarray,
@@ -147,7 +163,7 @@ class LipPrior:
         return (self.mean_code[None] + change[:, None] * self.code_per_opening[None]).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"format": "talk3d-lip-prior", "version": 1, "energy_weight": self.energy_weight,
+        return {"format": "talk3d-lip-prior", "version": FORMAT_VERSION, "energy_weight": self.energy_weight,
                 "smooth_rows": self.smooth_rows, "lead_seconds": self.lead_seconds, "prior_quantiles": self.prior_quantiles.tolist(), "opening_quantiles": self.opening_quantiles.tolist(),
                 "mean_opening": self.mean_opening, "mean_code": self.mean_code.tolist(),
                 "code_per_opening": self.code_per_opening.tolist()}
@@ -155,8 +171,8 @@ class LipPrior:
     @classmethod
     def from_dict(cls, data: dict, code_size: int) -> LipPrior:
         """Parse :meth:`to_dict`'s output, checking kinds and shapes (``code_size`` = the model's ``K``)."""
-        if data.get("format") != "talk3d-lip-prior" or data.get("version") != 1:
-            raise ValueError("not a talk3d lip prior of version 1")
+        if data.get("format") != "talk3d-lip-prior" or data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"not a talk3d lip prior of version {FORMAT_VERSION} (an older prior's calibration)")
         arrays = {k: np.asarray(data[k], np.float64) for k in
                   ("prior_quantiles", "opening_quantiles", "mean_code", "code_per_opening")}
         if arrays["prior_quantiles"].shape != (QUANTILES,) or arrays["opening_quantiles"].shape != (QUANTILES,):
@@ -176,7 +192,18 @@ LIP_DRIVES = ("auto", "prior", "audio")
 """What drives the mouth of an avatar with a lip prior. ``auto``: the prior for any new audio, the
 model's audio-to-lip head for the training clip's own audio (it learned that voice: Obama's
 held-out mouth PSNR 28.41 dB with the head, 27.70 with the prior; other voices: opening
-correlation 0.13 with the head, 0.31 with the prior). ``prior`` / ``audio``: always that one."""
+correlation 0.13 with the head, 0.34 with the prior). ``prior`` / ``audio``: always that one."""
+
+
+def check_lip_drive(lip_drive: str, prior: LipPrior | None, run_dir: str | os.PathLike) -> None:
+    """Refuse, in one line, an unknown ``lip_drive`` or ``prior`` for a run that has none."""
+    from talk3d.errors import UserError
+
+    if lip_drive not in LIP_DRIVES:
+        raise UserError(f"--lip-drive must be one of {', '.join(LIP_DRIVES)}, got '{lip_drive}'")
+    if lip_drive == "prior" and prior is None:
+        raise UserError(f"run '{run_dir}' has no phonetic lip prior: run 'talk3d fit DATASET -o {run_dir}' to add "
+                        f"it (no training), or use --lip-drive audio")
 
 
 def driving_phones(prior: LipPrior | None, samples: np.ndarray, lip_drive: str = "auto") -> np.ndarray | None:

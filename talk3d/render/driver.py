@@ -137,6 +137,9 @@ def render(run_dir: str | os.PathLike, audio_path: str | os.PathLike | None, out
         raise UserError("give a driving AUDIO file, or --frames val to render the held-out frames")
     device = resolve_device(cfg.device)
     run = load_run(run_dir, device)
+    from talk3d.model.lip_prior import check_lip_drive
+
+    check_lip_drive(cfg.lip_drive, run.lip_prior, run.run_dir)
     if cfg.frames == "val":  # the dataset's audio and frames are an input too
         for planned in written:
             check_separate(planned, [("dataset", run.dataset_dir)])
