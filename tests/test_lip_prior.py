@@ -282,3 +282,16 @@ def test_lip_drive_prior_on_a_run_without_one_and_unknown_drives_are_refused(tmp
     res = CliRunner().invoke(app, ["render", str(run), str(wav), "-o", str(tmp_path / "c.mp4"), "--lip-drive",
                                    "prior", "-q"])
     assert res.exit_code != 0 and "no phonetic lip prior" in res.output and "Traceback" not in res.output
+
+
+def test_decoding_only_the_rendered_start_of_a_long_file_gives_the_same_rows_there(shared_data: Path):
+    from talk3d.media import read_audio
+    from talk3d.model.lip_prior import driving_phones
+
+    *_, lp = _calibration()
+    audio = read_audio(shared_data / "audio" / "zozo_en_11s.wav", 16000)
+    whole = driving_phones(lp, audio)
+    start = driving_phones(lp, audio, seconds=4.0)
+    assert start.shape == whole.shape and np.all(start[500:, SIL] == 1)
+    # within the rendered 4 s the rows agree (the phone loop's context reaches only a few phones)
+    assert np.mean(start[:400].argmax(1) == whole[:400].argmax(1)) > 0.9

@@ -129,7 +129,7 @@ class RunDriver:
         return DrivingSequence(audio=audio.samples, features=audio.features, feature_rate=audio.feature_rate,
                                blink=blink, poses=head.numpy().astype(np.float32),
                                torso=paths.torso_track(self.torso_offsets, source),
-                               phones=driving_phones(self.run.lip_prior, audio.samples, self.lip_drive))
+                               phones=driving_phones(self.run.lip_prior, audio.samples, self.lip_drive, n / self.fps))
 
 
 @dataclass

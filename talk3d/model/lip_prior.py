@@ -206,14 +206,30 @@ def check_lip_drive(lip_drive: str, prior: LipPrior | None, run_dir: str | os.Pa
                         f"it (no training), or use --lip-drive audio")
 
 
-def driving_phones(prior: LipPrior | None, samples: np.ndarray, lip_drive: str = "auto") -> np.ndarray | None:
+DECODE_MARGIN_SECONDS = 1.0
+"""Audio decoded beyond the last rendered frame when only the start of a file is rendered (the
+prior reads ahead and smooths; the phone loop's context reaches a few phones)."""
+
+
+def driving_phones(prior: LipPrior | None, samples: np.ndarray, lip_drive: str = "auto",
+                   seconds: float | None = None) -> np.ndarray | None:
     """Phone rows of new driving audio ``samples (S,)`` (16 kHz) when the prior drives the mouth;
-    None when the audio head does (no prior, or ``lip_drive == "audio"``)."""
+    None when the audio head does (no prior, or ``lip_drive == "audio"``). With ``seconds``, only
+    the first ``seconds`` (+ :data:`DECODE_MARGIN_SECONDS`) are decoded and the rows after them are
+    silence: for renders of the start of a long file; the rows always number ``ceil(S / 160)``."""
     if prior is None or lip_drive == "audio":
         return None
-    from talk3d.phonemes import phone_rows
+    from talk3d.audio import num_feature_frames
+    from talk3d.phonemes import SIL, phone_rows
 
-    return phone_rows(samples)
+    samples = np.asarray(samples)
+    if seconds is None:
+        return phone_rows(samples)
+    head = phone_rows(samples[: int(round((seconds + DECODE_MARGIN_SECONDS) * 16000))])
+    out = np.zeros((num_feature_frames(samples.shape[0]), head.shape[1]), np.float32)
+    out[:, SIL] = 1.0
+    out[: head.shape[0]] = head
+    return out
 
 
 def own_clip_phones(prior: LipPrior | None, phonemes: np.ndarray | None, lip_drive: str = "auto") -> np.ndarray | None:
