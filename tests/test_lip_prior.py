@@ -12,6 +12,7 @@ import torch
 
 from talk3d.audio import compute_logmel, num_feature_frames
 from talk3d.errors import CheckpointError, UserError
+from talk3d.fit.checkpoint import read_lip_prior, write_lip_prior
 from talk3d.model.audio_encoder import normalize_floor
 from talk3d.model.config import ModelConfig
 from talk3d.model.drive import DrivingClip
@@ -21,8 +22,6 @@ from talk3d.model.lip_prior import (
     LipPrior,
     at_frames,
     prior_rows,
-    read_lip_prior,
-    write_lip_prior,
 )
 from talk3d.phonemes import NOISE, PHONES, SIL, phone_rows, segments_to_rows
 

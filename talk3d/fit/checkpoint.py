@@ -44,7 +44,6 @@ from talk3d.io import (
     sha256_file,
     write_json,
 )
-from talk3d.model.lip_prior import read_lip_prior
 from talk3d.phonemes import PHONES
 
 FORMAT_VERSION = 1
@@ -377,6 +376,26 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
                lip_prior=lip_prior,
                dataset_dir=Path(str(info["dataset_dir"])), run_dir=run_dir, step=info["step"],
                metrics=info["metrics"], final=info["final"])
+
+
+def write_lip_prior(run_dir: str | os.PathLike, prior: Any) -> None:
+    """Save a :class:`talk3d.model.lip_prior.LipPrior` as ``run_dir/lip_prior.json`` (atomically)."""
+    write_json(Path(run_dir) / LIP_PRIOR, prior.to_dict())
+
+
+def read_lip_prior(run_dir: str | os.PathLike, code_size: int) -> Any:
+    """The run's :class:`talk3d.model.lip_prior.LipPrior`, or None when the run has none (fitted
+    before the prior existed)."""
+    from talk3d.model.lip_prior import LipPrior
+
+    path = Path(run_dir) / LIP_PRIOR
+    if not path.is_file():
+        return None
+    fix = f"delete it and run 'talk3d fit DATASET -o {run_dir}' (it calibrates the prior again, without training)"
+    try:
+        return LipPrior.from_dict(read_json_object(path, fix), code_size)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"'{path}' is invalid ({exc}); {fix}") from None
 
 
 def lip_prior_intact(run_dir: str | os.PathLike, code_size: int) -> bool:

@@ -187,11 +187,10 @@ def training_phones(dataset) -> np.ndarray:
     """``(T, P)`` phone rows of a dataset's audio: its ``phonemes.npy`` (prep), or decoded from its
     ``audio.wav`` for datasets prepared before prep wrote them."""
     from talk3d.media import AUDIO_RATE, read_audio
-    from talk3d.phonemes import PHONES, phone_rows
+    from talk3d.phonemes import phone_rows
 
-    phones = dataset.phonemes
-    if phones is not None and phones.ndim == 2 and phones.shape[1] == len(PHONES):
-        return np.asarray(phones, np.float32)
+    if dataset.phonemes is not None:  # shape checked when the dataset was opened
+        return np.asarray(dataset.phonemes, np.float32)
     return phone_rows(read_audio(dataset.root / "audio.wav", AUDIO_RATE))
 
 
@@ -208,10 +207,10 @@ def calibrate_lip_prior(dataset, codes: np.ndarray, train: np.ndarray, phones: n
     """
     from talk3d.face.landmarks import mouth_opening
     from talk3d.model.audio_encoder import normalize_floor
-    from talk3d.model.lip_prior import LipPrior, at_frames, prior_rows
+    from talk3d.model.lip_prior import LipPrior, prior_at_frames
 
     m = dataset.manifest
     feats = normalize_floor(np.asarray(dataset.audio_feats, np.float32)).numpy()
-    prior = at_frames(prior_rows(phones, feats), m.audio_feature_rate, m.fps, np.arange(m.num_frames))
+    prior = prior_at_frames(phones, feats, m.audio_feature_rate, m.fps, np.arange(m.num_frames))
     opening = mouth_opening(np.asarray(dataset.landmarks))
     return LipPrior.fit(prior[train], opening[train], codes[train]), prior

@@ -228,7 +228,7 @@ class Fit:
             return None
         meta = json.loads((self.run_dir / ck.AVATAR_META).read_text())
         if self.data.mouth_codes is not None:
-            self.ranks.main_only(self._repair_lip_prior)
+            self.ranks.main_only(self._ensure_lip_prior)
         if self.run_dir != self.final_dir:  # a refit that finished but was not swapped in yet
             self.ranks.main_only(lambda: commit_staged(self.final_dir, self.run_dir, "run", RUN_ENTRIES))
             self.run_dir = self.final_dir
@@ -282,11 +282,12 @@ class Fit:
         write_json(self.run_dir / ck.CONFIG, self.cfg_dict)
         ck.copy_dataset_files(self.dataset_dir, self.run_dir)
         if self.data.mouth_codes is not None:
-            self._write_lip_prior()
+            self._ensure_lip_prior()
 
-    def _repair_lip_prior(self) -> None:
-        """Rank 0, for a finished run: write the phonetic lip prior where it is missing or damaged
-        (runs fitted before it), from this dataset, which must be the one the run was fitted on."""
+    def _ensure_lip_prior(self) -> None:
+        """Rank 0: write the phonetic lip prior where it is missing or damaged (a new fit; a run
+        fitted before the prior), from this dataset, which must be the one the run was fitted on;
+        a resumed fit keeps the one it has."""
         if ck.lip_prior_intact(self.run_dir, self.cfg.model.mouth_code):
             return
         fitted_on = ck.load_run_manifest(self.run_dir)
@@ -295,7 +296,8 @@ class Fit:
         if ours != (m.source_sha256, m.num_frames, m.val_frames.tolist()):
             raise UserError(f"run '{self.final_dir}' was fitted on another dataset than '{self.dataset_dir}' (source, "
                             f"frames or held-out split differ): give the dataset it was fitted on")
-        info("the run has no (intact) phonetic lip prior: writing it; the avatar's weights stay as they are")
+        if (self.run_dir / ck.AVATAR_META).is_file():  # a finished run
+            info("the run has no (intact) phonetic lip prior: writing it; the avatar's weights stay as they are")
         self._write_lip_prior()
 
     def _write_lip_prior(self) -> None:
@@ -304,13 +306,11 @@ class Fit:
         from talk3d.face.landmarks import mouth_opening
         from talk3d.fit.lipsync import calibrate_lip_prior, training_phones
         from talk3d.io import write_npy
-        from talk3d.model.lip_prior import write_lip_prior
-
         data = self.data
         phones = training_phones(data.dataset)
         prior, values = calibrate_lip_prior(data.dataset, data.mouth_codes, np.asarray(data.train_indices), phones)
         write_npy(self.run_dir / ck.PHONEMES, phones.astype(np.float16))
-        write_lip_prior(self.run_dir, prior)
+        ck.write_lip_prior(self.run_dir, prior)
         val = np.asarray(data.val_indices)
         if val.size > 2:
             opening = mouth_opening(np.asarray(data.dataset.landmarks)[val])

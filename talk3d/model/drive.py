@@ -55,8 +55,8 @@ class DrivingClip:
         if lip_prior is not None and phones is None:
             raise ValueError("a lip prior needs the clip's phone rows (talk3d.phonemes.phone_rows)")
         if lip_prior is not None:
-            values = lip_prior.values(phones, normalize_floor(audio_feats).numpy(), feature_rate, fps,
-                                      np.arange(len(blink)))
+            floor = audio if cfg.audio_norm == "floor" else normalize_floor(audio_feats)  # the same, once
+            values = lip_prior.values(phones, floor.numpy(), feature_rate, fps, np.arange(len(blink)))
             mouth = torch.from_numpy(lip_prior.codes(values))
         return cls(cfg, audio, float(feature_rate), float(fps), as_tensor(blink), as_tensor(poses),
                    None if torso is None else as_tensor(torso), mouth)

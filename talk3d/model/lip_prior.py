@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -54,8 +53,6 @@ LEAD_SECONDS = 0.12
 the shared clips (best lead of the prior against each speaker's tracked mouth: 2-4 frames at 25 fps)."""
 QUANTILES = 21
 """Points of the calibration's quantile map."""
-LIP_PRIOR = "lip_prior.json"
-"""The calibration's file in a run folder (``talk3d.fit.checkpoint.LIP_PRIOR``)."""
 
 _OPENNESS = np.array([OPENNESS[p] for p in PHONES], np.float32)
 _BILABIAL = np.array([p in ("B", "P", "M") for p in PHONES], np.float32)
@@ -107,6 +104,15 @@ def at_frames(rows: np.ndarray, feature_rate: float, fps: float, frames: np.ndar
     return np.interp(t, np.arange(rows.size), rows).astype(np.float32)
 
 
+def prior_at_frames(phones: np.ndarray, normalised_feats: np.ndarray, feature_rate: float, fps: float,
+                    frames: np.ndarray, energy_weight: float = ENERGY_WEIGHT, smooth_rows: int = SMOOTH_ROWS,
+                    lead_seconds: float = LEAD_SECONDS) -> np.ndarray:
+    """The prior ``(N,)`` of video ``frames`` of a clip: :func:`prior_rows` of its phone rows and
+    floor-normalised features (``(T, P)``, ``(T, D)``) read by :func:`at_frames`."""
+    return at_frames(prior_rows(phones, normalised_feats, energy_weight, smooth_rows), feature_rate, fps, frames,
+                     lead_seconds)
+
+
 @dataclass
 class LipPrior:
     """An avatar's calibration of the prior: prior value -> mouth opening -> lip code."""
@@ -128,10 +134,9 @@ class LipPrior:
 
     def values(self, phones: np.ndarray, normalised_feats: np.ndarray, feature_rate: float, fps: float,
                frames: np.ndarray) -> np.ndarray:
-        """The prior ``(N,)`` of video ``frames`` of a clip (its phone rows and floor-normalised
-        features, ``(T, P)`` and ``(T, D)``), with this calibration's settings."""
-        rows = prior_rows(phones, normalised_feats, self.energy_weight, self.smooth_rows)
-        return at_frames(rows, feature_rate, fps, frames, self.lead_seconds)
+        """:func:`prior_at_frames` with this calibration's settings."""
+        return prior_at_frames(phones, normalised_feats, feature_rate, fps, frames, self.energy_weight,
+                               self.smooth_rows, self.lead_seconds)
 
     @classmethod
     def fit(cls, prior: np.ndarray, opening: np.ndarray, codes: np.ndarray) -> LipPrior:
@@ -236,25 +241,3 @@ def own_clip_phones(prior: LipPrior | None, phonemes: np.ndarray | None, lip_dri
     """The training clip's phone rows when the prior drives the mouth on the clip's own audio
     (only ``lip_drive == "prior"``); None when the audio head does."""
     return phonemes if prior is not None and lip_drive == "prior" else None
-
-
-def write_lip_prior(run_dir: str | os.PathLike, prior: LipPrior) -> None:
-    """Save ``prior`` as ``run_dir/lip_prior.json`` (written to a temporary name, then renamed)."""
-    from talk3d.io import write_json
-
-    write_json(Path(run_dir) / LIP_PRIOR, prior.to_dict())
-
-
-def read_lip_prior(run_dir: str | os.PathLike, code_size: int) -> LipPrior | None:
-    """The run's calibration, or None when the run has none (fitted before the prior existed)."""
-    from talk3d.errors import CheckpointError
-    from talk3d.io import read_json_object
-
-    path = Path(run_dir) / LIP_PRIOR
-    if not path.is_file():
-        return None
-    fix = f"delete it and run 'talk3d fit DATASET -o {run_dir}' (it calibrates the prior again, without training)"
-    try:
-        return LipPrior.from_dict(read_json_object(path, fix), code_size)
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise CheckpointError(f"'{path}' is invalid ({exc}); {fix}") from None
