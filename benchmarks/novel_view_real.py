@@ -10,7 +10,9 @@ whose "turned" section renders every held-out turned frame at its own pose again
 itself, beside the "no 3D" baseline (the nearest training pose with the frame's audio).
 Steps already done in ``--work`` are reused (a finished dataset is kept, the fit resumes; eval is
 redone with --force).
-Writes ``WORK/novel_view_real.json`` and ``.md`` (one row per clip) and prints the table.
+Writes ``WORK/novel_view_real.json`` and ``.md`` (one row per clip, and the turned frames' head PSNR
+by degrees beyond the training range: flat or rising with the distance says the avatar's held-out
+quality as a whole, not the new view, limits the figure) and prints the tables.
 Run on an idle machine when the time figures matter.
 """
 
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("katiehill_512_8s", "feifeili_256_10s")
@@ -74,7 +78,45 @@ def markdown(rows: list[dict]) -> str:
             f"{t['degrees_beyond_max']:.1f} | {_f(a['psnr'])} / {_f(b['psnr'])} | {_f(a['head_psnr'])} / "
             f"{_f(b['head_psnr'])} | {_f(a['ssim'], 3)} / {_f(b['ssim'], 3)} | {_f(a['lmd_mouth'])} / "
             f"{_f(b['lmd_mouth'])} |")
+    return head + "\n".join(lines) + "\n\n" + beyond_markdown(rows)
+
+
+def beyond_markdown(rows: list[dict]) -> str:
+    """The turned frames' head PSNR by degrees beyond the training range (one row per clip)."""
+    names = [f"{lo:g}-{hi:g} deg" if hi < 90 else f">= {lo:g} deg" for lo, hi in BEYOND_BINS]
+    head = ("| clip | " + " | ".join(f"head PSNR {n} (frames)" for n in names) + " | corr(beyond, head PSNR) |\n"
+            "| --- |" + " --- |" * (len(names) + 1) + "\n")
+    lines = []
+    for r in rows:
+        t = r["turned"]
+        if not t.get("available"):
+            continue
+        g = by_degrees_beyond(t["per_frame"])
+        cells = [f"{_f(b['head_psnr'])} ({b['frames']})" for b in g["bins"]]
+        lines.append(f"| {r['clip']} | " + " | ".join(cells) + f" | {_f(g['corr'])} |")
     return head + "\n".join(lines) + "\n"
+
+
+BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 90.0))
+"""Degrees beyond the training yaw range by which the turned frames are grouped."""
+
+
+def by_degrees_beyond(per_frame: list[dict]) -> dict:
+    """Head PSNR of the turned frames grouped by how far they lie beyond the training range, and
+    its correlation with that distance: whether the view (falling with distance) or the avatar's
+    held-out quality as a whole (flat) limits the figure.
+
+    Args:
+        per_frame: the ``per_frame`` rows of eval's ``turned`` section (``beyond``, ``head_psnr``).
+    """
+    beyond = np.array([r["beyond"] for r in per_frame], dtype=float)
+    head = np.array([r["head_psnr"] for r in per_frame], dtype=float)
+    ok = np.isfinite(head)
+    beyond, head = beyond[ok], head[ok]
+    bins = [{"degrees": [lo, hi], "frames": int(m.sum()), "head_psnr": float(head[m].mean()) if m.any() else None}
+            for lo, hi in BEYOND_BINS for m in [(beyond >= lo) & (beyond < hi)]]
+    corr = float(np.corrcoef(beyond, head)[0, 1]) if beyond.size > 2 and beyond.std() > 0 else None
+    return {"bins": bins, "corr": corr}
 
 
 def _f(v, digits: int = 2) -> str:
