@@ -249,12 +249,11 @@ class Avatar(nn.Module):
 
     # ----------------------------------------------------------------- rendering
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                    jitter: Jitter | None = None, with_distortion: bool = False) -> dict[str, torch.Tensor]:
+                    jitter: Jitter | None = None) -> dict[str, torch.Tensor]:
         """Volume-render arbitrary rays ``(B, N, 3)`` through ``planes``; see :func:`renderer.render_rays`.
 
         ``jitter``: ``None`` jitters in training mode only; a :class:`FrameNoise` (``B`` frames)
-        draws the training randomness per frame. ``with_distortion``: also each ray's weight
-        distortion ``(B, N)`` (:func:`renderer.distortion`).
+        draws the training randomness per frame.
         """
         jitter = self.training if jitter is None else jitter
         n = origins.shape[0]
@@ -267,19 +266,18 @@ class Avatar(nn.Module):
             return planes[start:stop] if planes.dim() == 5 and stop - start < n else planes
 
         if n <= step:
-            return self._render_rays(frames(0, n), origins, dirs, jitter, with_distortion)
-        parts = [self._render_rays(frames(i, min(i + step, n)), origins[i:i + step], dirs[i:i + step], jitter,
-                                   with_distortion) for i in range(0, n, step)]
+            return self._render_rays(frames(0, n), origins, dirs, jitter)
+        parts = [self._render_rays(frames(i, min(i + step, n)), origins[i:i + step], dirs[i:i + step], jitter)
+                 for i in range(0, n, step)]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                     jitter: Jitter, with_distortion: bool = False) -> dict[str, torch.Tensor]:
+                     jitter: Jitter) -> dict[str, torch.Tensor]:
         """:meth:`render_rays` of all the given frames at once."""
         cfg = self.cfg
         grid = self.occupancy if self.occupancy is not None and self.occupancy.is_ready else None
         return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
-                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid,
-                           with_distortion)
+                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid)
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
                       out_size: int | None = None, torso_pose: torch.Tensor | None = None,
@@ -303,16 +301,13 @@ class Avatar(nn.Module):
             ``alpha``/``alpha_hr``/``rgb_fg`` are the whole person's (head over torso). In image
             torso mode also ``alpha_head (B, 1, h, w)``, ``alpha_head_hr (B, 1, H, W)`` (the
             volume's own opacity), ``torso_rgb (B, 3, H, W)`` (straight colour) and
-            ``torso_alpha (B, 1, H, W)``. In training (train mode with gradients) also
-            ``distortion (B, 1, h, w)``, each ray's weight distortion (:func:`renderer.distortion`).
+            ``torso_alpha (B, 1, H, W)``.
         """
         cfg = self.cfg
         b, h = cam2world.shape[0], cfg.neural_res
         out_size = cfg.out_res if out_size is None else int(out_size)
         origins, dirs = generate_rays(cam2world, intrinsics.to(cam2world), h, h)
-        training = self.training and torch.is_grad_enabled()
-        res = self.render_rays(planes, origins, dirs, jitter=noise if noise is not None and self.training else None,
-                               with_distortion=training)
+        res = self.render_rays(planes, origins, dirs, jitter=noise if noise is not None and self.training else None)
         feats = res["features"].transpose(1, 2).reshape(b, -1, h, h)
         alpha = res["alpha"].reshape(b, 1, h, h)
         depth = res["depth"].reshape(b, 1, h, h)
@@ -335,8 +330,6 @@ class Avatar(nn.Module):
             alpha = alpha + (1.0 - alpha) * t_a_lr
             alpha_hr = alpha_hr + (1.0 - alpha_hr) * t_a
         rgb = rgb_fg + (1.0 - alpha_hr) * resize(bg, out_size)
-        if training:
-            extra["distortion"] = res["distortion"].reshape(b, 1, h, h)
         return {"rgb": rgb.clamp(0.0, 1.0), "rgb_lr": rgb_lr, "alpha": alpha, "alpha_hr": alpha_hr,
                 "depth": depth, "features": feats, "rgb_fg": rgb_fg, **extra}
 

@@ -14,7 +14,6 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from talk3d.camera import generate_rays
 from talk3d.image import psnr, resize
 from talk3d.model.avatar import Avatar
 from talk3d.model.noise import FrameNoise
@@ -45,20 +44,6 @@ class LossWeights:
     """Landmarks sampled per frame for the depth prior."""
     symmetry: float = 0.01
     """L1 between the identity triplane and its mirror image in x."""
-    mirror: float = 0.0
-    """Weight of the mirror-view prior (:func:`mirror_prior`): each frame, rendered through the
-    mirror image of the identity, must still show its head (colour L1 + alpha BCE)."""
-    mirror_rays: int = 512
-    """Random rays per frame of the mirror-view prior (neural resolution)."""
-    emptiness: float = 0.0
-    """Mean opacity of ``emptiness_points`` random points of the scene box per frame (a sample
-    step of 1/64 of the box depth; :func:`emptiness_prior`): space that no training ray needs
-    (behind the surface, beside the head) is pushed to be empty."""
-    emptiness_points: int = 4096
-    """Random points per frame of the emptiness prior."""
-    distortion: float = 0.0
-    """Mean weight distortion of the frame's rays (``outputs["distortion"]``, mip-NeRF 360, world
-    units): pulls each ray's opacity into one thin interval, a surface rather than a fog."""
     delta_l2: float = 0.01
     """Mean squared deltaplane (keeps motion small so it cannot absorb geometry)."""
     delta_tv: float = 0.01
@@ -120,9 +105,11 @@ def alpha_loss(outputs: dict[str, torch.Tensor], mask: torch.Tensor, neural: int
 
 
 def symmetry_loss(planes: torch.Tensor) -> torch.Tensor:
-    """L1 between planes ``(3, C, R, R)`` and their x-mirror (:func:`mirror_x`) on the two planes
-    that hold x (plane 2 is its own mirror image)."""
-    return (planes[:2] - mirror_x(planes)[:2]).abs().mean()
+    """L1 between planes ``(3, C, R, R)`` and their x-mirror (planes 0 and 1 index x by width).
+
+    Assumes the scene box is symmetric in x (the default), so mirroring x is a width flip.
+    """
+    return sum((p - p.flip(-1)).abs().mean() for p in (planes[0], planes[1])) / 2.0
 
 
 def tv_loss(dp: torch.Tensor) -> torch.Tensor:
@@ -169,85 +156,11 @@ def landmark_prior(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor
     return (depth - dist).abs().mean(), (1.0 - alpha).mean()
 
 
-def mirror_x(planes: torch.Tensor) -> torch.Tensor:
-    """Planes ``(..., 3, C, R, R)`` of the field mirrored in x (``x -> -x``): planes 0 (x, y) and
-    1 (x, z) flipped along their width, plane 2 (y, z) unchanged. Exact for a scene box symmetric in x."""
-    return torch.cat([planes[..., :2, :, :, :].flip(-1), planes[..., 2:, :, :, :]], dim=-4)
-
-
-def mirror_prior(avatar: Avatar, outputs: dict[str, torch.Tensor], batch: dict, rays: int,
-                 noise: FrameNoise | None = None) -> torch.Tensor:
-    """The mirror-view prior: faces are nearly left-right symmetric, so a frame also shows its
-    mirror image from the mirrored camera.
-
-    The flipped frame seen from the camera mirrored in x (canonical space is symmetric about
-    ``x = 0``) is, mirrored back, the frame itself seen through the mirrored field. So each
-    frame is rendered from its own camera through the x-mirror of the identity planes (plus the
-    frame's own deltaplane: its expression is not mirrored) at ``rays`` random pixels of the
-    neural image, and compared with the frame's head there: L1 of the premultiplied colour
-    against image x head coverage, plus BCE of the alpha against the head coverage. A training
-    view at yaw +10 deg thereby teaches the identity how it looks at -10 deg, where the clip may
-    never have turned. Pixels of the torso are left out in volume torso mode (the torso does not
-    turn with the head); in image torso mode they are head-free (as in :func:`alpha_loss`).
-
-    Args:
-        outputs: :meth:`Avatar.forward` outputs (``deltaplane`` when the audio stage has one,
-            ``rgb_lr (B, 3, h, w)`` for the neural side).
-        batch: ``image (B, 3, H, W)``, ``mask (B, 1, H, W)`` labels, ``cam2world (B, 4, 4)``,
-            ``intrinsics (B, 3, 3)``.
-        rays: random pixels per frame (at most ``h * w``).
-        noise: per-frame randomness (pixels and ray jitter); ``None``: torch's generator.
-    Returns:
-        scalar loss.
-    """
-    image = batch["image"].to(outputs["rgb_lr"])
-    b, h = image.shape[0], outputs["rgb_lr"].shape[-1]
-    mask = batch["mask"].to(image.device)
-    head = resize((mask == 2).to(image.dtype), h).flatten(2).transpose(1, 2)  # (B, h*h, 1)
-    seen = (torch.ones_like(head) if "alpha_head" in outputs
-            else resize((mask != 1).to(image.dtype), h).flatten(2).transpose(1, 2))
-    colour = resize(image, h).flatten(2).transpose(1, 2) * head  # (B, h*h, 3) premultiplied
-    count = min(int(rays), h * h)
-    pick = (noise.randperm(h * h)[:, :count] if noise is not None
-            else torch.randperm(h * h, device=image.device)[:count].expand(b, count)).to(image.device)
-    origins, dirs = generate_rays(batch["cam2world"].to(image), batch["intrinsics"].to(image), h, h)
-
-    def take(x: torch.Tensor) -> torch.Tensor:  # (B, h*h, K) -> (B, count, K)
-        return x.gather(1, pick[..., None].expand(-1, -1, x.shape[-1]))
-
-    planes = _frame_planes(outputs, avatar, mirror_x(avatar.identity_planes()))
-    res = avatar.render_rays(planes, take(origins), take(dirs),
-                             jitter=noise if noise is not None and avatar.training else None)
-    weight = take(seen)[..., 0]  # (B, count)
-    colour_l1 = (res["features"][..., :3] - take(colour)).abs().mean(-1)
-    bce = F.binary_cross_entropy(res["alpha"].clamp(1e-5, 1 - 1e-5), take(head)[..., 0], reduction="none")
-    per_frame = ((colour_l1 + bce) * weight).sum(1) / weight.sum(1).clamp_min(1.0)
-    return per_frame.mean()  # every frame counts the same, however frames are grouped (ranks)
-
-
-def emptiness_prior(avatar: Avatar, batch_size: int, points: int, noise: FrameNoise | None = None) -> torch.Tensor:
-    """Mean opacity of the identity field at ``points`` uniform random points of the scene box for
-    each of ``batch_size`` frames, each point given a sample step of 1/64 of the box depth.
-
-    Training views fix the surfaces they see; what lies behind them (or beside the head, where the
-    background is seen through nothing) is free, and a triplane fills it with columns of density
-    along the plane axes that smear across turned views. This prior empties what the
-    photometric terms do not hold.
-    """
-    box_min, box_max = avatar.box.box_min, avatar.box.box_max
-    u = noise.rand(points, 3) if noise is not None else torch.rand(batch_size, points, 3)
-    pts = box_min + u.to(box_min) * (box_max - box_min)  # (B, N, 3)
-    sigma, _ = avatar.query(avatar.identity_planes(), pts)
-    step = float(box_max[2] - box_min[2]) / 64.0
-    return (1.0 - torch.exp(-sigma * step)).mean()
-
-
-def _frame_planes(outputs: dict[str, torch.Tensor], avatar: Avatar,
-                  identity: torch.Tensor | None = None) -> torch.Tensor:
-    """The batch's planes: the identity triplane ``(3, C, R, R)`` (or the given ``identity``), plus
-    the frames' deltaplanes ``(B, 3, C, R, R)`` when the audio stage has them."""
+def _frame_planes(outputs: dict[str, torch.Tensor], avatar: Avatar) -> torch.Tensor:
+    """The batch's planes: the identity triplane ``(3, C, R, R)``, plus the frames' deltaplanes
+    ``(B, 3, C, R, R)`` when the audio stage has them."""
     dp = outputs.get("deltaplane")
-    planes = avatar.identity_planes() if identity is None else identity
+    planes = avatar.identity_planes()
     if dp is not None and bool(dp.detach().abs().amax() > 0):
         planes = planes[None] + dp
     return planes
@@ -290,12 +203,6 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
             batch.get("noise"))
     if w.symmetry > 0:
         out["symmetry"] = symmetry_loss(avatar.identity_planes())
-    if w.distortion > 0 and "distortion" in outputs:
-        out["distortion"] = outputs["distortion"].mean()
-    if w.emptiness > 0 and w.emptiness_points > 0:
-        out["emptiness"] = emptiness_prior(avatar, image.shape[0], w.emptiness_points, batch.get("noise"))
-    if w.mirror > 0 and w.mirror_rays > 0 and "mask" in batch:
-        out["mirror"] = mirror_prior(avatar, outputs, batch, w.mirror_rays, batch.get("noise"))
     dp = outputs.get("deltaplane")
     if dp is not None and (w.delta_l2 > 0 or w.delta_tv > 0):
         out["delta_l2"] = dp.pow(2).mean()
