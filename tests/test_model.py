@@ -62,6 +62,25 @@ def test_config_roundtrip_and_validation() -> None:
         ModelConfig(neural_res=64, out_res=192)
 
 
+def test_scene_box_holds_the_head_or_the_person_by_torso_mode() -> None:
+    from talk3d.fit.config import apply_override, finalize, preset
+    from talk3d.model.config import HEAD_BOX, PERSON_BOX
+
+    assert (ModelConfig.quick().box_min, ModelConfig.quick().box_max) == HEAD_BOX
+    assert (ModelConfig(torso_mode="volume").box_min, ModelConfig(torso_mode="volume").box_max) == PERSON_BOX
+    chosen = ModelConfig(torso_mode="volume", box_min=(-1.4, -2.0, -1.0), box_max=(1.4, 1.0, 1.0))
+    assert chosen.box_min == (-1.4, -2.0, -1.0)  # a box the user chose is kept
+    fit = preset("quick")
+    apply_override(fit, "model.torso_mode=volume")
+    assert (finalize(fit).model.box_min, fit.model.box_max) == PERSON_BOX  # --set of the mode alone
+    saved = {**ModelConfig.quick().to_dict(), "box_min": [-2.0, -2.4, -1.2], "box_max": [2.0, 1.6, 1.2]}
+    assert ModelConfig.from_dict(saved).box_min == (-2.0, -2.4, -1.2)  # runs fitted with the old box keep it
+    torch.manual_seed(0)
+    av = Avatar(ModelConfig.tiny())
+    outside = torch.tensor([[[1.6, 0.0, 0.0], [-1.8, 0.2, 0.1]]])  # beside the head, seen by no frontal camera
+    assert float(av.query(av.identity_planes(), outside)[0].abs().sum()) == 0.0
+
+
 def test_forward_shapes_and_zero_init_deltaplane() -> None:
     torch.manual_seed(0)
     av = Avatar(CFG).eval()

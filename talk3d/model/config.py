@@ -27,6 +27,15 @@ had: a saved config's field with that value is dropped on load, another value is
 (see docs/model.md, "Retired settings")."""
 
 
+HEAD_BOX = ((-1.4, -2.4, -1.2), (1.4, 1.6, 1.2))
+"""Default scene box (min, max corners) in canonical space: the head and hair (the head masks of the
+shared clips reach |x| <= 1.12 at the head plane) with a margin; no wider, because space that no
+training camera sees (|x| > ~1.5 beside the head) filled with copies of the ears that showed at
+the image edges of turned views (docs/model.md, issue 15)."""
+PERSON_BOX = ((-2.0, -2.4, -1.2), (2.0, 1.6, 1.2))
+"""Scene box of volume torso mode: the shoulders span the whole crop (x ~ +-2 at the head plane)."""
+
+
 @dataclass
 class ModelConfig:
     """Hyper-parameters of :class:`talk3d.model.avatar.Avatar`.
@@ -60,11 +69,12 @@ class ModelConfig:
     """Cells along the longest side of the scene box in the occupancy grid
     (:mod:`talk3d.model.occupancy`): rays that meet no occupied cell are skipped, the others
     sampled only where the grid is occupied. 0 samples the whole box on every ray."""
-    box_min: tuple[float, float, float] = (-2.0, -2.4, -1.2)
-    """Lower corner of the scene box in canonical space (head ~[-1, 1]^3, shoulders below and
-    to the sides: on the Obama clip the torso spans the whole crop, x ~ +-2 at the head plane)."""
-    box_max: tuple[float, float, float] = (2.0, 1.6, 1.2)
-    """Upper corner of the scene box (hair reaches y ~ 1.3); the box maps to the triplane's [-1, 1]^3."""
+    box_min: tuple[float, float, float] = HEAD_BOX[0]
+    """Lower corner of the scene box in canonical space; the box maps to the triplane's [-1, 1]^3.
+    The default :data:`HEAD_BOX` holds the head and hair (image torso mode); in volume torso mode
+    it stands for :data:`PERSON_BOX`, which holds the shoulders too."""
+    box_max: tuple[float, float, float] = HEAD_BOX[1]
+    """Upper corner of the scene box (hair reaches y ~ 1.3)."""
     audio_dim: int = 80
     """Columns of the audio features (80 log-mel bins; more with phoneme posteriors)."""
     audio_window: int = 8
@@ -140,6 +150,8 @@ class ModelConfig:
             raise ValueError(f"torso_mode must be 'volume' or 'image', got {self.torso_mode!r}")
         self.box_min = tuple(float(v) for v in self.box_min)  # type: ignore[assignment]
         self.box_max = tuple(float(v) for v in self.box_max)  # type: ignore[assignment]
+        if self.torso_mode == "volume" and (self.box_min, self.box_max) == HEAD_BOX:
+            self.box_min, self.box_max = PERSON_BOX  # the default box, widened for the torso in the volume
         self.unet_widths = tuple(int(v) for v in self.unet_widths)
         self.sr_widths = tuple(int(v) for v in self.sr_widths)
         if any(lo >= hi for lo, hi in zip(self.box_min, self.box_max, strict=True)):
