@@ -84,8 +84,8 @@ class OccupancyGrid(nn.Module):
         return torch.where(self.occupied.bool(), self.density, -self.density - 1e-30)
 
     def cell_size(self) -> float:
-        """Side of a (cubic) cell in world units."""
-        return float((self.box_max[0] - self.box_min[0]) / self.shape[0])
+        """Side of a cell in world units (cells are near-cubic: :func:`grid_shape` rounds; the longest side)."""
+        return float(((self.box_max - self.box_min) / torch.tensor(self.shape).to(self.box_max)).max())
 
     @torch.no_grad()
     def refresh(self, density: Callable[[torch.Tensor], torch.Tensor]) -> float:
