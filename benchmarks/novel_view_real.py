@@ -29,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("katiehill_512_8s", "feifeili_256_10s")
+BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 90.0))
+"""Degrees beyond the training yaw range by which the turned frames are grouped."""
 
 
 def talk3d(*args: str) -> float:
@@ -95,10 +97,6 @@ def beyond_markdown(rows: list[dict]) -> str:
         cells = [f"{_f(b['head_psnr'])} ({b['frames']})" for b in g["bins"]]
         lines.append(f"| {r['clip']} | " + " | ".join(cells) + f" | {_f(g['corr'])} |")
     return head + "\n".join(lines) + "\n"
-
-
-BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 90.0))
-"""Degrees beyond the training yaw range by which the turned frames are grouped."""
 
 
 def by_degrees_beyond(per_frame: list[dict]) -> dict:

@@ -203,7 +203,8 @@ def calibrate_lip_prior(dataset, codes: np.ndarray, train: np.ndarray, phones: n
         train: training frame indices.
         phones: ``(T, P)`` phone rows of the dataset's audio.
     Returns:
-        the :class:`LipPrior` and the ``(N,)`` prior of every frame (for held-out figures).
+        the :class:`LipPrior`, the ``(N,)`` prior and the ``(N,)`` tracked mouth opening of every
+        frame (for held-out figures).
     """
     from talk3d.face.landmarks import mouth_opening
     from talk3d.model.audio_encoder import normalize_floor
@@ -213,4 +214,4 @@ def calibrate_lip_prior(dataset, codes: np.ndarray, train: np.ndarray, phones: n
     feats = normalize_floor(np.asarray(dataset.audio_feats, np.float32)).numpy()
     prior = prior_at_frames(phones, feats, m.audio_feature_rate, m.fps, np.arange(m.num_frames))
     opening = mouth_opening(np.asarray(dataset.landmarks))
-    return LipPrior.fit(prior[train], opening[train], codes[train]), prior
+    return LipPrior.fit(prior[train], opening[train], codes[train]), prior, opening

@@ -47,7 +47,7 @@ from talk3d.fit.stages import AudioConditioning, LipPretraining, Schedule, Stage
 from talk3d.fit.validation import plot_curves, save_preview
 from talk3d.folders import check_separate, commit_staged
 from talk3d.image import box_psnr, psnr, ssim
-from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json
+from talk3d.io import need_free_space, remove_tree, setup_file_log, write_json, write_npy
 from talk3d.memory import keep_freed_memory
 from talk3d.model import losses as model_losses
 from talk3d.model.config import ModelConfig
@@ -303,19 +303,18 @@ class Fit:
     def _write_lip_prior(self) -> None:
         """Calibrate the phonetic lip prior on the training frames (seconds) and save it with the
         training audio's phone rows; log its held-out correlation with the tracked mouth."""
-        from talk3d.face.landmarks import mouth_opening
         from talk3d.fit.lipsync import calibrate_lip_prior, training_phones
-        from talk3d.io import write_npy
+
         data = self.data
         phones = training_phones(data.dataset)
-        prior, values = calibrate_lip_prior(data.dataset, data.mouth_codes, np.asarray(data.train_indices), phones)
+        prior, values, opening = calibrate_lip_prior(data.dataset, data.mouth_codes, np.asarray(data.train_indices),
+                                                     phones)
         write_npy(self.run_dir / ck.PHONEMES, phones.astype(np.float16))
         ck.write_lip_prior(self.run_dir, prior)
         val = np.asarray(data.val_indices)
         if val.size > 2:
-            opening = mouth_opening(np.asarray(data.dataset.landmarks)[val])
             info(f"phonetic lip prior: held-out correlation with the tracked mouth opening "
-                 f"{np.corrcoef(prior.opening(values[val]), opening)[0, 1]:.2f}")
+                 f"{np.corrcoef(prior.opening(values[val]), opening[val])[0, 1]:.2f}")
 
     def _ranks_note(self) -> str:
         w = self.ranks.world
