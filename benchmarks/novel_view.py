@@ -26,6 +26,10 @@ Compared images (each against the truth at ``yaw``):
   the orbited camera and composited over the avatar's background plate (a 2D/billboard
   avatar: right position, right background, no depth).
 
+Reference (``frontal``): the avatar at the frame's own tracked pose against the truth at yaw
+0, the same metrics. ``view_loss_db[yaw]`` is its head PSNR minus the render's at ``yaw``: what
+the view change itself costs, apart from how sharp the avatar is in the first place.
+
 Metrics: PSNR/SSIM over the full frame, PSNR over the person (truth label > 0 or avatar
 alpha > 0.5 in either image) and PSNR/SSIM over the bounding box of the truth's head.
 
@@ -247,7 +251,13 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
 
     cam0 = poses[torch.from_numpy(idx)]
     base = av(cam0, k.expand(len(idx), 3, 3), cond, out_size=size)
-    align = [float(psnr(to_t(scene.render(int(i), size=size).rgb), to_t(ds.frame(int(i))))[0]) for i in idx]
+    align, frontal = [], []
+    for j, i in enumerate(idx):
+        gt0 = scene.render(int(i), size=size)
+        align.append(float(psnr(to_t(gt0.rgb), to_t(ds.frame(int(i))))[0]))
+        person0 = torch.from_numpy(gt0.mask > 0) | (base["alpha_hr"][j, 0] > 0.5)
+        frontal.append(_metrics(base["rgb"][j], to_t(gt0.rgb), person0, _box(gt0.mask == 2)))
+    reference = {key: float(np.mean([r[key] for r in frontal])) for key in frontal[0]}
     per_yaw: dict[str, Any] = {}
     strip_rows = []
     for yaw in cfg.yaws:
@@ -276,7 +286,9 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
         with atomic_path(cfg.strip) as tmp:
             iio.imwrite(tmp, img, extension=".png")
     cfg.timings["eval"] = time.perf_counter() - t0
-    return {"frames": [int(i) for i in idx], "gt_alignment_psnr": align, "per_yaw": per_yaw,
+    view_loss = {yaw: reference["head_psnr"] - r["render"]["head_psnr"] for yaw, r in per_yaw.items()}
+    return {"frames": [int(i) for i in idx], "gt_alignment_psnr": align, "frontal": reference,
+            "view_loss_db": view_loss, "per_yaw": per_yaw,
             "fit_step": run.step, "fit_metrics": run.metrics}
 
 
@@ -297,6 +309,11 @@ def _table(res: dict[str, Any]) -> str:
             r = methods[name]
             lines.append(f"{yaw:>5} {name:<15} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['person_psnr']:7.2f} "
                          f"{r['head_psnr']:9.2f} {r['head_ssim']:9.3f}")
+    ref = res["frontal"]
+    lines.append(f"{0:>5} {'render':<15} {ref['psnr']:6.2f} {ref['ssim']:6.3f} {ref['person_psnr']:7.2f} "
+                 f"{ref['head_psnr']:9.2f} {ref['head_ssim']:9.3f}")
+    lines.append("head PSNR lost to the view change: " + ", ".join(
+        f"{yaw} deg {loss:.2f} dB" for yaw, loss in res["view_loss_db"].items()))
     lines.append(f"frames {res['frames']}; yaw-0 truth vs dataset frame PSNR "
                  f"{np.mean(res['gt_alignment_psnr']):.2f} dB (alignment check)")
     lines.append("timings " + ", ".join(f"{k} {v:.1f} s" for k, v in res["timings"].items()))
