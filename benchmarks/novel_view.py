@@ -220,7 +220,9 @@ def evaluate(cfg: NovelViewConfig, clip: Any, data: Path, run_dir: Path) -> dict
     """Render held-out frames at the novel yaws and compare (see the module docstring).
 
     Returns:
-        JSON-able dict: ``per_yaw[yaw][method]`` mean metrics, ``frames`` and ``gt_alignment``.
+        JSON-able dict: ``per_yaw[yaw][method]`` mean metrics, ``frontal`` (the same metrics of the
+        avatar at each frame's own pose against the yaw-0 truth), ``view_loss_db[yaw]`` (frontal
+        minus render head PSNR), ``frames`` and ``gt_alignment_psnr``.
     """
     from talk3d.camera import orbit
     from talk3d.dataset import TalkingHeadDataset
@@ -310,7 +312,7 @@ def _table(res: dict[str, Any]) -> str:
             lines.append(f"{yaw:>5} {name:<15} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['person_psnr']:7.2f} "
                          f"{r['head_psnr']:9.2f} {r['head_ssim']:9.3f}")
     ref = res["frontal"]
-    lines.append(f"{0:>5} {'render':<15} {ref['psnr']:6.2f} {ref['ssim']:6.3f} {ref['person_psnr']:7.2f} "
+    lines.append(f"{0:>5} {'frontal ref':<15} {ref['psnr']:6.2f} {ref['ssim']:6.3f} {ref['person_psnr']:7.2f} "
                  f"{ref['head_psnr']:9.2f} {ref['head_ssim']:9.3f}")
     lines.append("head PSNR lost to the view change: " + ", ".join(
         f"{yaw} deg {loss:.2f} dB" for yaw, loss in res["view_loss_db"].items()))

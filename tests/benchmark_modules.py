@@ -15,8 +15,15 @@ def load_benchmark(stem: str) -> ModuleType:
     ``sys.modules`` once (so its dataclasses work)."""
     name = f"talk3d_bench_{stem}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{stem}.py")
+        path = BENCHMARKS / f"{stem}.py"
+        if not path.is_file():
+            raise FileNotFoundError(f"no benchmark script {path}")
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]  # no half-imported module for the next test
+            raise
     return sys.modules[name]

@@ -13,13 +13,13 @@ import torch
 
 from tests.benchmark_modules import load_benchmark
 
-# Measured with these settings (seed 0, 300 steps, 128^2, 6 held-out frames; see docs/synthetic.md):
-# head-box PSNR of the render 19.55 dB (+30) / 20.24 dB (-30) vs 17.27 / 18.52 without a view
-# change and 17.20 / 18.25 for the flat card; head SSIM 0.457 / 0.502 vs <= 0.417.
+# Measured with these settings (seed 0, 300 steps, 128^2, 6 held-out frames; see docs/synthetic.md),
+# session 13: head-box PSNR of the render 21.08 dB (+30) / 21.56 dB (-30) vs 17.83 / 18.83 without
+# a view change and 17.57 / 18.58 for the flat card; head SSIM 0.566 / 0.573 vs <= 0.469; the
+# frontal reference 23.70 dB. (Session 5: 19.55 / 20.24 dB; the bars below date from then.)
 STEPS = 300
 HEAD_PSNR_BAR = 18.5
 MARGIN_DB = 1.0
-
 
 
 def _bench():
@@ -56,27 +56,28 @@ def test_flat_card_is_identity_without_view_change():
 
 
 @pytest.mark.slow
-def test_novel_view_beats_flat_and_frontal_baselines(tmp_path):
+def test_novel_view_beats_flat_and_unturned_baselines(tmp_path):
     pipeline = pytest.importorskip("talk3d_prep.pipeline")
     if not hasattr(pipeline, "run_prep"):
         pytest.skip("talk3d_prep.pipeline.run_prep is not available yet")
     torch.set_num_threads(1)
     nv = _bench()
     cfg = nv.NovelViewConfig(work=tmp_path, clip_size=128, size=128, seconds=4.0, steps=STEPS,
-                             eval_frames=6, yaws=(30.0, -30.0))
+                             eval_frames=6, yaws=(30.0, -30.0, 0.0))
     res = nv.measure(cfg)
     summary = nv._table(res)
     # the truth is rendered into prep's crop: at yaw 0 it must match the dataset frames
     assert min(res["gt_alignment_psnr"]) > 27.0, summary
     for yaw in ("30", "-30"):
         r = res["per_yaw"][yaw]
-        render, frontal, flat = r["render"], r["no_view_change"], r["flat"]
+        render, unturned, flat = r["render"], r["no_view_change"], r["flat"]
         assert render["head_psnr"] >= HEAD_PSNR_BAR, summary
-        assert render["head_psnr"] >= frontal["head_psnr"] + MARGIN_DB, summary
+        assert render["head_psnr"] >= unturned["head_psnr"] + MARGIN_DB, summary
         assert render["head_psnr"] >= flat["head_psnr"] + MARGIN_DB, summary
-        assert render["head_ssim"] > max(frontal["head_ssim"], flat["head_ssim"]), summary
-        assert render["person_psnr"] > max(frontal["person_psnr"], flat["person_psnr"]), summary
-        # the frontal reference is the same render at the frame's own pose, scored the same way
-        assert res["view_loss_db"][yaw] == pytest.approx(res["frontal"]["head_psnr"] - render["head_psnr"])
+        assert render["head_ssim"] > max(unturned["head_ssim"], flat["head_ssim"]), summary
+        assert render["person_psnr"] > max(unturned["person_psnr"], flat["person_psnr"]), summary
+    # the frontal reference is the render at yaw 0 scored against the yaw-0 truth, as the novel yaws are
+    assert res["frontal"] == pytest.approx(res["per_yaw"]["0"]["render"], rel=1e-4), summary
+    assert res["view_loss_db"]["0"] == pytest.approx(0.0, abs=1e-3), summary
     # a turned view of the avatar is not sharper than its frontal view of the same frames
     assert res["frontal"]["head_psnr"] > max(res["per_yaw"][y]["render"]["head_psnr"] for y in ("30", "-30")), summary
