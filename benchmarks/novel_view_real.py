@@ -121,32 +121,34 @@ def _f(v, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/nv_real"))
-    ap.add_argument("--clips", nargs="+", default=list(CLIPS))
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="the shared data folder (its video/ holds the clips)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/nv_real"), help="work folder (datasets, runs, results)")
+    ap.add_argument("--clips", nargs="+", default=list(CLIPS),
+                    help="clip names in SHARED/video, with or without .mp4")
+    ap.add_argument("--size", type=int, default=256, help="dataset side in pixels")
+    ap.add_argument("--steps", type=int, default=None, help="fit steps (default: the quick preset's)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="fit override KEY=VALUE (repeatable)")
     args = ap.parse_args()
+    videos = [args.shared / "video" / f"{name.removesuffix('.mp4')}.mp4" for name in args.clips]
+    missing = [str(v) for v in videos if not v.is_file()]
+    if missing:
+        print(f"error: {', '.join(missing)} not found; pass --shared with the shared data folder", file=sys.stderr)
+        return 2
     args.work = args.work.resolve()  # the commands run from the project's root
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in args.clips:
-        video = args.shared / "video" / f"{name}.mp4"
-        if not video.is_file():
-            print(f"skipping {name}: {video} not found")
-            continue
-        rows.append(one_clip(video, args.work, args.size, args.steps, args.sets))
+    rows = [one_clip(video, args.work, args.size, args.steps, args.sets) for video in videos]
     from benchmarks._common import machine
 
     out = {"machine": machine(), "steps": args.steps, "sets": args.sets, "clips": rows}
     (args.work / "novel_view_real.json").write_text(json.dumps(out, indent=1))
     (args.work / "novel_view_real.md").write_text(markdown(rows))
     print(markdown(rows))
+    return 0
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    main()
+    sys.exit(main())
