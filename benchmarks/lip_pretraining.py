@@ -30,7 +30,7 @@ import torch
 
 from talk3d.dataset import read_manifest
 from talk3d.errors import UserError
-from talk3d.fit.config import FitConfig, finalize, preset
+from talk3d.fit.config import FitConfig, match_audio_dim, preset
 from talk3d.fit.data import TrainingData
 from talk3d.fit.lipsync import AudioAugment
 from talk3d.fit.stages import LipPretraining
@@ -67,8 +67,7 @@ def training_data(dataset: Path, inner_split: float = 0.0) -> tuple[FitConfig, T
     """The quick preset's fit config (its audio input sized to the dataset, as ``talk3d fit``
     does) and the dataset's training data, with the inner split when ``inner_split > 0``."""
     cfg = preset("quick")
-    cfg.model.audio_dim = read_manifest(dataset).audio_feature_dim
-    cfg = finalize(cfg)
+    cfg = match_audio_dim(cfg, read_manifest(dataset).audio_feature_dim)
     data = InnerSplit(dataset, cfg.model, inner_split) if inner_split > 0 else TrainingData(dataset, cfg.model)
     return cfg, data
 

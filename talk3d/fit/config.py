@@ -268,6 +268,15 @@ def finalize(cfg: FitConfig) -> FitConfig:
     return cfg
 
 
+def match_audio_dim(cfg: FitConfig, audio_feature_dim: int) -> FitConfig:
+    """``cfg`` with the model's audio input sized to a dataset's features (``audio_feature_dim``
+    columns), re-validated when that changes it (the same object otherwise)."""
+    if cfg.model.audio_dim == audio_feature_dim:
+        return cfg
+    cfg.model.audio_dim = audio_feature_dim
+    return finalize(cfg)
+
+
 def set_size(cfg: FitConfig, size: int) -> None:
     """Set the output resolution; the neural (volume-rendered) image is a quarter of it."""
     if size < 16 or size & (size - 1):

@@ -30,7 +30,7 @@ from talk3d.console import info, make_progress, warn
 from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit import distributed
-from talk3d.fit.config import FitConfig, finalize
+from talk3d.fit.config import FitConfig, finalize, match_audio_dim
 from talk3d.fit.data import TrainingData, to_device
 from talk3d.fit.run_folder import (
     CURVES,
@@ -179,8 +179,7 @@ class Fit:
         self.amp = bool(cfg.amp and device.type == "cuda")
         self.data = TrainingData(dataset_dir, cfg.model, cfg.cache_frames, cfg.mouth_margin)
         if cfg.model.audio_dim != self.data.manifest.audio_feature_dim:  # the model's audio input follows the data
-            cfg.model.audio_dim = self.data.manifest.audio_feature_dim
-            cfg = finalize(cfg)
+            cfg = match_audio_dim(cfg, self.data.manifest.audio_feature_dim)
             self.data.set_model_config(cfg.model)
         if len(self.data.train_indices) < cfg.min_frames:
             raise UserError(f"dataset '{dataset_dir}' has only {len(self.data.train_indices)} training frames, at "
