@@ -174,7 +174,7 @@ def test_losses_finite_and_decrease_on_disc() -> None:
         opt.step()
         totals.append(float(losses["total"].detach()))
         psnrs.append(float(losses["psnr"]))
-    assert {"l1", "ssim", "l1_neural", "ssim_neural", "alpha", "landmark_depth", "landmark_alpha", "symmetry",
+    assert {"l1", "ssim", "l1_neural", "ssim_neural", "alpha", "face_depth", "face_alpha", "symmetry",
             "delta_l2", "delta_tv"} <= set(losses)
     assert np.mean(totals[-3:]) < 0.6 * np.mean(totals[:3])
     assert psnrs[-1] > psnrs[0] + 3.0

@@ -32,7 +32,7 @@ FIT_BOUNDS = {
     "checkpoint_every": (1, 10**8), "keep_checkpoints": (1, 1000), "cache_frames": (1, 10**7),
     "mouth_margin": (0, 10), "min_frames": (1, 10**7), "seed": (0, 2**63 - 1), "threads": (0, 4096),
 }
-LOSS_BOUNDS = {"ssim_window": (3, 31), "landmark_rays": (0, 100000)}
+LOSS_BOUNDS = {"ssim_window": (3, 31), "face_rays": (0, 100000)}
 
 RETIRED_FIT = dict.fromkeys(("freeze_lip_encoder", "lip_teacher", "audio_augment"), ANY)
 """Fit switches removed because every fit had them on (the stages now always freeze the lip
@@ -41,8 +41,10 @@ their value: they shaped the training, not the saved avatar (:func:`talk3d.check
 RETIRED_LOSS = {"mouth_code": ANY}
 """The lip-code loss weight: the code is trained by the lip pretraining alone (the weight was
 always zeroed after it); its error is still logged."""
-RENAMED_LOSS = {"l1_lr": "l1_neural", "ssim_lr": "ssim_neural"}
-"""Loss weights renamed (``lr`` read as learning rate next to the learning rates)."""
+RENAMED_LOSS = {"l1_lr": "l1_neural", "ssim_lr": "ssim_neural", "landmark_depth": "face_depth",
+                "landmark_alpha": "face_alpha", "landmark_rays": "face_rays"}
+"""Loss weights renamed: ``lr`` read as learning rate next to the learning rates; the landmark prior
+became the face prior (its rays may also go through any point of the triangulated face)."""
 
 
 def _loss_weights() -> Any:
@@ -241,6 +243,7 @@ def check_values(cfg: FitConfig) -> None:
     """Raise ``ValueError`` naming the first fit or loss setting of the wrong type, NaN or out of range."""
     check_fields(cfg, FIT_BOUNDS)
     check_fields(cfg.loss, {n: LOSS_BOUNDS.get(n, (0, 1e6)) for n in cfg.loss.to_dict()}, "loss.")
+    cfg.loss.__post_init__()  # the choices among names (set after construction by --set)
 
 
 def finalize(cfg: FitConfig) -> FitConfig:
@@ -274,6 +277,13 @@ def match_audio_dim(cfg: FitConfig, audio_feature_dim: int) -> FitConfig:
     if cfg.model.audio_dim == audio_feature_dim:
         return cfg
     cfg.model.audio_dim = audio_feature_dim
+    return finalize(cfg)
+
+
+def with_head_volume(cfg: FitConfig, volume: tuple[float, ...] | None) -> FitConfig:
+    """``cfg`` with the model's head volume set to ``volume`` (measured from the dataset,
+    :func:`talk3d.fit.head_volume.measure_head_volume`; None: the whole scene box), re-validated."""
+    cfg.model.head_volume = None if volume is None else tuple(volume)
     return finalize(cfg)
 
 

@@ -30,8 +30,9 @@ from talk3d.console import info, make_progress, warn
 from talk3d.errors import UserError
 from talk3d.fit import checkpoint as ck
 from talk3d.fit import distributed
-from talk3d.fit.config import FitConfig, finalize, match_audio_dim
+from talk3d.fit.config import FitConfig, finalize, match_audio_dim, with_head_volume
 from talk3d.fit.data import TrainingData, to_device
+from talk3d.fit.head_volume import measure_head_volume
 from talk3d.fit.run_folder import (
     CURVES,
     METRICS,
@@ -181,14 +182,21 @@ class Fit:
         if cfg.model.audio_dim != self.data.manifest.audio_feature_dim:  # the model's audio input follows the data
             cfg = match_audio_dim(cfg, self.data.manifest.audio_feature_dim)
             self.data.set_model_config(cfg.model)
+        measured = cfg.model.head_volume is None and cfg.model.torso_mode == "image"  # ... and so does the head volume
+        if measured:
+            cfg = with_head_volume(cfg, measure_head_volume(self.data.dataset, self.data.train_indices))
+            self.data.set_model_config(cfg.model)
         if len(self.data.train_indices) < cfg.min_frames:
             raise UserError(f"dataset '{dataset_dir}' has only {len(self.data.train_indices)} training frames, at "
                             f"least {cfg.min_frames} are needed: prepare a longer video (a few minutes is best)")
         self.cfg, self.dataset_dir, self.final_dir = cfg, dataset_dir, run_dir
         # the folder written from here on: run_dir, or its staging folder when --force replaces a run
         self.run_dir = ranks.main_only(lambda: self._open_run_dir(force))
-        self.cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
         self.ckpt = ck.latest_checkpoint(self.run_dir)
+        if measured and self.ckpt is not None:  # a run goes on with its own volume (none: started before it)
+            self.cfg = cfg = with_head_volume(cfg, (self.ckpt.config.get("model") or {}).get("head_volume"))
+            self.data.set_model_config(cfg.model)
+        self.cfg_dict = {**cfg.to_dict(), "dataset_dir": str(dataset_dir.resolve())}
         self.start = self.ckpt.step if self.ckpt is not None else 0
         start0 = ranks.share(self.start)
         if not ranks.all_true(self.start == start0, device):

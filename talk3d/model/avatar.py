@@ -20,6 +20,7 @@ from talk3d.model.audio_encoder import LEGACY_KEYS
 from talk3d.model.conditioning import TokenEncoder
 from talk3d.model.config import ModelConfig
 from talk3d.model.decoder import Decoder
+from talk3d.model.head_volume import head_volume_weight
 from talk3d.model.noise import FrameNoise
 from talk3d.model.occupancy import OccupancyGrid
 from talk3d.model.precision import channels_last, conv_dtype, inference_convs
@@ -74,7 +75,7 @@ class Avatar(nn.Module):
 
     Buffers: ``background (3, out_res, out_res)`` in [0, 1] (the dataset's plate; grey
     until :meth:`set_background`), ``canonical_landmarks (478, 3)`` world units (for the
-    landmark-depth prior; zeros until :meth:`set_canonical_landmarks`).
+    face prior; zeros until :meth:`set_canonical_landmarks`).
     In image torso mode ``torso`` is a :class:`TorsoLayer` (``None`` otherwise).
     """
 
@@ -202,8 +203,10 @@ class Avatar(nn.Module):
         """
         coords = self.box.normalize(points)
         sigma, feats = self.decoder(sample_planes(planes, coords))
-        inside = (coords.abs() <= 1.0).all(-1)
-        return sigma * inside.to(sigma.dtype), feats
+        inside = (coords.abs() <= 1.0).all(-1).to(sigma.dtype)
+        if self.cfg.head_volume is not None:
+            inside = inside * head_volume_weight(points, self.cfg.head_volume).to(sigma.dtype)
+        return sigma * inside, feats
 
     @torch.no_grad()
     def refresh_occupancy(self) -> float | None:
@@ -249,11 +252,12 @@ class Avatar(nn.Module):
 
     # ----------------------------------------------------------------- rendering
     def render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                    jitter: Jitter | None = None) -> dict[str, torch.Tensor]:
+                    jitter: Jitter | None = None, with_distortion: bool = False) -> dict[str, torch.Tensor]:
         """Volume-render arbitrary rays ``(B, N, 3)`` through ``planes``; see :func:`renderer.render_rays`.
 
         ``jitter``: ``None`` jitters in training mode only; a :class:`FrameNoise` (``B`` frames)
-        draws the training randomness per frame.
+        draws the training randomness per frame. ``with_distortion``: also each ray's weight
+        distortion ``(B, N)`` (:func:`renderer.distortion`).
         """
         jitter = self.training if jitter is None else jitter
         n = origins.shape[0]
@@ -266,18 +270,19 @@ class Avatar(nn.Module):
             return planes[start:stop] if planes.dim() == 5 and stop - start < n else planes
 
         if n <= step:
-            return self._render_rays(frames(0, n), origins, dirs, jitter)
-        parts = [self._render_rays(frames(i, min(i + step, n)), origins[i:i + step], dirs[i:i + step], jitter)
-                 for i in range(0, n, step)]
+            return self._render_rays(frames(0, n), origins, dirs, jitter, with_distortion)
+        parts = [self._render_rays(frames(i, min(i + step, n)), origins[i:i + step], dirs[i:i + step], jitter,
+                                   with_distortion) for i in range(0, n, step)]
         return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def _render_rays(self, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                     jitter: Jitter) -> dict[str, torch.Tensor]:
+                     jitter: Jitter, with_distortion: bool = False) -> dict[str, torch.Tensor]:
         """:meth:`render_rays` of all the given frames at once."""
         cfg = self.cfg
         grid = self.occupancy if self.occupancy is not None and self.occupancy.is_ready else None
         return render_rays(lambda p: self.query(planes, p), origins, dirs, self.box.box_min, self.box.box_max,
-                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid)
+                           cfg.coarse_samples, cfg.importance_samples, jitter, cfg.fine_cull_alpha, grid,
+                           with_distortion)
 
     def render_planes(self, planes: torch.Tensor, cam2world: torch.Tensor, intrinsics: torch.Tensor,
                       out_size: int | None = None, torso_pose: torch.Tensor | None = None,

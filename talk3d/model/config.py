@@ -14,7 +14,7 @@ MODEL_BOUNDS = {
     "triplane_res": (4, 2048), "triplane_channels": (1, 512), "triplane_init_std": (0, 10),
     "decoder_hidden": (1, 4096), "feature_channels": (3, 512),
     "density_bias": (-100, 100), "neural_res": (4, 2048), "out_res": (8, 8192), "coarse_samples": (1, 1024),
-    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 256), "box_min": (-100, 100), "box_max": (-100, 100),
+    "importance_samples": (0, 1024), "fine_cull_alpha": (0, 1), "occupancy_res": (0, 256), "box_min": (-100, 100), "box_max": (-100, 100), "head_volume": (-100, 100),
     "audio_dim": (1, 4096), "audio_window": (0, 256), "mel_per_frame": (1, 64),
     "mouth_code": (0, 256), "token_dim": (1, 4096), "attn_heads": (1, 64), "unet_widths": (1, 4096),
     "unet_attn_res": (1, 4096), "sr_widths": (1, 4096), "torso_res": (0, 8192), "torso_warp_hidden": (1, 4096),
@@ -123,6 +123,9 @@ class ModelConfig:
     (by the head's triplane, like the head: the body then follows every head turn, and its
     sway blurs it; held-out PSNR on Obama 24.4 vs 29.6 dB after 250 steps). Configs saved
     before the field existed default to ``volume``."""
+    head_volume: tuple[float, ...] | None = None
+    """The ellipsoid the head and hair fit in, ``(ax, ytop, zc, az, yc)`` in canonical units
+    (:mod:`talk3d.model.head_volume`); density outside it is zero. None: the whole scene box."""
     torso_res: int = 0
     """Side of the image-mode torso texture in pixels (0: ``out_res``)."""
     torso_warp_hidden: int = 32
@@ -154,6 +157,10 @@ class ModelConfig:
             self.box_min, self.box_max = PERSON_BOX  # the default box, widened for the torso in the volume
         self.unet_widths = tuple(int(v) for v in self.unet_widths)
         self.sr_widths = tuple(int(v) for v in self.sr_widths)
+        if self.head_volume is not None:
+            self.head_volume = tuple(float(v) for v in self.head_volume)
+        if self.head_volume is not None and len(self.head_volume) != 5:
+            raise ValueError(f"head_volume needs 5 numbers (ax, ytop, zc, az, yc), got {len(self.head_volume)}")
         if any(lo >= hi for lo, hi in zip(self.box_min, self.box_max, strict=True)):
             raise ValueError(f"box_min must be below box_max, got {self.box_min} / {self.box_max}")
 
