@@ -15,8 +15,9 @@ from scipy.interpolate import LinearNDInterpolator
 from talk3d.camera import frontal_cam2world, generate_rays
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
-from talk3d.fit.config import FitConfig, apply_override, finalize
+from talk3d.fit.config import FitConfig, apply_override, finalize, tiny_config
 from talk3d.fit.head_volume import measure_head_volume
+from talk3d.fit.trainer import fit
 from talk3d.model import Avatar, ModelConfig
 from talk3d.model.face_surface import face_triangles, sample_face
 from talk3d.model.head_volume import FADE, head_volume_weight
@@ -113,6 +114,11 @@ def test_avatar_density_is_zero_outside_its_head_volume() -> None:
     assert ModelConfig.from_dict(ModelConfig.tiny(head_volume=vol).to_dict()).head_volume == vol
     with pytest.raises(ValueError, match="5 numbers"):
         ModelConfig.tiny(head_volume=(1.0, 2.0))
+    for bad in [(0.0, 1.0, 0.0, 1.0, 0.2), (0.6, 1.0, 0.0, -1.0, 0.2), (0.6, 0.2, 0.0, 1.0, 0.2)]:
+        with pytest.raises(ValueError, match="ax > 0"):
+            ModelConfig.tiny(head_volume=bad)
+    with pytest.raises(ValueError, match="torso_mode"):
+        ModelConfig.tiny(head_volume=vol, torso_mode="volume")
 
 
 def test_measured_head_volume_holds_every_head_pixel(tmp_path: Path) -> None:
@@ -146,6 +152,10 @@ def test_fits_measure_their_head_volume(tmp_path: Path) -> None:
     run = make_tiny_run(tmp_path, steps=1)
     saved = json.loads((run / "config.json").read_text())["model"]["head_volume"]
     assert saved is not None and len(saved) == 5 and saved[0] > 0
+    cfg = tiny_config(steps=1)  # a config reused for another dataset is measured again, not carried over
+    fit(make_tiny_dataset(tmp_path / "other", seed=3), tmp_path / "run2", cfg)
+    assert cfg.model.head_volume is None
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["model"]["head_volume"] != saved
 
 
 def test_face_prior_settings_old_names_and_bad_choices() -> None:

@@ -20,6 +20,8 @@ MARGIN = 0.08
 HEAD_DEPTH = 1.85
 """Front of the volume (nose tip + margin) to its back, in face widths (the landmarks' x extent):
 about 2 canonical units, a little more than the nose tip to the back of the skull with its hair."""
+LIMIT = 100.0
+"""A volume reaching this far (canonical units; the head is ~2 across) is no measurement of a head."""
 BROW = 168
 """Canonical landmark (mediapipe FaceMesh) at whose height the volume's cap starts."""
 
@@ -52,7 +54,8 @@ def measure_head_volume(dataset: TalkingHeadDataset, frames: np.ndarray, rays: i
     if ax <= 0 or height <= 0:
         return None
     grow = float(np.sqrt((x / ax) ** 2 + (np.clip(y - yc, 0, None) / height) ** 2).max())  # >= 1
-    return ax * grow + MARGIN, yc + height * grow + MARGIN, zc, az, yc
+    volume = (ax * grow + MARGIN, yc + height * grow + MARGIN, zc, az, yc)
+    return volume if max(abs(v) for v in volume) < LIMIT else None
 
 
 def _head_crossings(dataset: TalkingHeadDataset, idx: np.ndarray, rays: int, depth: float) -> np.ndarray | None:
@@ -64,7 +67,9 @@ def _head_crossings(dataset: TalkingHeadDataset, idx: np.ndarray, rays: int, dep
     if not head.any():
         return None
     t = (depth - origins[..., 2]) / dirs[..., 2]
-    return (origins + t[..., None] * dirs).numpy()[head]
+    points = (origins + t[..., None] * dirs).numpy()[head]
+    points = points[np.isfinite(points).all(-1)]  # rays parallel to the plane cross it nowhere
+    return points if len(points) else None
 
 
 def _labels(mask: np.ndarray, side: int) -> np.ndarray:

@@ -13,6 +13,7 @@ ranks (:mod:`talk3d.fit.distributed`) equals a one-process fit with the same fra
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import math
@@ -178,13 +179,17 @@ class Fit:
         check_separate(run_dir, [("dataset", dataset_dir)])
         self.ranks, self.device = ranks, device
         self.amp = bool(cfg.amp and device.type == "cuda")
+        cfg = copy.deepcopy(cfg)  # the data's sizes and head volume are set below, not in the caller's config
         self.data = TrainingData(dataset_dir, cfg.model, cfg.cache_frames, cfg.mouth_margin)
         if cfg.model.audio_dim != self.data.manifest.audio_feature_dim:  # the model's audio input follows the data
             cfg = match_audio_dim(cfg, self.data.manifest.audio_feature_dim)
             self.data.set_model_config(cfg.model)
         measured = cfg.model.head_volume is None and cfg.model.torso_mode == "image"  # ... and so does the head volume
         if measured:
-            cfg = with_head_volume(cfg, measure_head_volume(self.data.dataset, self.data.train_indices))
+            volume = measure_head_volume(self.data.dataset, self.data.train_indices)
+            if volume is None:
+                warn(f"the head masks of '{dataset_dir}' hold no head to measure: the head may fill the whole scene box")
+            cfg = with_head_volume(cfg, volume)
             self.data.set_model_config(cfg.model)
         if len(self.data.train_indices) < cfg.min_frames:
             raise UserError(f"dataset '{dataset_dir}' has only {len(self.data.train_indices)} training frames, at "

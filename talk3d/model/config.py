@@ -125,7 +125,8 @@ class ModelConfig:
     before the field existed default to ``volume``."""
     head_volume: tuple[float, ...] | None = None
     """The ellipsoid the head and hair fit in, ``(ax, ytop, zc, az, yc)`` in canonical units
-    (:mod:`talk3d.model.head_volume`); density outside it is zero. None: the whole scene box."""
+    (:mod:`talk3d.model.head_volume`); density fades to zero outside it. None: the whole scene box (a fit
+    in image torso mode measures one from its dataset, :mod:`talk3d.fit.head_volume`)."""
     torso_res: int = 0
     """Side of the image-mode torso texture in pixels (0: ``out_res``)."""
     torso_warp_hidden: int = 32
@@ -159,8 +160,14 @@ class ModelConfig:
         self.sr_widths = tuple(int(v) for v in self.sr_widths)
         if self.head_volume is not None:
             self.head_volume = tuple(float(v) for v in self.head_volume)
-        if self.head_volume is not None and len(self.head_volume) != 5:
-            raise ValueError(f"head_volume needs 5 numbers (ax, ytop, zc, az, yc), got {len(self.head_volume)}")
+        if self.head_volume is not None:
+            if len(self.head_volume) != 5:
+                raise ValueError(f"head_volume needs 5 numbers (ax, ytop, zc, az, yc), got {len(self.head_volume)}")
+            ax, ytop, _, az, yc = self.head_volume
+            if ax <= 0 or az <= 0 or ytop <= yc:
+                raise ValueError(f"head_volume needs ax > 0, az > 0 and ytop > yc, got {list(self.head_volume)}")
+            if self.torso_mode != "image":
+                raise ValueError("head_volume bounds the head alone: it needs torso_mode 'image'")
         if any(lo >= hi for lo, hi in zip(self.box_min, self.box_max, strict=True)):
             raise ValueError(f"box_min must be below box_max, got {self.box_min} / {self.box_max}")
 
