@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import torch
 
-_CACHE: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+_last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+"""The last landmarks triangulated and their triangles and area CDF (one avatar's face per fit)."""
 
 
 def face_triangles(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Triangles of the landmarks' frontal Delaunay triangulation and their cumulative area.
+
+    Computed once per landmark set (the last one is kept, compared on its own device: no copy to
+    the host per training step).
 
     Args:
         landmarks: ``(L, 3)`` canonical landmarks.
@@ -22,18 +26,18 @@ def face_triangles(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         ``triangles (T, 3)`` int64 landmark indices and ``cdf (T,)`` float32, the running sum of
         the triangles' 3D areas over the total (ends at 1), on ``landmarks``' device.
     """
-    from scipy.spatial import Delaunay
+    global _last
+    if _last is None or _last[0].shape != landmarks.shape or _last[0].device != landmarks.device \
+            or not torch.equal(_last[0], landmarks.detach().to(_last[0].dtype)):
+        from scipy.spatial import Delaunay
 
-    key = tuple(landmarks.detach().cpu().reshape(-1).tolist())
-    if key not in _CACHE:
         pts = landmarks.detach().cpu().double()
         tri = torch.as_tensor(Delaunay(pts[:, :2].numpy()).simplices, dtype=torch.long)
         a, b, c = (pts[tri[:, i]] for i in range(3))
         area = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
-        _CACHE.clear()  # one avatar's landmarks at a time
-        _CACHE[key] = tri, (area.cumsum(0) / area.sum()).float()
-    tri, cdf = _CACHE[key]
-    return tri.to(landmarks.device), cdf.to(landmarks.device)
+        cdf = (area.cumsum(0) / area.sum()).float()
+        _last = landmarks.detach().clone(), tri.to(landmarks.device), cdf.to(landmarks.device)
+    return _last[1], _last[2]
 
 
 def sample_face(landmarks: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

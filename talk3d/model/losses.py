@@ -145,7 +145,8 @@ def _weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
 def face_prior(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor, count: int,
                noise: FrameNoise | None = None, points: str = "landmarks",
                spread: bool = False) -> dict[str, torch.Tensor]:
-    """Render rays through random points of the canonical face surface; compare depth, alpha, spread.
+    """Render rays through random points of the canonical face (landmarks, or anywhere on their
+    triangulated surface); compare depth and alpha, and optionally the rays' spread.
 
     Args:
         planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)`` the frames' planes.
