@@ -1,10 +1,13 @@
 """Novel views against ground truth on real video: the head's own turns, held out.
 
     python3 benchmarks/novel_view_real.py [--shared ../shared/data] [--work /tmp/nv_real]
-        [--clips katiehill_512_8s feifeili_256_10s] [--size 256] [--steps N] [--set KEY=VALUE ...]
+        [--clips katiehill_512_8s feifeili_256_10s] [--size 256] [--holdout-fraction F] [--steps N]
+        [--set KEY=VALUE ...]
 
 For each clip: ``talk3d prep --holdout turned`` (the frames whose head yaw lies furthest from
-the median, on each side the clip turns to, held out with unused margins), a quick fit
+the median, on each side the clip turns to, held out with unused margins; ``--holdout-fraction``
+of the frames, 0.15 by default: more trains on a narrower range of angles and tests further beyond
+it), a quick fit
 (``talk3d fit``, default preset unless ``--steps``/``--set``), then ``talk3d eval --no-video``,
 whose "turned" section renders every held-out turned frame at its own pose against the frame
 itself, beside the "no 3D" baseline (the nearest training pose with the frame's audio).
@@ -41,15 +44,22 @@ def talk3d(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[str]) -> dict:
+def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[str],
+             holdout_fraction: float | None = None) -> dict:
     data, run = work / f"data_{video.stem}", work / f"run_{video.stem}"
     timings = {}
     manifest = data / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("holdout") != "turned":
-        raise SystemExit(f"{data} holds a dataset with another held-out split: remove it or choose another --work")
-    if not manifest.is_file():  # a finished dataset with the turned split is reused
+    fraction = ["--holdout-fraction", str(holdout_fraction)] if holdout_fraction is not None else []
+    if manifest.is_file():  # a finished dataset with the same turned split is reused
+        settings = json.loads(manifest.read_text()).get("prep_settings") or {}
+        from talk3d_prep.pipeline import PrepConfig
+
+        wanted = PrepConfig().turned_fraction if holdout_fraction is None else holdout_fraction
+        if settings.get("holdout") != "turned" or settings.get("turned_fraction") != wanted:
+            raise SystemExit(f"{data} holds a dataset with another held-out split: remove it or choose another --work")
+    else:
         timings["prep_s"] = talk3d("prep", str(video), "-o", str(data), "--size", str(size), "--holdout", "turned",
-                                   "-q")
+                                   *fraction, "-q")
     fit_args = ["fit", str(data), "-o", str(run), "-q"] + (["--steps", str(steps)] if steps else [])
     for s in sets:
         fit_args += ["--set", s]
@@ -129,6 +139,8 @@ def main() -> int:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS),
                     help="clip names in SHARED/video, with or without .mp4")
     ap.add_argument("--size", type=int, default=256, help="dataset side in pixels")
+    ap.add_argument("--holdout-fraction", type=float, default=None,
+                    help="share of the frames held out as turned (prep's default 0.15 when not given)")
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default: the quick preset's)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="fit override KEY=VALUE (repeatable)")
     args = ap.parse_args()
@@ -139,10 +151,11 @@ def main() -> int:
         return 2
     args.work = args.work.resolve()  # the commands run from the project's root
     args.work.mkdir(parents=True, exist_ok=True)
-    rows = [one_clip(video, args.work, args.size, args.steps, args.sets) for video in videos]
+    rows = [one_clip(video, args.work, args.size, args.steps, args.sets, args.holdout_fraction) for video in videos]
     from benchmarks._common import machine
 
-    out = {"machine": machine(), "steps": args.steps, "sets": args.sets, "clips": rows}
+    out = {"machine": machine(), "steps": args.steps, "sets": args.sets, "holdout_fraction": args.holdout_fraction,
+           "clips": rows}
     (args.work / "novel_view_real.json").write_text(json.dumps(out, indent=1))
     (args.work / "novel_view_real.md").write_text(markdown(rows))
     print(markdown(rows))

@@ -35,6 +35,11 @@ def command(
                                 "'turned' (the ~15% of frames whose head yaw lies furthest from the median, on "
                                 "each side the head turns to, in runs of >= 0.5 s with an unused margin around "
                                 "each: ground truth for novel views)."),
+    holdout_fraction: float | None = typer.Option(None, "--holdout-fraction", min=0.02, max=0.45,
+                                                  help="Share of the frames held out (default: 0.10 for 'tail', "
+                                                       "0.15 for 'turned'). A larger 'turned' share trains on a "
+                                                       "narrower range of head angles, so the held-out frames lie "
+                                                       "further beyond it."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -47,9 +52,11 @@ def command(
     if holdout not in ("tail", "turned"):
         raise UserError(f"--holdout must be 'tail' or 'turned', not '{holdout}'")
 
-    manifest = run_prep(video, out, PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale,
-                                               crop_padding=crop_padding, focal_35mm=focal_35mm,
-                                               photometric_poses=photometric_poses, holdout=holdout), force=force)
+    config = PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale, crop_padding=crop_padding,
+                        focal_35mm=focal_35mm, photometric_poses=photometric_poses, holdout=holdout)
+    if holdout_fraction is not None:
+        config = config.with_holdout_fraction(holdout_fraction)
+    manifest = run_prep(video, out, config, force=force)
     s = manifest.stats
     console.print(
         f"[green]dataset ready[/green] '{out}': {manifest.num_frames} frames "

@@ -128,6 +128,11 @@ class PrepConfig:
     preview_frames: int = 8
     """Frames shown in preview.png."""
 
+    def with_holdout_fraction(self, fraction: float) -> PrepConfig:
+        """A copy holding out ``fraction`` of the frames with this config's ``holdout`` kind."""
+        name = "turned_fraction" if self.holdout == "turned" else "val_fraction"
+        return dataclasses.replace(self, **{name: float(fraction)})
+
     def settings(self) -> dict[str, Any]:
         """JSON-able settings (recorded in the manifest and used to decide resuming)."""
         d = dataclasses.asdict(self)
