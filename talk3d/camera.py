@@ -137,33 +137,17 @@ def generate_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, height: int
         origins ``(B, H*W, 3)`` and unit directions ``(B, H*W, 3)`` in world space,
         row-major over pixels (index ``y * W + x``).
     """
+    b = cam2world.shape[0]
+    k = intrinsics.expand(b, 3, 3).to(cam2world)
     dev, dt = cam2world.device, cam2world.dtype
     ys, xs = torch.meshgrid(
         (torch.arange(height, device=dev, dtype=dt) + 0.5) / height,
         (torch.arange(width, device=dev, dtype=dt) + 0.5) / width,
         indexing="ij",
     )
-    uv = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)
-    return image_rays(cam2world, intrinsics, uv.expand(cam2world.shape[0], -1, -1))
-
-
-def image_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor,
-               uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays through image points given in image widths / heights.
-
-    Args:
-        cam2world: ``(B, 4, 4)``.
-        intrinsics: ``(B, 3, 3)`` normalised, or ``(3, 3)``.
-        uv: ``(B, N, 2)`` x, y in ``[0, 1]`` (0: the image's left / top edge).
-    Returns:
-        origins ``(B, N, 3)`` and unit directions ``(B, N, 3)`` in world space.
-    """
-    b = cam2world.shape[0]
-    k = intrinsics.expand(b, 3, 3).to(cam2world)
-    uv = uv.to(cam2world)
-    x = (uv[..., 0] - k[:, 0, 2:3]) / k[:, 0, 0:1]
-    y = (uv[..., 1] - k[:, 1, 2:3]) / k[:, 1, 1:2]
-    dirs_cam = torch.stack([x, y, torch.ones_like(x)], -1)  # (B, N, 3)
+    x = (xs.reshape(1, -1) - k[:, 0, 2:3]) / k[:, 0, 0:1]
+    y = (ys.reshape(1, -1) - k[:, 1, 2:3]) / k[:, 1, 1:2]
+    dirs_cam = torch.stack([x, y, torch.ones_like(x)], -1)  # (B, HW, 3)
     dirs = dirs_cam @ cam2world[:, :3, :3].transpose(1, 2)
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     origins = cam2world[:, None, :3, 3].expand_as(dirs)

@@ -1,7 +1,6 @@
 """The 3D priors for views the clip never shows (issue 15): the face prior (depth, opacity and
-thinness of rays through the triangulated canonical face), the weight distortion it uses, the
-head volume (where density may be) with its measurement from a dataset, and the head prior (hair
-and the sides of the head on the volume's shell)."""
+thinness of rays through the triangulated canonical face), the weight distortion it uses, and the
+head volume (where density may be) with its measurement from a dataset."""
 
 from __future__ import annotations
 
@@ -13,16 +12,16 @@ import pytest
 import torch
 from scipy.interpolate import LinearNDInterpolator
 
-from talk3d.camera import frontal_cam2world, generate_rays, intrinsics_matrix
+from talk3d.camera import frontal_cam2world, generate_rays
 from talk3d.dataset import TalkingHeadDataset
 from talk3d.errors import UserError
 from talk3d.fit.config import FitConfig, apply_override, finalize, tiny_config
 from talk3d.fit.head_volume import measure_head_volume
 from talk3d.fit.trainer import fit
 from talk3d.model import Avatar, ModelConfig
-from talk3d.model.face_surface import face_triangles, inside_face, sample_face
-from talk3d.model.head_volume import FADE, entry_distance, head_volume_radius, head_volume_weight
-from talk3d.model.losses import SHELL_LEVEL, face_prior, head_prior
+from talk3d.model.face_surface import face_triangles, sample_face
+from talk3d.model.head_volume import FADE, head_volume_weight
+from talk3d.model.losses import face_prior
 from talk3d.model.renderer import distortion
 from tests.tiny_data import make_tiny_dataset, make_tiny_run
 
@@ -167,75 +166,3 @@ def test_face_prior_settings_old_names_and_bad_choices() -> None:
     apply_override(cfg, "loss.face_points=vertices")
     with pytest.raises(UserError, match="face_points"):
         finalize(cfg)
-
-
-def test_entry_distance_finds_the_volume_surface() -> None:
-    vol = (0.8, 1.2, 0.0, 1.0, 0.2)  # ax, ytop, zc, az, yc
-    starts = torch.tensor([[0.0, 0.0], [0.4, -0.5], [0.3, 0.8], [0.0, 1.1], [0.9, 0.0]])
-    origins = torch.cat([starts, torch.full((5, 1), 4.0)], -1)
-    dirs = torch.tensor([0.0, 0.0, -1.0]).expand(5, 3)
-    near, far = torch.zeros(5), torch.full((5,), 8.0)
-    x, y = starts.unbind(-1)
-    for level in (1.0, 0.7):
-        cap = ((y - 0.2).clamp_min(0) / 1.0).square()  # the cap above yc; a cylinder below
-        front = 1.0 * (level ** 2 - (x / 0.8).square() - cap).clamp_min(0).sqrt()
-        t = entry_distance(origins, dirs, vol, near, far, level, steps=256)
-        inside = (x / 0.8).square() + cap <= level ** 2
-        torch.testing.assert_close(t[inside], 4.0 - front[inside], atol=2e-3, rtol=0)
-        assert bool(torch.isinf(t[~inside]).all()) and bool((~inside).any())
-    # an oblique ray: where a fine march first finds the radius at the level
-    o, d = torch.tensor([[2.0, 0.9, 3.0]]), torch.nn.functional.normalize(torch.tensor([[-0.5, -0.1, -0.8]]), dim=-1)
-    t = entry_distance(o, d, vol, torch.zeros(1), torch.full((1,), 8.0))
-    fine = torch.linspace(0, 8, 80001)
-    radius = head_volume_radius(o + fine[:, None] * d, vol)
-    assert float(t) == pytest.approx(float(fine[(radius <= 1.0).nonzero()[0, 0]]), abs=2e-3)
-
-
-def test_inside_face_is_the_outline_seen_from_the_front() -> None:
-    lm = torch.tensor(np.c_[np.random.default_rng(2).uniform(-0.4, 0.4, (478, 2)), np.zeros(478)], dtype=torch.float32)
-    xy = torch.tensor([[0.0, 0.0], [0.3, -0.3], [0.5, 0.0], [0.0, -0.6], [-0.7, 0.7]])
-    assert inside_face(lm, xy).tolist() == [True, True, False, False, False]
-
-
-def _shell_avatar(thickness: float, density: float) -> tuple[Avatar, dict]:
-    """An avatar whose field fills the head volume's shell ``|radius - SHELL_LEVEL| < thickness / 2`` (a fog:
-    a thick one); a small face in the middle; one frontal frame whose every pixel is head."""
-    vol = (0.9, 1.2, 0.0, 1.0, 0.2)
-    av = Avatar(ModelConfig.tiny(coarse_samples=96, importance_samples=32, occupancy_res=0, head_volume=vol))
-    lm = np.c_[np.random.default_rng(0).uniform(-0.25, 0.25, (478, 2)), np.full(478, 0.9)]
-    av.set_canonical_landmarks(torch.tensor(lm, dtype=torch.float32))
-
-    def query(planes: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shell = ((head_volume_radius(points, vol) - SHELL_LEVEL).abs() < thickness / 2).float()
-        return density * shell, torch.ones(*points.shape[:-1], av.cfg.feature_channels)
-
-    av.query = query  # type: ignore[method-assign]
-    size = 24
-    batch = {"cam2world": frontal_cam2world(4.0, 1), "intrinsics": intrinsics_matrix(1.5)[None],
-             "mask": torch.full((1, 1, size, size), 2, dtype=torch.long)}
-    return av.eval(), batch
-
-
-def test_head_prior_tells_a_shell_from_a_fog() -> None:
-    shell, batch = _shell_avatar(thickness=0.03, density=600.0)
-    fog, _ = _shell_avatar(thickness=0.6, density=6.0)
-    with torch.no_grad():
-        s = head_prior(shell, shell.identity_planes(), batch, 128, spread=True)
-        f = head_prior(fog, fog.identity_planes(), batch, 128, spread=True)
-    assert float(s["head_depth"]) < 0.03 < 0.1 < float(f["head_depth"])
-    assert float(f["head_spread"]) > 5 * float(s["head_spread"])
-    no_head = dict(batch, mask=torch.zeros_like(batch["mask"]))
-    with torch.no_grad():
-        assert float(head_prior(fog, fog.identity_planes(), no_head, 16)["head_depth"]) == 0.0
-
-
-def test_head_prior_trains_the_field() -> None:
-    av = Avatar(ModelConfig.tiny(occupancy_res=0, head_volume=(0.9, 1.2, 0.0, 1.0, 0.2)))
-    lm = np.c_[np.random.default_rng(0).uniform(-0.25, 0.25, (478, 2)), np.full(478, 0.9)]
-    av.set_canonical_landmarks(torch.tensor(lm, dtype=torch.float32))
-    batch = {"cam2world": frontal_cam2world(4.0, 2), "intrinsics": intrinsics_matrix(1.5).expand(2, 3, 3),
-             "mask": torch.full((2, 1, 16, 16), 2, dtype=torch.long)}
-    out = head_prior(av, av.identity_planes(), batch, 32, spread=True)
-    assert set(out) == {"head_depth", "head_spread"} and float(out["head_depth"]) > 0
-    sum(out.values()).backward()
-    assert float(av.triplane.planes.grad.abs().sum()) > 0

@@ -32,7 +32,7 @@ FIT_BOUNDS = {
     "checkpoint_every": (1, 10**8), "keep_checkpoints": (1, 1000), "cache_frames": (1, 10**7),
     "mouth_margin": (0, 10), "min_frames": (1, 10**7), "seed": (0, 2**63 - 1), "threads": (0, 4096),
 }
-LOSS_BOUNDS = {"ssim_window": (3, 31), "face_rays": (0, 100000), "head_rays": (0, 100000)}
+LOSS_BOUNDS = {"ssim_window": (3, 31), "face_rays": (0, 100000)}
 
 RETIRED_FIT = dict.fromkeys(("freeze_lip_encoder", "lip_teacher", "audio_augment"), ANY)
 """Fit switches removed because every fit had them on (the stages now always freeze the lip

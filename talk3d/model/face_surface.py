@@ -10,32 +10,15 @@ from __future__ import annotations
 
 import torch
 
-_last: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-"""The last landmarks triangulated: landmarks, triangles, area CDF and outline half-planes (one avatar's
-face per fit)."""
-
-
-def _face_geometry(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Triangles, area CDF and outline half-planes of ``landmarks``, computed once per landmark set (the
-    last one is kept, compared on its own device: no copy to the host per training step)."""
-    global _last
-    if _last is None or _last[0].shape != landmarks.shape or _last[0].device != landmarks.device \
-            or not torch.equal(_last[0], landmarks.detach().to(_last[0].dtype)):
-        from scipy.spatial import ConvexHull, Delaunay
-
-        pts = landmarks.detach().cpu().double()
-        tri = torch.as_tensor(Delaunay(pts[:, :2].numpy()).simplices, dtype=torch.long)
-        a, b, c = (pts[tri[:, i]] for i in range(3))
-        area = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
-        cdf = (area.cumsum(0) / area.sum()).float()
-        planes = torch.as_tensor(ConvexHull(pts[:, :2].numpy()).equations, dtype=torch.float32)
-        _last = (landmarks.detach().clone(), tri.to(landmarks.device), cdf.to(landmarks.device),
-                 planes.to(landmarks.device))
-    return _last[1], _last[2], _last[3]
+_last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+"""The last landmarks triangulated and their triangles and area CDF (one avatar's face per fit)."""
 
 
 def face_triangles(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Triangles of the landmarks' frontal Delaunay triangulation and their cumulative area.
+
+    Computed once per landmark set (the last one is kept, compared on its own device: no copy to
+    the host per training step).
 
     Args:
         landmarks: ``(L, 3)`` canonical landmarks.
@@ -43,21 +26,18 @@ def face_triangles(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         ``triangles (T, 3)`` int64 landmark indices and ``cdf (T,)`` float32, the running sum of
         the triangles' 3D areas over the total (ends at 1), on ``landmarks``' device.
     """
-    tri, cdf, _ = _face_geometry(landmarks)
-    return tri, cdf
+    global _last
+    if _last is None or _last[0].shape != landmarks.shape or _last[0].device != landmarks.device \
+            or not torch.equal(_last[0], landmarks.detach().to(_last[0].dtype)):
+        from scipy.spatial import Delaunay
 
-
-def inside_face(landmarks: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Whether canonical points lie within the face's outline seen from the front.
-
-    Args:
-        landmarks: ``(L, 3)`` canonical landmarks.
-        xy: ``(..., 2)`` canonical x, y.
-    Returns:
-        ``(...)`` bool: inside the convex hull of the landmarks' (x, y).
-    """
-    planes = _face_geometry(landmarks)[2].to(xy)  # (P, 3): normal . p + offset <= 0 inside
-    return ((xy @ planes[:, :2].T + planes[:, 2]) <= 0).all(-1)
+        pts = landmarks.detach().cpu().double()
+        tri = torch.as_tensor(Delaunay(pts[:, :2].numpy()).simplices, dtype=torch.long)
+        a, b, c = (pts[tri[:, i]] for i in range(3))
+        area = torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
+        cdf = (area.cumsum(0) / area.sum()).float()
+        _last = landmarks.detach().clone(), tri.to(landmarks.device), cdf.to(landmarks.device)
+    return _last[1], _last[2]
 
 
 def sample_face(landmarks: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,10 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from talk3d.camera import image_rays
 from talk3d.image import psnr, resize
 from talk3d.model.avatar import Avatar
-from talk3d.model.face_surface import inside_face, sample_face
-from talk3d.model.head_volume import entry_distance
+from talk3d.model.face_surface import sample_face
 from talk3d.model.noise import FrameNoise
-from talk3d.model.renderer import ray_box_intersect
 
 FACE_POINTS = ("landmarks", "surface")
 
@@ -58,15 +55,6 @@ class LossWeights:
     face_points: str = "landmarks"
     """Where the face prior's rays go: ``landmarks`` (random canonical landmarks) or ``surface``
     (random points of the landmarks' frontal triangulation, :mod:`talk3d.model.face_surface`)."""
-    head_depth: float = 0.0
-    """L1 of the rendered ray distance vs the distance to the head shell (:data:`SHELL_LEVEL` of the head
-    volume, :mod:`talk3d.model.head_volume`) at ``head_rays`` random head pixels per frame whose shell
-    point lies outside the face (hair, ears, the sides of the head: what no landmark covers). Needs a head
-    volume."""
-    head_spread: float = 0.0
-    """Weight distortion of those rays (the hair and the sides of the head a surface, not columns along z)."""
-    head_rays: int = 256
-    """Head pixels (rays) per frame of the head prior."""
     symmetry: float = 0.01
     """L1 between the identity triplane and its mirror image in x."""
     delta_l2: float = 0.01
@@ -192,69 +180,6 @@ def face_prior(avatar: Avatar, planes: torch.Tensor, cam2world: torch.Tensor, co
     return out
 
 
-SHELL_LEVEL = 0.92
-"""The head prior's shell: this level set of the head volume (its surface is 1, a margin outside the
-measured head)."""
-
-
-def head_prior(avatar: Avatar, planes: torch.Tensor, batch: dict, count: int, noise: FrameNoise | None = None,
-               spread: bool = False) -> dict[str, torch.Tensor]:
-    """Render rays through random head pixels whose entry into the head shell lies outside the face and
-    above the chin; compare their depth with the shell's, and optionally their spread.
-
-    Args:
-        planes: ``(3, C, R, R)`` or ``(B, 3, C, R, R)`` the frames' planes.
-        batch: the training batch (``mask``, ``cam2world``, ``intrinsics``).
-        count: head pixels per frame.
-        noise: per-frame randomness; ``None``: torch's generator.
-        spread: also the rays' weight distortion.
-    Returns:
-        ``head_depth`` (mean L1 of expected ray distance vs the shell's, world units, over the rays that
-        qualify) and, with ``spread``, ``head_spread`` (their mean weight distortion); zeros when none does.
-    """
-    cam2world = batch["cam2world"].to(planes.dtype)
-    uv, valid = _random_head_pixels(batch["mask"].to(cam2world.device), count, noise)
-    origins, dirs = image_rays(cam2world, batch["intrinsics"], uv)
-    t_near, t_far, _ = ray_box_intersect(origins, dirs, avatar.box.box_min, avatar.box.box_max)
-    shell = entry_distance(origins, dirs, avatar.cfg.head_volume, t_near, t_far, SHELL_LEVEL)
-    hit = origins + shell.clamp_max(1e3)[..., None] * dirs
-    landmarks = avatar.canonical_landmarks.to(hit)
-    above_chin = hit[..., 1] >= landmarks[:, 1].min()  # below it the shell is no guess of the neck's depth
-    valid = valid & torch.isfinite(shell) & above_chin & ~inside_face(landmarks, hit[..., :2])
-    res = avatar.render_rays(planes, origins, dirs, jitter=noise if noise is not None and avatar.training else None,
-                             with_distortion=spread)
-    depth = res["depth_raw"] / res["alpha"].clamp_min(1e-3)
-    share = valid.to(depth.dtype) / valid.sum().clamp_min(1)
-    out = {"head_depth": ((depth - torch.where(valid, shell, depth)).abs() * share).sum()}
-    if spread:
-        out["head_spread"] = (res["distortion"] * share).sum()
-    return out
-
-
-def _random_head_pixels(mask: torch.Tensor, count: int,
-                        noise: FrameNoise | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` random points per frame in pixels labelled head, as image fractions.
-
-    Args:
-        mask: ``(B, 1, H, W)`` labels (2: head).
-    Returns:
-        ``uv (B, count, 2)`` in ``[0, 1]`` and ``valid (B, count)`` (False for frames without a head pixel).
-    """
-    b, _, h, w = mask.shape
-    u = noise.rand(count, 3).to(mask.device) if noise is not None else torch.rand(b, count, 3, device=mask.device)
-    uv = torch.zeros(b, count, 2, device=mask.device)
-    valid = torch.zeros(b, count, dtype=torch.bool, device=mask.device)
-    for i in range(b):
-        pixels = (mask[i, 0].reshape(-1) == 2).nonzero()[:, 0]
-        if pixels.numel() == 0:
-            continue
-        pick = pixels[(u[i, :, 0] * pixels.numel()).long().clamp_max(pixels.numel() - 1)]
-        uv[i, :, 0] = ((pick % w).to(u) + u[i, :, 1]) / w
-        uv[i, :, 1] = ((pick // w).to(u) + u[i, :, 2]) / h
-        valid[i] = True
-    return uv, valid
-
-
 def _random_landmarks(landmarks: torch.Tensor, b: int, count: int, noise: FrameNoise | None) -> torch.Tensor:
     """``(B, count, 3)`` random canonical landmarks: per frame with ``noise``, else one choice for the batch."""
     if noise is not None:
@@ -306,10 +231,6 @@ def compute_losses(outputs: dict[str, torch.Tensor], batch: dict, avatar: Avatar
     if (w.face_depth > 0 or w.face_alpha > 0 or w.face_spread > 0) and bool(avatar.canonical_landmarks.abs().sum() > 0):
         out.update(face_prior(avatar, _frame_planes(outputs, avatar), batch["cam2world"].to(image), w.face_rays,
                               batch.get("noise"), w.face_points, spread=w.face_spread > 0))
-    if (w.head_depth > 0 or w.head_spread > 0) and avatar.cfg.head_volume is not None and "mask" in batch \
-            and bool(avatar.canonical_landmarks.abs().sum() > 0):
-        out.update(head_prior(avatar, _frame_planes(outputs, avatar), batch, w.head_rays, batch.get("noise"),
-                              spread=w.head_spread > 0))
     if w.symmetry > 0:
         out["symmetry"] = symmetry_loss(avatar.identity_planes())
     dp = outputs.get("deltaplane")
