@@ -76,3 +76,25 @@ def test_a_tracking_glitch_is_not_a_turn():
     _, val = split_frames(yaw.size, s.train_end, s.val_runs, s.margin_runs)
     dev = yaw - np.median(yaw)
     assert (dev[val] < -5).mean() > 0.9
+
+
+def test_a_larger_turned_share_tests_further_beyond_the_training_range():
+    yaw = turning_yaw()
+    dev = yaw - np.median(yaw)
+    ranges, beyond = [], []
+    for fraction in (0.15, 0.3):
+        s = turned_split(yaw, FPS, fraction)
+        train, val = split_frames(yaw.size, s.train_end, s.val_runs, s.margin_runs)
+        assert 0.8 * fraction * yaw.size <= val.size <= 1.6 * fraction * yaw.size
+        lo, hi = dev[train].min(), dev[train].max()
+        ranges.append(hi - lo)
+        beyond.append(float(np.maximum(dev[val] - hi, lo - dev[val]).clip(0).mean()))
+    assert ranges[1] < ranges[0] - 2.0 and beyond[1] > beyond[0] + 1.0
+
+
+def test_holdout_fraction_sets_the_share_of_the_chosen_split():
+    from talk3d_prep.pipeline import PrepConfig
+
+    assert PrepConfig(holdout="turned").with_holdout_fraction(0.3).turned_fraction == 0.3
+    tail = PrepConfig().with_holdout_fraction(0.2)
+    assert (tail.val_fraction, tail.turned_fraction) == (0.2, PrepConfig().turned_fraction)
