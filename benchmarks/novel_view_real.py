@@ -30,8 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from talk3d_prep.pipeline import PrepConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("katiehill_512_8s", "feifeili_256_10s")
+TURNED_SHARE = PrepConfig().turned_fraction
+"""Prep's default share of turned frames held out."""
 BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 90.0))
 """Degrees beyond the training yaw range by which the turned frames are grouped."""
 
@@ -45,21 +49,19 @@ def talk3d(*args: str) -> float:
 
 
 def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[str],
-             holdout_fraction: float | None = None) -> dict:
+             holdout_fraction: float = TURNED_SHARE) -> dict:
     data, run = work / f"data_{video.stem}", work / f"run_{video.stem}"
     timings = {}
     manifest = data / "manifest.json"
-    fraction = ["--holdout-fraction", str(holdout_fraction)] if holdout_fraction is not None else []
     if manifest.is_file():  # a finished dataset with the same turned split is reused
         settings = json.loads(manifest.read_text()).get("prep_settings") or {}
-        from talk3d_prep.pipeline import PrepConfig
-
-        wanted = PrepConfig().turned_fraction if holdout_fraction is None else holdout_fraction
-        if settings.get("holdout") != "turned" or settings.get("turned_fraction") != wanted:
-            raise SystemExit(f"{data} holds a dataset with another held-out split: remove it or choose another --work")
+        found = (settings.get("holdout"), settings.get("turned_fraction"))
+        if found != ("turned", holdout_fraction):
+            raise SystemExit(f"{data} holds a dataset with another held-out split ({found[0]}, share {found[1]}; "
+                             f"asked: turned, {holdout_fraction}): remove it or choose another --work")
     else:
         timings["prep_s"] = talk3d("prep", str(video), "-o", str(data), "--size", str(size), "--holdout", "turned",
-                                   *fraction, "-q")
+                                   "--holdout-fraction", str(holdout_fraction), "-q")
     fit_args = ["fit", str(data), "-o", str(run), "-q"] + (["--steps", str(steps)] if steps else [])
     for s in sets:
         fit_args += ["--set", s]
@@ -139,11 +141,14 @@ def main() -> int:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS),
                     help="clip names in SHARED/video, with or without .mp4")
     ap.add_argument("--size", type=int, default=256, help="dataset side in pixels")
-    ap.add_argument("--holdout-fraction", type=float, default=None,
-                    help="share of the frames held out as turned (prep's default 0.15 when not given)")
+    ap.add_argument("--holdout-fraction", type=float, default=TURNED_SHARE,
+                    help="share of the frames held out as turned (prep's --holdout-fraction, 0.02-0.4)")
     ap.add_argument("--steps", type=int, default=None, help="fit steps (default: the quick preset's)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="fit override KEY=VALUE (repeatable)")
     args = ap.parse_args()
+    if not 0.02 <= args.holdout_fraction <= 0.4:  # (NaN fails too)
+        print(f"error: --holdout-fraction must lie in 0.02-0.4, not {args.holdout_fraction}", file=sys.stderr)
+        return 2
     videos = [args.shared / "video" / f"{name.removesuffix('.mp4')}.mp4" for name in args.clips]
     missing = [str(v) for v in videos if not v.is_file()]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -31,15 +32,16 @@ def command(
                                            help="Refine head poses by aligning the textured face to the frames "
                                                 "(default; corrects the landmark detector's pitch bias) or keep the "
                                                 "landmark-only poses (faster)."),
-    holdout: str = typer.Option("tail", "--holdout", help="Frames held out for evaluation: 'tail' (the last 10%) or "
-                                "'turned' (the ~15% of frames whose head yaw lies furthest from the median, on "
-                                "each side the head turns to, in runs of >= 0.5 s with an unused margin around "
-                                "each: ground truth for novel views)."),
-    holdout_fraction: float | None = typer.Option(None, "--holdout-fraction", min=0.02, max=0.45,
+    holdout: str = typer.Option("tail", "--holdout", help="Frames held out for evaluation: 'tail' (the clip's last "
+                                "part, 10% by default) or 'turned' (about 15% by default: the frames whose head yaw "
+                                "lies furthest from the median, on each side the head turns to, in runs of >= 0.5 s "
+                                "with an unused margin around each: ground truth for novel views)."),
+    holdout_fraction: float | None = typer.Option(None, "--holdout-fraction", min=0.02, max=0.4,
                                                   help="Share of the frames held out (default: 0.10 for 'tail', "
-                                                       "0.15 for 'turned'). A larger 'turned' share trains on a "
-                                                       "narrower range of head angles, so the held-out frames lie "
-                                                       "further beyond it."),
+                                                       "about 0.15 for 'turned'). A larger 'turned' share trains "
+                                                       "on a narrower range of head angles, so the held-out frames "
+                                                       "lie further beyond it; prep refuses, at its end, a share "
+                                                       "that leaves less than half the frames to train on."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -51,6 +53,8 @@ def command(
 
     if holdout not in ("tail", "turned"):
         raise UserError(f"--holdout must be 'tail' or 'turned', not '{holdout}'")
+    if holdout_fraction is not None and not math.isfinite(holdout_fraction):
+        raise UserError(f"--holdout-fraction must be a number between 0.02 and 0.4, not {holdout_fraction}")
 
     config = PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale, crop_padding=crop_padding,
                         focal_35mm=focal_35mm, photometric_poses=photometric_poses, holdout=holdout)

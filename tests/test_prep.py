@@ -127,11 +127,15 @@ def test_audio_override_and_cli(synthetic: dict, tmp_path: Path) -> None:
 
     wav = write_tone(tmp_path / "speech.wav", 2.0)  # shorter than the video: padded, with a warning
     out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(tmp_path / "nan"), "--holdout-fraction",
+                                   "nan"])
+    assert res.exit_code == 1 and "--holdout-fraction must be a number" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(out), "--size", "128",
-                                   "--audio", str(wav), "--quiet"])
+                                   "--audio", str(wav), "--holdout-fraction", "0.2", "--quiet"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "manifest.json").read_text())
     assert m["size"] == 128 and m["prep_settings"]["audio"] == str(wav)
+    assert m["prep_settings"]["val_fraction"] == 0.2 and m["train_end"] == m["num_frames"] - round(0.2 * m["num_frames"])
     feats = np.load(out / "audio_feats.npy")
     assert feats.shape[0] == 320  # padded to the video length (3.2 s)
     assert feats[250:].astype(np.float32).max() < -10  # silence after the 2 s of audio
