@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ("katiehill_512_8s", "feifeili_256_10s")
 TURNED_SHARE = PrepConfig().turned_fraction
 """Prep's default share of turned frames held out."""
-BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 90.0))
+BEYOND_BINS = ((0.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, 90.0))
 """Degrees beyond the training yaw range by which the turned frames are grouped."""
 
 
