@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
@@ -53,8 +52,6 @@ def command(
 
     if holdout not in ("tail", "turned"):
         raise UserError(f"--holdout must be 'tail' or 'turned', not '{holdout}'")
-    if holdout_fraction is not None and not math.isfinite(holdout_fraction):
-        raise UserError(f"--holdout-fraction must be a number between 0.02 and 0.4, not {holdout_fraction}")
 
     config = PrepConfig(size=size, fps=fps, audio=audio, crop_scale=crop_scale, crop_padding=crop_padding,
                         focal_35mm=focal_35mm, photometric_poses=photometric_poses, holdout=holdout)

@@ -129,7 +129,7 @@ def test_audio_override_and_cli(synthetic: dict, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(tmp_path / "nan"), "--holdout-fraction",
                                    "nan"])
-    assert res.exit_code == 1 and "--holdout-fraction must be a number" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "--holdout-fraction" in res.output and "Traceback" not in res.output  # NaN: refused
     res = CliRunner().invoke(app, ["prep", str(synthetic["clip"]), "-o", str(out), "--size", "128",
                                    "--audio", str(wav), "--holdout-fraction", "0.2", "--quiet"])
     assert res.exit_code == 0, res.output
