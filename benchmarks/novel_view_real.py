@@ -77,21 +77,23 @@ def one_clip(video: Path, work: Path, size: int, steps: int | None, sets: list[s
 
 def markdown(rows: list[dict]) -> str:
     head = ("| clip | held-out frames (yaw) | training yaw | beyond (mean / max deg) | PSNR render / baseline | "
-            "head PSNR render / baseline | SSIM render / baseline | LMD mouth render / baseline |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+            "head PSNR render / baseline | SSIM render / baseline | LMD mouth render / baseline | "
+            "LMD face render / baseline | identity distance to the frame, render / baseline |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     lines = []
     for r in rows:
         t = r["turned"]
         if not t.get("available"):
-            lines.append(f"| {r['clip']} | {t.get('reason')} | | | | | | |")
+            lines.append(f"| {r['clip']} | {t.get('reason')} |" + " |" * 8)
             continue
         a, b = t["render"], t["baseline"]
+        pairs = [(a["psnr"], b["psnr"], 2), (a["head_psnr"], b["head_psnr"], 2), (a["ssim"], b["ssim"], 3),
+                 (a["lmd_mouth"], b["lmd_mouth"], 2), (a.get("lmd_face"), b.get("lmd_face"), 2),
+                 (a.get("identity_distance"), b.get("identity_distance"), 3)]
         lines.append(
             f"| {r['clip']} | {t['frames']} ({t['held_out_yaw'][0]:+.0f}..{t['held_out_yaw'][1]:+.0f}) | "
             f"{t['train_yaw'][0]:+.0f}..{t['train_yaw'][1]:+.0f} | {t['degrees_beyond_mean']:.1f} / "
-            f"{t['degrees_beyond_max']:.1f} | {_f(a['psnr'])} / {_f(b['psnr'])} | {_f(a['head_psnr'])} / "
-            f"{_f(b['head_psnr'])} | {_f(a['ssim'], 3)} / {_f(b['ssim'], 3)} | {_f(a['lmd_mouth'])} / "
-            f"{_f(b['lmd_mouth'])} |")
+            f"{t['degrees_beyond_max']:.1f} | " + " | ".join(f"{_f(x, d)} / {_f(y, d)}" for x, y, d in pairs) + " |")
     return head + "\n".join(lines) + "\n\n" + beyond_markdown(rows)
 
 
@@ -130,7 +132,7 @@ def by_degrees_beyond(per_frame: list[dict]) -> dict:
 
 
 def _f(v, digits: int = 2) -> str:
-    return "n/a" if v is None else f"{v:.{digits}f}"
+    return "n/a" if v is None else v if isinstance(v, str) else f"{v:.{digits}f}"
 
 
 def main() -> int:

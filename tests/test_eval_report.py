@@ -187,6 +187,23 @@ def test_turned_split_report(tmp_path: Path):
     assert tv["degrees_beyond_max"] > 0.5 and tv["train_yaw"][1] < tv["held_out_yaw"][1] + 1e-6
     held = set(m.val_frames.tolist())
     assert all(p["frame"] in held for p in tv["per_frame"])
+    assert {"lmd_face", "identity_distance"} <= set(tv["render"]) and "LMD face" in (run / "eval" / "report.md").read_text()
     for name in ("turned.png", "views_frames.png"):
         assert (run / "eval" / name).stat().st_size > 1000
     assert "Turned held-out frames" in (run / "eval" / "report.md").read_text()
+
+
+def test_turned_face_figures_measure_against_the_real_frame(monkeypatch: pytest.MonkeyPatch):
+    from talk3d.eval import dlib_face, turned
+
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    truth_lm = np.random.default_rng(0).uniform(10, 50, (3, 478, 3)).astype(np.float32)
+    truth = turned._Faces(truth_lm, np.array([True, True, True]), [np.zeros(128)] * 3)
+    moved = turned._Faces(truth_lm + np.array([3.0, 4.0, 0.0], np.float32), np.array([True, True, False]),
+                          [np.full(128, 0.05), np.full(128, 0.05), None])
+    monkeypatch.setattr(turned, "_faces", lambda rgb: moved)
+    got = turned._image_figures(frames, frames, np.ones((3, 64, 64), bool), truth)
+    assert got["lmd_face"] == pytest.approx(5.0 * 512 / 64) and got["lmd_mouth"] == pytest.approx(5.0 * 512 / 64)
+    assert got["identity_distance"] == pytest.approx(0.05 * np.sqrt(128)) and got["face_detected"] == pytest.approx(2 / 3)
+    no_dlib = turned._Faces(moved.landmarks, moved.found, None)
+    assert turned._identity_distance(no_dlib, truth) == dlib_face.NOT_AVAILABLE

@@ -329,9 +329,10 @@ def _turned_table(report: dict[str, Any]) -> str:
             f"(training {tv['train_yaw'][0]:+.1f}..{tv['train_yaw'][1]:+.1f}); up to "
             f"{tv['degrees_beyond_max']:.1f} degrees beyond the training range (mean {tv['degrees_beyond_mean']:.1f}).")
     rows = [[name, _fmt(f["psnr"]), _fmt(f["ssim"], 4), _fmt(f["head_psnr"]), _fmt(f["lmd_mouth"]),
-             _fmt(f["face_detected"])] for name, f in (("render at the frame's pose", tv["render"]),
-                                                        ("baseline: nearest training pose", tv["baseline"]))]
-    return head + "\n\n" + _table(["", "PSNR", "SSIM", "head PSNR", "LMD mouth (px @512)", "face detected"], rows)
+             _fmt(f.get("lmd_face")), _fmt(f.get("identity_distance"), 3), _fmt(f["face_detected"])]
+            for name, f in (("render at the frame's pose", tv["render"]), ("baseline: nearest training pose", tv["baseline"]))]
+    return head + "\n\n" + _table(["", "PSNR", "SSIM", "head PSNR", "LMD mouth (px @512)", "LMD face (px @512)",
+                                   "identity distance to the frame", "face detected"], rows)
 
 
 def _full_frame_table(report: dict[str, Any]) -> str:

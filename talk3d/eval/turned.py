@@ -5,12 +5,15 @@ Prep's turned split holds out the frames whose head yaw lies furthest from the c
 Each is rendered at its own tracked pose with its own audio and compared with the frame;
 beside it a baseline of what "no 3D" gives: the avatar rendered at the pose (and torso
 offset) of the nearest training frame in yaw/pitch, with the held-out frame's audio. Both get
-PSNR, SSIM, head-region PSNR (the prep head mask) and mouth LMD, and every frame the degrees it
-lies beyond the training range.
+PSNR, SSIM, head-region PSNR (the prep head mask), mouth and whole-face LMD (where the features lie
+against the real frame's) and, with dlib installed, the identity distance to the real frame (a
+sharp face slightly off in place loses PSNR to a blurred one; it still looks like the person), and
+every frame the degrees it lies beyond the training range.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +21,7 @@ import torch
 
 from talk3d.camera import camera_angles
 from talk3d.dataset import MASK_HEAD, TalkingHeadDataset
-from talk3d.eval import metrics
+from talk3d.eval import dlib_face, metrics
 from talk3d.eval.suites import SuiteResult, _to_tensor, nan_to_none, render_all
 from talk3d.eval.tracking import detect_sequence
 
@@ -38,31 +41,68 @@ def nearest_training(angles: np.ndarray, train_angles: np.ndarray, chunk: int = 
                            for s in range(0, len(angles), chunk)]) if len(angles) else np.zeros(0, np.int64)
 
 
-def _image_figures(rgb: np.ndarray, gt: np.ndarray, head: np.ndarray) -> dict[str, Any]:
-    """PSNR, SSIM, head PSNR per frame and mouth LMD of renders ``(V, S, S, 3)`` against ``gt``."""
+FACE_MESH = tuple(range(468))
+"""FaceMesh landmarks of the face itself (irises left out): where the render puts eyes, nose, mouth and outline."""
+
+
+@dataclass
+class _Faces:
+    """Faces found in a stack of frames: landmarks ``(V, 478, 3)``, found ``(V,)`` and, with dlib, embeddings."""
+
+    landmarks: np.ndarray
+    found: np.ndarray
+    embeddings: list[np.ndarray | None] | None
+
+
+def _faces(rgb: np.ndarray) -> _Faces:
+    """Landmarks (mediapipe, static mode) of frames ``(V, S, S, 3)`` and their dlib face embeddings when dlib is
+    installed (None per frame without a face)."""
+    lm, found = detect_sequence(rgb, static=True)
+    embeddings = None
+    if dlib_face.available():
+        embeddings = [dlib_face.embedding(frame, dlib_face.face_box_from_landmarks(pts)) if ok else None
+                      for frame, pts, ok in zip(rgb, lm, found, strict=True)]
+    return _Faces(lm, found, embeddings)
+
+
+def _identity_distance(faces: _Faces, truth: _Faces) -> float | str | None:
+    """Mean dlib distance between each frame's face and the real frame's (same person below 0.6);
+    :data:`dlib_face.NOT_AVAILABLE` without dlib, None where no pair of faces was found."""
+    if faces.embeddings is None or truth.embeddings is None:
+        return dlib_face.NOT_AVAILABLE
+    dists = [float(np.linalg.norm(a - b)) for a, b in zip(faces.embeddings, truth.embeddings, strict=True)
+             if a is not None and b is not None]
+    return float(np.mean(dists)) if dists else None
+
+
+def _image_figures(rgb: np.ndarray, gt: np.ndarray, head: np.ndarray, truth: _Faces) -> dict[str, Any]:
+    """PSNR, SSIM, head PSNR per frame, mouth and face LMD and identity distance of renders ``(V, S, S, 3)``
+    against ``gt`` (whose faces are ``truth``)."""
     pred_t, gt_t = _to_tensor(rgb), _to_tensor(gt)
     head_t = torch.from_numpy(head)
     has_head = head.reshape(len(head), -1).any(1)
     head_psnr = np.full(len(rgb), np.nan)
     if has_head.any():
         head_psnr[has_head] = metrics.masked_psnr(pred_t[has_head], gt_t[has_head], head_t[has_head]).numpy()
-    lm_r, ok_r = detect_sequence(rgb, static=True)
-    lm_g, ok_g = detect_sequence(gt, static=True)
-    both = ok_r & ok_g
+    faces = _faces(rgb)
+    both = faces.found & truth.found
     size = rgb.shape[1]
+
+    def lmd(indices: tuple[int, ...]) -> float | None:
+        return metrics.landmark_distance(faces.landmarks[both], truth.landmarks[both], size, indices) \
+            if both.any() else None
+
     return {
         "psnr": metrics.psnr(pred_t, gt_t).numpy(), "ssim": metrics.ssim(pred_t, gt_t).numpy(),
-        "head_psnr": head_psnr,
-        "lmd_mouth": metrics.landmark_distance(lm_r[both], lm_g[both], size, metrics.LIP_INDICES)
-        if both.any() else None,
-        "face_detected": float(ok_r.mean()),
+        "head_psnr": head_psnr, "lmd_mouth": lmd(metrics.LIP_INDICES), "lmd_face": lmd(FACE_MESH),
+        "identity_distance": _identity_distance(faces, truth), "face_detected": float(faces.found.mean()),
     }
 
 
 def _summary(per_frame: dict[str, Any]) -> dict[str, Any]:
     return {"psnr": metrics.finite_mean(per_frame["psnr"]), "ssim": float(np.mean(per_frame["ssim"])),
             "head_psnr": nan_to_none(metrics.finite_mean(per_frame["head_psnr"])),
-            "lmd_mouth": per_frame["lmd_mouth"], "face_detected": per_frame["face_detected"]}
+            **{name: per_frame[name] for name in ("lmd_mouth", "lmd_face", "identity_distance", "face_detected")}}
 
 
 def turned_views(driver: Any, dataset: TalkingHeadDataset, batch_size: int, max_frames: int = 240) -> SuiteResult:
@@ -92,7 +132,8 @@ def turned_views(driver: Any, dataset: TalkingHeadDataset, batch_size: int, max_
     poses_b[idx], torso_b[idx] = poses[nearest], torso[nearest]
     baseline = render_all(driver, driver.audio_feats, driver.blink, poses_b, idx, 0.0, 0.0, batch_size,
                           "baseline: nearest training pose", torso=torso_b, phones=driver.phones).rgb
-    got_r, got_b = _image_figures(render, gt, head), _image_figures(baseline, gt, head)
+    truth = _faces(gt)
+    got_r, got_b = _image_figures(render, gt, head, truth), _image_figures(baseline, gt, head, truth)
     figures = {
         "available": True, "frames": int(idx.size), "held_out_frames": int(val.size),
         "train_yaw": [float(angles[train, 0].min()), float(angles[train, 0].max())],
