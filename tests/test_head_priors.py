@@ -162,6 +162,10 @@ def test_face_prior_settings_old_names_and_bad_choices() -> None:
     old = FitConfig.from_dict({"loss": {"landmark_depth": 0.2, "landmark_alpha": 0.3, "landmark_rays": 16}})
     assert (old.loss.face_depth, old.loss.face_alpha, old.loss.face_rays) == (0.2, 0.3, 16)
     assert (old.loss.face_points, old.loss.face_spread) == ("landmarks", 0.0)  # the landmark prior they had
+    before = FitConfig.from_dict({"loss": {"face_depth": 0.05, "face_alpha": 0.05}})  # saved before it was named
+    assert (before.loss.face_points, before.loss.face_rays, before.loss.face_spread) == ("landmarks", 64, 0.0)
+    now = FitConfig.from_dict(FitConfig().to_dict()).loss  # today's default: the thin face prior, kept on reload
+    assert (now.face_points, now.face_rays, now.face_spread) == ("surface", 256, 0.05)
     cfg = FitConfig()
     apply_override(cfg, "loss.face_points=vertices")
     with pytest.raises(UserError, match="face_points"):

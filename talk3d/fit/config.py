@@ -45,6 +45,9 @@ RENAMED_LOSS = {"l1_lr": "l1_neural", "ssim_lr": "ssim_neural", "landmark_depth"
                 "landmark_alpha": "face_alpha", "landmark_rays": "face_rays"}
 """Loss weights renamed: ``lr`` read as learning rate next to the learning rates; the landmark prior
 became the face prior (its rays may also go through any point of the triangulated face)."""
+LANDMARK_PRIOR = {"face_points": "landmarks", "face_rays": 64, "face_spread": 0.0}
+"""The face prior of runs saved before the thin face prior became the default (their loss settings name
+no ``face_points``): the landmark prior, so they resume as they were fitted."""
 
 
 def _loss_weights() -> Any:
@@ -164,6 +167,8 @@ class FitConfig:
         cfg = cls(model=ModelConfig.from_dict(model)) if model is not None else cls()
         if isinstance(data.get("loss"), dict):
             loss = {RENAMED_LOSS.get(k, k): v for k, v in data["loss"].items()}
+            if "face_points" not in loss:
+                loss = {**LANDMARK_PRIOR, **loss}
             data["loss"] = drop_retired(loss, RETIRED_LOSS, "loss")
         update_dataclass(cfg, data)
         return cfg

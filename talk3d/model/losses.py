@@ -44,17 +44,20 @@ class LossWeights:
     canonical face (:attr:`face_points`)."""
     face_alpha: float = 0.05
     """``1 - alpha`` of the rays through those points (the face is opaque)."""
-    face_spread: float = 0.0
+    face_spread: float = 0.05
     """Weight distortion of those rays (:func:`talk3d.model.renderer.distortion`, world units): the
-    face made a thin surface instead of a fog of its own texture. Off by default: with
-    ``face_points=surface`` and ``face_rays=256``, 0.05 makes Obama's +-30 views sharp (dlib identity
-    distance 0.39 / 0.39 instead of 0.52 / 0.49) for 0.23 dB on the frontal held-out frames, and 0.1
-    cost 1.2 dB of head PSNR on Fei-Fei Li's turned frames (docs/model.md, session 14)."""
-    face_rays: int = 64
+    face made a thin surface instead of a fog of its own texture. With ``face_points=surface`` and
+    ``face_rays=256`` (the defaults since session 15): Obama's +-30 views sharp and recognisable (dlib
+    identity distance 0.39 / 0.39 instead of 0.53 / 0.49) for 0.24 dB on his frontal held-out frames;
+    Fei-Fei Li's frames 8-15 degrees beyond her training range closer to the real ones (identity
+    distance to the frame 0.24 instead of 0.35, face landmarks 6.5 instead of 8.3 px off) for 0.3 dB of
+    head PSNR (docs/model.md, sessions 14-15). 0: the face a fog that frontal views sum back sharp."""
+    face_rays: int = 256
     """Face points (rays) per frame."""
-    face_points: str = "landmarks"
-    """Where the face prior's rays go: ``landmarks`` (random canonical landmarks) or ``surface``
-    (random points of the landmarks' frontal triangulation, :mod:`talk3d.model.face_surface`)."""
+    face_points: str = "surface"
+    """Where the face prior's rays go: ``surface`` (random points of the landmarks' frontal
+    triangulation, :mod:`talk3d.model.face_surface`) or ``landmarks`` (random canonical landmarks: the
+    landmark prior of runs saved before session 15, with 64 rays and no spread term)."""
     symmetry: float = 0.01
     """L1 between the identity triplane and its mirror image in x."""
     delta_l2: float = 0.01
