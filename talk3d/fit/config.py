@@ -47,7 +47,8 @@ RENAMED_LOSS = {"l1_lr": "l1_neural", "ssim_lr": "ssim_neural", "landmark_depth"
 became the face prior (its rays may also go through any point of the triangulated face)."""
 LANDMARK_PRIOR = {"face_points": "landmarks", "face_rays": 64, "face_spread": 0.0}
 """The face prior of runs saved before the thin face prior became the default (their loss settings name
-no ``face_points``): the landmark prior, so they resume as they were fitted."""
+no ``face_points``): the landmark prior, so a loaded run's settings say what it was fitted with. (A fit
+that resumes one trains with the settings of the command that resumes it.)"""
 
 
 def _loss_weights() -> Any:

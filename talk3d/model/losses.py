@@ -49,7 +49,7 @@ class LossWeights:
     face made a thin surface instead of a fog of its own texture. With ``face_points=surface`` and
     ``face_rays=256`` (the defaults since session 15): Obama's +-30 views sharp and recognisable (dlib
     identity distance 0.39 / 0.39 instead of 0.53 / 0.49) for 0.24 dB on his frontal held-out frames;
-    Fei-Fei Li's frames 8-15 degrees beyond her training range closer to the real ones (identity
+    Fei-Fei Li's frames 4-15 degrees beyond her training range closer to the real ones (identity
     distance to the frame 0.24 instead of 0.35, face landmarks 6.5 instead of 8.3 px off) for 0.3 dB of
     head PSNR (docs/model.md, sessions 14-15). 0: the face a fog that frontal views sum back sharp."""
     face_rays: int = 256
