@@ -91,3 +91,8 @@ def embedding(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.nda
     img = np.ascontiguousarray(rgb)
     shape = predictor(img, _rect(box))
     return np.asarray(encoder.compute_face_descriptor(img, shape), dtype=np.float32)
+
+
+def face_embedding(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """:func:`embedding` of the face whose FaceMesh ``landmarks (478, 2+)`` were found in ``rgb``."""
+    return embedding(rgb, face_box_from_landmarks(landmarks))

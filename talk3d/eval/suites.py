@@ -194,7 +194,7 @@ def identity_reference(dataset: TalkingHeadDataset, count: int = 8) -> np.ndarra
     m = dataset.manifest
     train = np.asarray(m.train_frames)
     idx = train[np.linspace(0, train.size - 1, min(count, train.size)).round().astype(int)]
-    embs = [dlib_face.embedding(dataset.frame(int(i)), dlib_face.face_box_from_landmarks(dataset.landmarks[int(i)]))
+    embs = [dlib_face.face_embedding(dataset.frame(int(i)), dataset.landmarks[int(i)])
             for i in idx if dataset.landmark_valid[int(i)]]
     return np.mean(embs, axis=0) if embs else None
 
@@ -228,8 +228,8 @@ def novel_views(driver: Any, dataset: TalkingHeadDataset, views: list[tuple[floa
             row["identity_distance"] = row["same_person_rate"] = (
                 dlib_face.NOT_AVAILABLE if not dlib_face.available() else None)
         else:
-            dists = [float(np.linalg.norm(dlib_face.embedding(rgb[j], dlib_face.face_box_from_landmarks(lm[j]))
-                                          - reference)) for j in np.flatnonzero(ok)]
+            dists = [float(np.linalg.norm(dlib_face.face_embedding(rgb[j], lm[j]) - reference))
+                     for j in np.flatnonzero(ok)]
             row["identity_distance"] = float(np.mean(dists)) if dists else None
             row["same_person_rate"] = (float(np.mean(np.array(dists) < dlib_face.SAME_PERSON_THRESHOLD))
                                        if dists else 0.0)

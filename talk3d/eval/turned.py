@@ -60,7 +60,7 @@ def _faces(rgb: np.ndarray) -> _Faces:
     lm, found = detect_sequence(rgb, static=True)
     embeddings = None
     if dlib_face.available():
-        embeddings = [dlib_face.embedding(frame, dlib_face.face_box_from_landmarks(pts)) if ok else None
+        embeddings = [dlib_face.face_embedding(frame, pts) if ok else None
                       for frame, pts, ok in zip(rgb, lm, found, strict=True)]
     return _Faces(lm, found, embeddings)
 

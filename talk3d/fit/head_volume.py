@@ -13,6 +13,7 @@ import torch
 
 from talk3d.camera import generate_rays
 from talk3d.dataset import TalkingHeadDataset
+from talk3d.fit.data import resize_labels
 
 HEAD_LABEL = 2
 MARGIN = 0.08
@@ -63,7 +64,8 @@ def _head_crossings(dataset: TalkingHeadDataset, idx: np.ndarray, rays: int, dep
     cams = torch.as_tensor(np.asarray(dataset.poses)[idx], dtype=torch.float64)
     origins, dirs = generate_rays(cams, torch.as_tensor(np.asarray(dataset.intrinsics), dtype=torch.float64),
                                   rays, rays)
-    head = np.stack([_labels(dataset.mask(int(i)), rays) == HEAD_LABEL for i in idx]).reshape(len(idx), -1)
+    head = np.stack([resize_labels(np.asarray(dataset.mask(int(i))), rays) == HEAD_LABEL for i in idx])
+    head = head.reshape(len(idx), -1)
     if not head.any():
         return None
     t = (depth - origins[..., 2]) / dirs[..., 2]
@@ -71,10 +73,3 @@ def _head_crossings(dataset: TalkingHeadDataset, idx: np.ndarray, rays: int, dep
     points = points[np.isfinite(points).all(-1)]  # rays parallel to the plane cross it nowhere
     return points if len(points) else None
 
-
-def _labels(mask: np.ndarray, side: int) -> np.ndarray:
-    """``(side, side)`` labels of a ``(H, W)`` label image, nearest pixel."""
-    h, w = mask.shape[:2]
-    rows = ((np.arange(side) + 0.5) * h / side).astype(int)
-    cols = ((np.arange(side) + 0.5) * w / side).astype(int)
-    return np.asarray(mask)[rows][:, cols]
